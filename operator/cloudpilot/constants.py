@@ -1,0 +1,86 @@
+"""Every tunable of CloudPilot in one place, each with the reason for its value."""
+
+from typing import Final
+
+API_GROUP: Final = "cloudpilot.io"
+API_VERSION: Final = "v1alpha1"
+KIND: Final = "CloudPilotPool"
+PLURAL: Final = "cloudpilotpools"
+
+ANNOTATION_PREFIX: Final = "cloudpilot.io"
+"""kopf keeps its bookkeeping (handler progress, last-handled spec) in annotations under
+this prefix instead of ``status.kopf``, so that ``status`` belongs to CloudPilot alone."""
+
+FINALIZER: Final = "cloudpilot.io/finalizer"
+"""Held while a pool may still own VMs, so deleting the pool can destroy them first."""
+
+TAG_POOL: Final = "cloudpilot.io/pool"
+TAG_QUEUE: Final = "cloudpilot.io/queue"
+TAG_CE: Final = "cloudpilot.io/ce"
+TAG_MANAGED_BY: Final = "cloudpilot.io/managed-by"
+"""Metadata tags put on every VM where the driver supports them. Ownership needs both the
+name prefix and a matching pool tag there, so a hand-made VM with a look-alike name is
+never counted, touched or deleted."""
+
+DEFAULT_MAX_LIFETIME: Final = 1_209_600
+"""Two weeks, the seed's ``Context_MaxLifetime`` default."""
+
+DEFAULT_BOOT_TIMEOUT: Final = 1_800
+"""A VM that is still starting after 30 minutes is taken as stuck: cloud-init and the CVMFS
+setup take minutes on a cold image, never half an hour."""
+
+DEFAULT_HALT_GRACE_PERIOD: Final = 300
+"""Five minutes between the pilot's end and ``poweroff``, as in DIRAC's template: long
+enough for a site admin to log in and look at a pilot that failed."""
+
+DEFAULT_RECONCILE_INTERVAL: Final = 60.0
+"""Seconds between two full reconciles of a quiet pool. One list call per cloud account per
+interval is the whole steady-state cost, so a minute keeps the cloud API quiet while a
+finished pilot is replaced within about a minute."""
+
+DEFAULT_CONVERGING_INTERVAL: Final = 10.0
+"""Seconds between reconciles while a pool is still converging (VMs starting, creations
+pending), so that progress shows quickly without polling a quiet pool."""
+
+TIMER_TICK: Final = 2.0
+"""How often kopf wakes each pool's timer. A tick costs no API call: the reconciler only
+does work when a reconcile is due (interval, back-off, or a spec change)."""
+
+DEFAULT_CREATE_PARALLELISM: Final = 8
+"""Concurrent create/destroy calls per cloud account where the provider has no batch API.
+libcloud is synchronous, so each call holds a worker thread."""
+
+DEFAULT_BATCH_SIZE: Final = 100
+"""Largest single batched create (EC2 ``MinCount/MaxCount``). EC2 accepts more, but a
+smaller batch keeps a single quota refusal from blocking a whole scale-up."""
+
+LOOKUP_CACHE_TTL: Final = 3_600.0
+"""Seconds a resolved ``name:`` image, flavor or network id is trusted. Catalogues change
+rarely; a stale id that the cloud rejects is dropped from the cache at once."""
+
+PENDING_CREATE_TTL: Final = 600.0
+"""Seconds a VM that was created but not yet seen in a listing is still counted. Eventually
+consistent clouds show new VMs within seconds; past ten minutes the VM never came."""
+
+DELETING_TTL: Final = 900.0
+"""Seconds a VM we asked to destroy is not counted as live while it still lists (EC2 keeps
+``shutting-down`` instances for a minute or more). After that it is destroyed again."""
+
+BACKOFF_INITIAL: Final = 10.0
+BACKOFF_MAX: Final = 600.0
+"""Capped exponential back-off for failed creations: 10 s, 20 s, 40 s ... 10 minutes."""
+
+BACKOFF_MAX_BAD_CREDENTIALS: Final = 1_800.0
+"""Rejected credentials need a human; retrying them every 10 s only fills audit logs."""
+
+MAX_STATUS_INSTANCES: Final = 200
+"""``status.instances`` is bounded: a pool of 2,000 pilots must not make a multi-megabyte
+object that every watcher of the resource has to download on each change."""
+
+MAX_VM_EVENTS_PER_CYCLE: Final = 20
+"""Per-VM events per reconcile and reason; past that one summary event says how many more,
+so a scale-up of 500 does not flood the events API."""
+
+MAX_MESSAGE_LENGTH: Final = 512
+"""Error messages from clouds are cut to this length: clouds echo whole requests back, and
+a request may carry user data (and with it the pilot proxy)."""

@@ -1,0 +1,164 @@
+"""What a pool's reconciler remembers between two listings, as immutable data.
+
+The cloud listing is the truth, but it lags: an eventually consistent cloud may not list a
+VM for seconds after ``create`` returned, and EC2 keeps listing a destroyed VM as
+``shutting-down`` for a minute. Without memory the first would be created twice and the
+second counted as live. Memory only ever *adds* to what the listing shows, and forgets on
+its own (a TTL): after a restart it is empty and the listing alone is used, which is safe
+on a consistent cloud and at worst errs the way DIRAC always did on a lagging one.
+
+Every function here is pure: ``(memory, facts, now) -> memory``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from cloudpilot import constants
+from cloudpilot.models.vms import ObservedVM, Phase
+
+
+class ErrorKind(StrEnum):
+    """Classes of cloud failure; each has its own reason in status and its own retry."""
+
+    BAD_CREDENTIALS = "BadCredentials"
+    NOT_FOUND = "NotFound"
+    QUOTA = "QuotaExceeded"
+    TRANSIENT = "Transient"
+    INVALID_REQUEST = "InvalidRequest"
+    CONFIG = "InvalidConfig"
+
+
+PERSISTENT_KINDS = frozenset(
+    {ErrorKind.BAD_CREDENTIALS, ErrorKind.NOT_FOUND, ErrorKind.INVALID_REQUEST, ErrorKind.CONFIG}
+)
+"""Failures that need a human (a fixed spec or Secret): they make the pool Stalled."""
+
+
+@dataclass(frozen=True)
+class CloudError:
+    """A classified failure: the message is already cut and scrubbed of secrets."""
+
+    kind: ErrorKind
+    message: str
+    operation: str = ""
+
+
+@dataclass(frozen=True)
+class PendingVM:
+    """A VM that ``create`` returned but that no listing has shown yet."""
+
+    id: str
+    name: str
+    queue: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Backoff:
+    failures: int
+    retry_at: datetime
+    error: CloudError
+
+
+@dataclass(frozen=True)
+class PoolMemory:
+    pending: Mapping[str, PendingVM] = field(default_factory=dict)
+    deleting: Mapping[str, datetime] = field(default_factory=dict)
+    """VM id -> when its destroy was accepted."""
+    backoff: Mapping[str, Backoff] = field(default_factory=dict)
+    """Queue name -> back-off after failed creations in that queue."""
+
+
+def observe(memory: PoolMemory, listed_ids: Iterable[str], now: datetime) -> PoolMemory:
+    """Forget what the new listing made redundant, and whatever outlived its TTL."""
+    listed = set(listed_ids)
+    pending_ttl = timedelta(seconds=constants.PENDING_CREATE_TTL)
+    deleting_ttl = timedelta(seconds=constants.DELETING_TTL)
+    pending = {
+        vm_id: vm
+        for vm_id, vm in memory.pending.items()
+        if vm_id not in listed and now - vm.created_at < pending_ttl
+    }
+    deleting = {
+        vm_id: at
+        for vm_id, at in memory.deleting.items()
+        if vm_id in listed and now - at < deleting_ttl
+    }
+    return replace(memory, pending=pending, deleting=deleting)
+
+
+def record_created(memory: PoolMemory, vms: Iterable[PendingVM]) -> PoolMemory:
+    return replace(memory, pending={**memory.pending, **{vm.id: vm for vm in vms}})
+
+
+def record_deleting(memory: PoolMemory, vm_ids: Iterable[str], now: datetime) -> PoolMemory:
+    return replace(memory, deleting={**memory.deleting, **dict.fromkeys(vm_ids, now)})
+
+
+def backoff_delay(
+    failures: int, kind: ErrorKind, *, initial: float, maximum: float, jitter: float
+) -> float:
+    """Capped exponential back-off with jitter (``jitter`` in [0, 1) from the caller).
+
+    Jitter on the upper half (delay * [0.5, 1.0)) spreads the retries of many pools that
+    failed together without ever retrying sooner than half the nominal delay. Rejected
+    credentials back off further: retrying them fast only fills the cloud's audit log
+    (a rotated Secret clears the back-off at once, see the reconciler).
+    """
+    cap = (
+        max(maximum, constants.BACKOFF_MAX_BAD_CREDENTIALS)
+        if (kind is ErrorKind.BAD_CREDENTIALS)
+        else maximum
+    )
+    nominal = min(cap, initial * 2 ** max(failures - 1, 0))
+    return nominal * (0.5 + jitter / 2)
+
+
+def record_failure(
+    memory: PoolMemory,
+    queue: str,
+    error: CloudError,
+    now: datetime,
+    *,
+    initial: float = constants.BACKOFF_INITIAL,
+    maximum: float = constants.BACKOFF_MAX,
+    jitter: float | None = None,
+) -> PoolMemory:
+    previous = memory.backoff.get(queue)
+    failures = (previous.failures if previous else 0) + 1
+    if jitter is None:
+        jitter = random.random()
+    delay = backoff_delay(failures, error.kind, initial=initial, maximum=maximum, jitter=jitter)
+    entry = Backoff(failures=failures, retry_at=now + timedelta(seconds=delay), error=error)
+    return replace(memory, backoff={**memory.backoff, queue: entry})
+
+
+def record_success(memory: PoolMemory, queue: str) -> PoolMemory:
+    if queue not in memory.backoff:
+        return memory
+    return replace(memory, backoff={k: v for k, v in memory.backoff.items() if k != queue})
+
+
+def in_backoff(memory: PoolMemory, queue: str, now: datetime) -> Backoff | None:
+    entry = memory.backoff.get(queue)
+    return entry if entry is not None and entry.retry_at > now else None
+
+
+def pending_as_observed(memory: PoolMemory) -> list[ObservedVM]:
+    """Pending creations, shown as Starting VMs until a listing has them."""
+    return [
+        ObservedVM(
+            id=vm.id,
+            name=vm.name,
+            queue=vm.queue,
+            phase=Phase.STARTING,
+            created_at=vm.created_at,
+            cloud_state="pending",
+        )
+        for vm in memory.pending.values()
+    ]

@@ -1,0 +1,303 @@
+"""The pure planner: (desired queues, observed VMs, memory, clock) -> what to do.
+
+No I/O happens here. The reconciler lists the cloud, calls :func:`plan`, carries the plan
+out, and writes the status; everything that is a *decision* is in this module and is unit
+tested without a cluster or a cloud.
+
+Rules, in the order they apply:
+
+1. A VM whose pilot ended (``Done``) or that broke (``Failed``) is deleted: the cloud does
+   not remove stopped VMs by itself and they still cost quota.
+2. A VM older than its queue's maximum lifetime is deleted whatever its state: it is
+   taken as stuck or lost, as in DIRAC.
+3. A VM still starting after the queue's boot timeout is deleted: it will never run a pilot.
+4. A VM we already asked to destroy is neither counted nor destroyed again until its TTL
+   ends (clouds keep listing a destroyed VM for a while).
+5. Missing VMs are created up to each queue's desired count, within the queue's and the
+   pool's ``maxInstances`` / ``maxStarting``, shared fairly (round robin) between queues,
+   and not for a queue that is backing off after failures.
+6. Surplus VMs are removed newest first, starting ones first. Running pilots are only
+   killed when the queue's ``scaleDownPolicy`` is ``DeleteRunning``: by default they are
+   left to finish their job and the pool drains.
+7. VMs of a queue that is no longer in the spec are handled as a queue scaled to zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from cloudpilot import memory as mem
+from cloudpilot.models.queues import QueueConfig
+from cloudpilot.models.spec import ScaleDownPolicy
+from cloudpilot.models.vms import ObservedVM, Phase
+
+
+class DeleteReason(StrEnum):
+    PILOT_DONE = "PilotDone"
+    VM_FAILED = "VMFailed"
+    MAX_LIFETIME = "MaxLifetimeExceeded"
+    BOOT_TIMEOUT = "BootTimeout"
+    SCALE_DOWN = "ScaleDown"
+    QUEUE_REMOVED = "QueueRemoved"
+    POOL_DELETED = "PoolDeleted"
+
+
+class Hold(StrEnum):
+    """Why a queue got fewer new VMs than it is missing."""
+
+    MAX_INSTANCES = "MaxInstances"
+    MAX_STARTING = "MaxStarting"
+    BACKOFF = "BackOff"
+
+
+@dataclass(frozen=True)
+class Deletion:
+    vm: ObservedVM
+    reason: DeleteReason
+
+
+@dataclass(frozen=True)
+class Creation:
+    queue: str
+    count: int
+
+
+@dataclass(frozen=True)
+class PoolLimits:
+    max_instances: int | None = None
+    max_starting: int | None = None
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """One queue's numbers after the plan is carried out (as far as it can be known)."""
+
+    name: str
+    desired: int
+    starting: int = 0
+    running: int = 0
+    done: int = 0
+    failed: int = 0
+    unknown: int = 0
+    creating: int = 0
+    deleting: int = 0
+    draining: int = 0
+    """Running pilots above the desired count, left to finish (``Drain`` policy)."""
+    held: Hold | None = None
+    in_spec: bool = True
+
+    @property
+    def live(self) -> int:
+        return self.starting + self.running
+
+
+@dataclass(frozen=True)
+class Plan:
+    creations: tuple[Creation, ...] = ()
+    deletions: tuple[Deletion, ...] = ()
+    queues: tuple[QueueSummary, ...] = field(default_factory=tuple)
+
+    @property
+    def idle(self) -> bool:
+        return not self.creations and not self.deletions
+
+
+@dataclass
+class _QueueState:
+    config: QueueConfig | None
+    name: str
+    vms: list[ObservedVM] = field(default_factory=list)
+    pending: int = 0
+    deletions: list[Deletion] = field(default_factory=list)
+    create: int = 0
+    held: Hold | None = None
+
+    @property
+    def desired(self) -> int:
+        return self.config.replicas if self.config else 0
+
+    def kept(self) -> list[ObservedVM]:
+        gone = {d.vm.id for d in self.deletions}
+        return [vm for vm in self.vms if vm.id not in gone]
+
+    def occupying(self) -> int:
+        """VMs that fill a slot: starting, running or unknown, plus pending creations."""
+        return self.pending + sum(
+            1 for vm in self.kept() if vm.phase in (Phase.STARTING, Phase.RUNNING, Phase.UNKNOWN)
+        )
+
+    def starting(self) -> int:
+        return self.pending + sum(1 for vm in self.kept() if vm.phase is Phase.STARTING)
+
+
+def _age(vm: ObservedVM, now: datetime) -> timedelta | None:
+    return now - vm.created_at if vm.created_at is not None else None
+
+
+def _expiry_reason(
+    vm: ObservedVM, config: QueueConfig | None, now: datetime
+) -> DeleteReason | None:
+    if vm.phase is Phase.DONE:
+        return DeleteReason.PILOT_DONE
+    if vm.phase is Phase.FAILED:
+        return DeleteReason.VM_FAILED
+    age = _age(vm, now)
+    if age is None or config is None:
+        return None
+    if age > timedelta(seconds=config.max_lifetime):
+        return DeleteReason.MAX_LIFETIME
+    if vm.phase is Phase.STARTING and age > timedelta(seconds=config.boot_timeout):
+        return DeleteReason.BOOT_TIMEOUT
+    return None
+
+
+def _newest_first(vms: Iterable[ObservedVM]) -> list[ObservedVM]:
+    return sorted(vms, key=lambda vm: (vm.created_at is None, vm.created_at), reverse=True)
+
+
+def _scale_down(state: _QueueState, policy: ScaleDownPolicy, reason: DeleteReason) -> int:
+    """Delete surplus VMs; returns how many running pilots are left to drain."""
+    surplus = state.occupying() - state.desired
+    if surplus <= 0:
+        return 0
+    kept = state.kept()
+    candidates = _newest_first(vm for vm in kept if vm.phase is Phase.STARTING)
+    if policy is ScaleDownPolicy.DELETE_RUNNING:
+        candidates += _newest_first(vm for vm in kept if vm.phase is Phase.RUNNING)
+    for vm in candidates[:surplus]:
+        state.deletions.append(Deletion(vm, reason))
+    surplus = state.occupying() - state.desired
+    return max(surplus, 0)
+
+
+def _allocate(
+    states: Sequence[_QueueState], limits: PoolLimits, memory: mem.PoolMemory, now: datetime
+) -> None:
+    """Hand out new VMs round robin, one at a time, so a big queue cannot starve others."""
+    pool_room = _room(limits.max_instances, sum(s.occupying() for s in states))
+    pool_start_room = _room(limits.max_starting, sum(s.starting() for s in states))
+    wanting: list[_QueueState] = []
+    for state in states:
+        if state.config is None:
+            continue
+        if state.occupying() >= state.desired:
+            continue
+        if mem.in_backoff(memory, state.name, now):
+            state.held = Hold.BACKOFF
+            continue
+        wanting.append(state)
+    while wanting:
+        progressed = []
+        for state in wanting:
+            config = state.config
+            assert config is not None
+            if state.occupying() + state.create >= state.desired:
+                continue
+            if _room(config.max_instances, state.occupying() + state.create) == 0:
+                state.held = Hold.MAX_INSTANCES
+                continue
+            if _room(config.max_starting, state.starting() + state.create) == 0:
+                state.held = Hold.MAX_STARTING
+                continue
+            if pool_room == 0:
+                state.held = Hold.MAX_INSTANCES
+                continue
+            if pool_start_room == 0:
+                state.held = Hold.MAX_STARTING
+                continue
+            state.create += 1
+            pool_room = pool_room - 1 if pool_room is not None else None
+            pool_start_room = pool_start_room - 1 if pool_start_room is not None else None
+            progressed.append(state)
+        wanting = progressed
+
+
+def _room(limit: int | None, used: int) -> int | None:
+    """Free slots under a limit; None means unlimited."""
+    return None if limit is None else max(limit - used, 0)
+
+
+def plan(
+    queues: Sequence[QueueConfig],
+    observed: Sequence[ObservedVM],
+    memory: mem.PoolMemory,
+    now: datetime,
+    *,
+    limits: PoolLimits = PoolLimits(),
+    removed_queue_policy: ScaleDownPolicy = ScaleDownPolicy.DRAIN,
+) -> Plan:
+    """Decide one reconcile of one pool. ``observed`` holds only VMs the pool owns."""
+    states = {q.name: _QueueState(config=q, name=q.name) for q in queues}
+    for pending in memory.pending.values():
+        if pending.queue in states:
+            states[pending.queue].pending += 1
+    deleting_count: dict[str, int] = {}
+    for vm in observed:
+        if vm.id in memory.pending:
+            continue  # listed now; memory.observe() forgets it on the next cycle
+        state = states.get(vm.queue)
+        if state is None:
+            state = states[vm.queue] = _QueueState(config=None, name=vm.queue)
+        if vm.id in memory.deleting:
+            deleting_count[vm.queue] = deleting_count.get(vm.queue, 0) + 1
+            continue
+        state.vms.append(vm)
+
+    # Rules 1-3: expired VMs go, whatever the counts say.
+    for state in states.values():
+        for vm in state.vms:
+            reason = _expiry_reason(vm, state.config, now)
+            if reason is not None:
+                state.deletions.append(Deletion(vm, reason))
+
+    # Rule 6 and 7: surplus.
+    draining: dict[str, int] = {}
+    for state in states.values():
+        if state.config is None:
+            draining[state.name] = _scale_down(
+                state, removed_queue_policy, DeleteReason.QUEUE_REMOVED
+            )
+        else:
+            draining[state.name] = _scale_down(
+                state, state.config.scale_down_policy, DeleteReason.SCALE_DOWN
+            )
+
+    # Rule 5: missing VMs.
+    ordered = [states[q.name] for q in queues] + [s for s in states.values() if s.config is None]
+    _allocate(ordered, limits, memory, now)
+
+    creations = tuple(Creation(s.name, s.create) for s in ordered if s.create > 0)
+    deletions = tuple(d for s in ordered for d in s.deletions)
+    summaries = tuple(
+        _summarise(s, deleting_count.get(s.name, 0), draining.get(s.name, 0)) for s in ordered
+    )
+    return Plan(creations=creations, deletions=deletions, queues=summaries)
+
+
+def _summarise(state: _QueueState, already_deleting: int, draining: int) -> QueueSummary:
+    kept = state.kept()
+    count = {phase: sum(1 for vm in kept if vm.phase is phase) for phase in Phase}
+    return QueueSummary(
+        name=state.name,
+        desired=state.desired,
+        starting=count[Phase.STARTING] + state.pending,
+        running=count[Phase.RUNNING],
+        done=count[Phase.DONE],
+        failed=count[Phase.FAILED],
+        unknown=count[Phase.UNKNOWN],
+        creating=state.create,
+        deleting=len(state.deletions) + already_deleting,
+        draining=draining,
+        held=state.held,
+        in_spec=state.config is not None,
+    )
+
+
+def plan_teardown(observed: Sequence[ObservedVM], memory: mem.PoolMemory) -> tuple[Deletion, ...]:
+    """Deleting a pool with ``deletionPolicy: Delete``: every owned VM goes."""
+    return tuple(
+        Deletion(vm, DeleteReason.POOL_DELETED) for vm in observed if vm.id not in memory.deleting
+    )

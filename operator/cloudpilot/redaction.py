@@ -1,0 +1,85 @@
+"""Keep secret values out of logs, events, status and exception messages.
+
+Clouds echo requests back in their error messages, and a create request carries the user
+data, which carries the pilot proxy. Cutting messages to a length (as DIRAC does) only
+shortens the leak. Here every secret the operator loads is registered under an owner key,
+and :func:`redact` replaces any registered value (and its base64 form, the way user data
+travels) with ``***``. A logging filter applies it to every record the operator emits.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections.abc import Iterable
+
+MASK = "***"
+_MIN_LENGTH = 6
+"""Shorter values would mask ordinary words; no real credential is that short."""
+
+_lock = threading.Lock()
+_secrets: dict[str, frozenset[str]] = {}
+_needles: tuple[str, ...] = ()
+
+
+def _variants(value: str) -> set[str]:
+    out = {value}
+    raw = value.encode()
+    out.add(base64.b64encode(raw).decode())
+    # Long values (a proxy in PEM) are also matched line by line, so a message that quotes
+    # only part of the value is still masked.
+    out.update(line.strip() for line in value.splitlines() if len(line.strip()) >= 16)
+    return {v for v in out if len(v) >= _MIN_LENGTH}
+
+
+def register(owner: str, values: Iterable[str | bytes | None]) -> None:
+    """Remember the secrets of one owner (``ns/pool:credentials`` ...), replacing old ones."""
+    global _needles
+    found: set[str] = set()
+    for value in values:
+        if value is None:
+            continue
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
+        found |= _variants(text)
+    with _lock:
+        if found:
+            _secrets[owner] = frozenset(found)
+        else:
+            _secrets.pop(owner, None)
+        _needles = tuple(sorted({v for vs in _secrets.values() for v in vs}, key=len, reverse=True))
+
+
+def forget(owner: str) -> None:
+    register(owner, ())
+
+
+def redact(text: str) -> str:
+    for needle in _needles:
+        if needle in text:
+            text = text.replace(needle, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Masks registered secrets in every log record, whoever logged it (libcloud included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not _needles:
+            return True
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, redact(text)
+        return True
+
+
+def install_log_filter() -> None:
+    """Attach the filter to every handler of the root logger (where kopf's records go)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

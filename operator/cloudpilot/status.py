@@ -1,0 +1,292 @@
+"""What ``status`` says, built from plain data by pure functions.
+
+Status follows kstatus, so Flux and Argo CD read it without custom code:
+``observedGeneration`` at the top; ``Ready`` always present; ``Reconciling`` and
+``Stalled`` present only while true. A condition keeps its ``lastTransitionTime`` while its
+status does not change, so a quiet cycle produces exactly the status already stored and the
+reconciler writes nothing.
+
+``Ready`` means every desired VM exists in the cloud (starting or running): a pool of
+pilots always has some VMs booting, since each finished pilot is replaced, and a health
+that flapped with every replacement would be useless to GitOps tools. ``status.running``
+says how many pilots have booted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudpilot import constants
+from cloudpilot.memory import (
+    PERSISTENT_KINDS,
+    CloudError,
+    ErrorKind,
+    PoolMemory,
+    pending_as_observed,
+)
+from cloudpilot.models.vms import ObservedVM
+from cloudpilot.naming import pilot_reference, pilot_stamp
+from cloudpilot.planner import Hold, Plan, QueueSummary
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StatusInputs:
+    generation: int
+    plan: Plan
+    """A plan made *after* this cycle's actions, on the updated memory: its summaries are
+    the pool as it now stands, and its creations are what is still missing."""
+    observed: Sequence[ObservedVM]
+    memory: PoolMemory
+    now: datetime
+    error: CloudError | None = None
+    """The error that blocks the whole pool this cycle (invalid spec, credentials ...)."""
+    prefixes: Mapping[str, str] | None = None
+    extra: Mapping[str, Any] | None = None
+    """Sections other parts own (e.g. ``proxy``), passed through unchanged."""
+
+
+def _queue_status(summary: QueueSummary, prefix: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": summary.name,
+        "desired": summary.desired,
+        "replicas": summary.live,
+        "starting": summary.starting,
+        "running": summary.running,
+        "done": summary.done,
+        "failed": summary.failed,
+        "unknown": summary.unknown,
+        "deleting": summary.deleting,
+        "draining": summary.draining,
+    }
+    if prefix:
+        entry["namePrefix"] = prefix
+    if summary.held is not None:
+        entry["held"] = summary.held.value
+    if not summary.in_spec:
+        entry["removedFromSpec"] = True
+    return entry
+
+
+def _instances(observed: Sequence[ObservedVM], memory: PoolMemory) -> list[dict[str, Any]]:
+    """Newest first, bounded; VMs being destroyed are left out, pending ones shown."""
+    listed = {vm.id: vm for vm in observed if vm.id not in memory.deleting}
+    for vm in pending_as_observed(memory):
+        listed.setdefault(vm.id, vm)
+    ordered = sorted(
+        listed.values(),
+        key=lambda vm: vm.created_at or datetime.min.replace(tzinfo=UTC),
+        reverse=True,
+    )
+    return [
+        {
+            "id": vm.id,
+            "name": vm.name,
+            "queue": vm.queue,
+            "phase": vm.phase.value,
+            "createdAt": timestamp(vm.created_at) if vm.created_at else None,
+            "pilotReference": pilot_reference(vm.id),
+            "pilotStamp": pilot_stamp(vm.id),
+        }
+        for vm in ordered[: constants.MAX_STATUS_INSTANCES]
+    ]
+
+
+def conditions_for(inputs: StatusInputs) -> list[Condition]:
+    """The kstatus conditions: Stalled, Reconciling, then Ready summarising both."""
+    plan = inputs.plan
+    stalled: Condition | None = None
+    reconciling: Condition | None = None
+    blocking = inputs.error
+    if blocking is None:
+        for summary in plan.queues:
+            backoff = inputs.memory.backoff.get(summary.name)
+            if summary.held is Hold.BACKOFF and backoff is not None:
+                blocking = backoff.error
+                break
+    if blocking is not None and (
+        blocking.kind in PERSISTENT_KINDS or blocking.kind is ErrorKind.QUOTA
+    ):
+        stalled = Condition("Stalled", "True", blocking.kind.value, blocking.message)
+    elif blocking is not None:
+        reconciling = Condition(
+            "Reconciling",
+            "True",
+            "RetryingAfterError",
+            f"retrying after a transient error: {blocking.message}",
+        )
+    else:
+        missing = sum(c.count for c in plan.creations)
+        held_starting = [q.name for q in plan.queues if q.held is Hold.MAX_STARTING]
+        scaling_down = sum(q.deleting for q in plan.queues)
+        short = sum(
+            max(q.desired - q.live - q.unknown, 0)
+            for q in plan.queues
+            if q.in_spec and q.held is not Hold.MAX_INSTANCES
+        )
+        if missing or short:
+            reconciling = Condition(
+                "Reconciling",
+                "True",
+                "ScalingUp",
+                f"{max(missing, short)} VM(s) still to create"
+                + (
+                    f" (maxStarting reached in {', '.join(held_starting)})" if held_starting else ""
+                ),
+            )
+        elif scaling_down:
+            reconciling = Condition(
+                "Reconciling", "True", "DeletingVMs", f"{scaling_down} VM(s) being deleted"
+            )
+    if stalled is not None:
+        ready = Condition("Ready", "False", stalled.reason, stalled.message)
+    elif reconciling is not None:
+        ready = Condition("Ready", "False", reconciling.reason, reconciling.message)
+    else:
+        ready = _ready(plan)
+    return [c for c in (ready, reconciling, stalled) if c is not None]
+
+
+def _ready(plan: Plan) -> Condition:
+    live = sum(q.live for q in plan.queues)
+    desired = sum(q.desired for q in plan.queues)
+    draining = sum(q.draining for q in plan.queues)
+    capped = [q.name for q in plan.queues if q.held is Hold.MAX_INSTANCES]
+    if capped:
+        return Condition(
+            "Ready",
+            "True",
+            "LimitReached",
+            f"{live} of {desired} desired VMs: maxInstances reached in {', '.join(capped)}",
+        )
+    if draining:
+        return Condition(
+            "Ready",
+            "True",
+            "Draining",
+            f"{desired} desired; {draining} running pilot(s) above it left to finish their job",
+        )
+    return Condition("Ready", "True", "PilotsProvisioned", f"{live} of {desired} desired VMs exist")
+
+
+def merge_conditions(
+    previous: Sequence[Mapping[str, Any]] | None,
+    current: Sequence[Condition],
+    *,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Kubernetes Condition dicts, keeping ``lastTransitionTime`` where status is unchanged."""
+    before = {c.get("type"): c for c in previous or []}
+    merged = []
+    for condition in current:
+        old = before.get(condition.type)
+        changed = old is None or old.get("status") != condition.status
+        merged.append(
+            {
+                "type": condition.type,
+                "status": condition.status,
+                "reason": condition.reason,
+                "message": condition.message[: constants.MAX_MESSAGE_LENGTH],
+                "observedGeneration": generation,
+                "lastTransitionTime": timestamp(now) if changed else old["lastTransitionTime"],
+            }
+        )
+    return merged
+
+
+def build_status(inputs: StatusInputs, previous: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The whole ``status`` for this cycle (pure: same inputs, same dict)."""
+    previous = previous or {}
+    plan = inputs.plan
+    prefixes = inputs.prefixes or {}
+    queues = [_queue_status(q, prefixes.get(q.name)) for q in plan.queues]
+    status: dict[str, Any] = {
+        "observedGeneration": inputs.generation,
+        "replicas": sum(q.live for q in plan.queues),
+        "desiredReplicas": sum(q.desired for q in plan.queues),
+        "starting": sum(q.starting for q in plan.queues),
+        "running": sum(q.running for q in plan.queues),
+        "done": sum(q.done for q in plan.queues),
+        "failed": sum(q.failed for q in plan.queues),
+        "unknown": sum(q.unknown for q in plan.queues),
+        "queues": queues,
+        "instances": _instances(inputs.observed, inputs.memory),
+        "conditions": merge_conditions(
+            previous.get("conditions"),
+            conditions_for(inputs),
+            generation=inputs.generation,
+            now=inputs.now,
+        ),
+    }
+    listed = {vm.id for vm in inputs.observed if vm.id not in inputs.memory.deleting}
+    status["instanceCount"] = len(listed | set(inputs.memory.pending))
+    error = inputs.error or _latest_backoff_error(inputs.memory)
+    if error is not None:
+        status["lastError"] = {
+            "reason": error.kind.value,
+            "message": error.message[: constants.MAX_MESSAGE_LENGTH],
+            **({"operation": error.operation} if error.operation else {}),
+        }
+    retry = _next_retry(inputs.memory, inputs.now)
+    if retry is not None:
+        status["nextRetryAt"] = timestamp(retry)
+    if inputs.extra:
+        status.update(inputs.extra)
+    return status
+
+
+def _latest_backoff_error(memory: PoolMemory) -> CloudError | None:
+    entries = sorted(memory.backoff.values(), key=lambda b: b.retry_at)
+    return entries[-1].error if entries else None
+
+
+def _next_retry(memory: PoolMemory, now: datetime) -> datetime | None:
+    upcoming = [b.retry_at for b in memory.backoff.values() if b.retry_at > now]
+    return min(upcoming) if upcoming else None
+
+
+STATUS_KEYS = (
+    "observedGeneration",
+    "replicas",
+    "desiredReplicas",
+    "starting",
+    "running",
+    "done",
+    "failed",
+    "unknown",
+    "queues",
+    "instances",
+    "instanceCount",
+    "conditions",
+    "lastError",
+    "nextRetryAt",
+)
+
+
+def status_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch turning ``previous`` into ``new``; empty when nothing changed.
+
+    Keys CloudPilot owns but no longer sets (``lastError`` after a recovery) are nulled,
+    which is how a JSON merge patch removes them.
+    """
+    previous = previous or {}
+    patch = {k: v for k, v in new.items() if previous.get(k) != v}
+    for key in STATUS_KEYS:
+        if key in previous and key not in new:
+            patch[key] = None
+    return patch
