@@ -1,0 +1,51 @@
+"""Build libcloud drivers from a pool's ``cloudType`` and ``driver`` options.
+
+``cloudType`` is a libcloud ``Provider`` name in any case (``openstack``, ``EC2``) or, as in
+the seed, a fully qualified ``pkg.module.Class`` naming a ``NodeDriver`` subclass. Driver
+options keep their YAML types (DIRAC passed every ``Driver_*`` value as a string, so
+``Driver_secure = False`` silently meant HTTPS).
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+from typing import Any
+
+from libcloud.compute.base import NodeDriver
+from libcloud.compute.providers import Provider, get_driver
+
+from cloudpilot.models.queues import ConfigError
+
+
+@lru_cache(maxsize=64)
+def driver_class(cloud_type: str) -> type[NodeDriver]:
+    """Resolve ``cloudType``; raises ConfigError with the accepted spellings."""
+    if "." in cloud_type:
+        module_name, _, class_name = cloud_type.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"cloudType {cloud_type!r}: cannot import {module_name}: {exc}")
+        cls = getattr(module, class_name, None)
+        if not (isinstance(cls, type) and issubclass(cls, NodeDriver)):
+            raise ConfigError(f"cloudType {cloud_type!r} is not a libcloud NodeDriver class")
+        return cls
+    provider = getattr(Provider, cloud_type.upper(), None)
+    if provider is None:
+        raise ConfigError(
+            f"cloudType {cloud_type!r} is not a libcloud compute provider "
+            "(e.g. OPENSTACK, EC2, GCE, AZURE_ARM) nor a pkg.module.Class path"
+        )
+    return get_driver(provider)
+
+
+def build_driver(cloud_type: str, key: str, secret: str | None, options: dict[str, Any]) -> Any:
+    """A new driver instance. Each worker thread gets its own: libcloud connections keep
+    per-request state and are not safe to share between threads."""
+    cls = driver_class(cloud_type)
+    args: tuple[Any, ...] = (key,) if secret is None else (key, secret)
+    try:
+        return cls(*args, **options)
+    except TypeError as exc:
+        raise ConfigError(f"driver options rejected by {cls.__name__}: {exc}") from None

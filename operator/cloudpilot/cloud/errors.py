@@ -1,0 +1,111 @@
+"""Turn whatever a libcloud driver raised into a :class:`CloudError` of a known kind.
+
+Drivers report failures in many shapes (``InvalidCredsError``, ``BaseHTTPError`` with a
+status code, a bare ``Exception`` whose text holds an EC2 error code, socket errors), so
+classification looks at the type first, then the HTTP code, then well-known error codes in
+the message. The message is cut and scrubbed of registered secrets before anything else
+sees it: clouds echo the request, user data included, back in their errors.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+
+from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
+from libcloud.common.types import InvalidCredsError, LibcloudError, ProviderError
+
+from cloudpilot import constants
+from cloudpilot.memory import CloudError, ErrorKind
+from cloudpilot.models.queues import ConfigError
+from cloudpilot.redaction import redact
+
+_CODES: tuple[tuple[ErrorKind, re.Pattern[str]], ...] = (
+    (
+        ErrorKind.BAD_CREDENTIALS,
+        re.compile(
+            r"AuthFailure|InvalidClientTokenId|SignatureDoesNotMatch|UnauthorizedOperation|"
+            r"InvalidAccessKeyId|Unauthorized|invalid credentials|authentication failed|"
+            r"The request you have made requires authentication",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        ErrorKind.QUOTA,
+        re.compile(
+            r"InstanceLimitExceeded|InsufficientInstanceCapacity|VcpuLimitExceeded|"
+            r"quota exceeded|QuotaExceeded|OverLimit|insufficient capacity|"
+            r"No valid host was found",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        ErrorKind.TRANSIENT,
+        re.compile(
+            r"RequestLimitExceeded|Throttling|ServiceUnavailable|InternalError|"
+            r"Unavailable|timed out|temporarily|Rate exceeded",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        ErrorKind.NOT_FOUND,
+        re.compile(
+            r"InvalidAMIID|InvalidSubnetID|InvalidKeyPair\.NotFound|NotFound|not found|"
+            r"could not find|does not exist",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        ErrorKind.INVALID_REQUEST,
+        re.compile(
+            r"InvalidParameter|InvalidUserData|Malformed|MissingParameter|"
+            r"InvalidInstanceType|Unsupported|Bad Request",
+            re.IGNORECASE,
+        ),
+    ),
+)
+
+
+def scrub(message: str) -> str:
+    """Mask secrets, collapse whitespace and cut: safe for status, events and logs."""
+    text = " ".join(redact(message).split())
+    if len(text) > constants.MAX_MESSAGE_LENGTH:
+        text = text[: constants.MAX_MESSAGE_LENGTH - 1] + "…"
+    return text
+
+
+def classify(exc: BaseException, operation: str = "") -> CloudError:
+    message = scrub(f"{type(exc).__name__}: {exc}")
+    return CloudError(kind=_kind(exc, message), message=message, operation=operation)
+
+
+def _kind(exc: BaseException, message: str) -> ErrorKind:
+    if isinstance(exc, ConfigError):
+        return ErrorKind.CONFIG
+    if isinstance(exc, InvalidCredsError):
+        return ErrorKind.BAD_CREDENTIALS
+    if isinstance(exc, RateLimitReachedError):
+        return ErrorKind.TRANSIENT
+    if isinstance(exc, socket.timeout | TimeoutError | ConnectionError | ssl.SSLError):
+        return ErrorKind.TRANSIENT
+    code = getattr(exc, "code", None) or getattr(exc, "http_code", None)
+    if isinstance(exc, BaseHTTPError | ProviderError) and isinstance(code, int):
+        if code in (401, 403) and not _matches(ErrorKind.QUOTA, message):
+            return ErrorKind.BAD_CREDENTIALS
+        if code == 429 or code >= 500:
+            return ErrorKind.TRANSIENT
+        if code == 413:
+            return ErrorKind.QUOTA
+        if code == 404:
+            return ErrorKind.NOT_FOUND
+    for kind, pattern in _CODES:
+        if pattern.search(message):
+            return kind
+    if isinstance(exc, LibcloudError | ProviderError | BaseHTTPError):
+        return ErrorKind.INVALID_REQUEST
+    return ErrorKind.TRANSIENT
+
+
+def _matches(kind: ErrorKind, message: str) -> bool:
+    return any(k is kind and p.search(message) for k, p in _CODES)

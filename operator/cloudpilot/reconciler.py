@@ -1,0 +1,548 @@
+"""One reconcile of one pool: read, decide, act, report.
+
+This is the service the kopf handlers call. It reads the pool's Secrets, lists each cloud
+account the pool uses once, asks the pure planner what to do, does it through the cloud
+gateway, and returns the status patch and events for the handler to write. It never
+raises for a cloud or configuration problem: those become conditions, events and
+back-off, and every other pool carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets as pysecrets
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cloudpilot import constants, planner, redaction
+from cloudpilot import memory as mem
+from cloudpilot.cloud import errors
+from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
+from cloudpilot.cloud.ratelimit import TokenBucket
+from cloudpilot.context.userdata import UserDataInputs, render_user_data
+from cloudpilot.credentials.resolve import credentials_from_secret
+from cloudpilot.inventory import owned_vms, queue_prefixes
+from cloudpilot.kube import secrets as kube_secrets
+from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, effective_queues
+from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
+from cloudpilot.models.vms import ObservedVM
+from cloudpilot.naming import vm_tags
+from cloudpilot.status import StatusInputs, build_status, status_patch
+
+logger = logging.getLogger(__name__)
+
+SecretReader = Callable[[str, str], Awaitable[dict[str, bytes]]]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    status_patch: dict[str, Any]
+    events: list[Event] = field(default_factory=list)
+    next_delay: float = constants.DEFAULT_RECONCILE_INTERVAL
+
+
+@dataclass(frozen=True)
+class ReconcilerSettings:
+    interval: float = constants.DEFAULT_RECONCILE_INTERVAL
+    converging_interval: float = constants.DEFAULT_CONVERGING_INTERVAL
+    parallelism: int = constants.DEFAULT_CREATE_PARALLELISM
+    batch_size: int = constants.DEFAULT_BATCH_SIZE
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    namespace: str
+    name: str
+    uid: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class _AccountView:
+    gateway: CloudGateway | None
+    listing: list[ListedNode]
+    error: mem.CloudError | None = None
+
+
+class Reconciler:
+    """Holds what outlives one cycle: memories, locks, gateways, rate limiters."""
+
+    def __init__(
+        self,
+        settings: ReconcilerSettings | None = None,
+        *,
+        read_secret: SecretReader = kube_secrets.read_secret,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_cloud_call: Callable[[str, float, mem.CloudError | None], None] | None = None,
+    ) -> None:
+        self.settings = settings or ReconcilerSettings()
+        self._read_secret = read_secret
+        self._clock = clock
+        self._on_cloud_call = on_cloud_call
+        self._memories: dict[str, mem.PoolMemory] = {}
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._gateways: dict[tuple[CloudAccount, str], CloudGateway] = {}
+        self._limiters: dict[str, TokenBucket] = {}
+        self._fingerprints: dict[tuple[str, CloudAccount], str] = {}
+        self._due: dict[str, datetime] = {}
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def is_due(self, pool: PoolRef) -> bool:
+        due = self._due.get(pool.uid)
+        return due is None or self._clock() >= due
+
+    def mark_due(self, pool: PoolRef) -> None:
+        self._due.pop(pool.uid, None)
+
+    def forget(self, pool: PoolRef) -> None:
+        for store in (self._memories, self._due):
+            store.pop(pool.uid, None)
+        redaction.forget(f"{pool.key}:userdata")
+
+    # -- the cycle --------------------------------------------------------------------------
+
+    async def reconcile(self, pool: PoolRef, body: Mapping[str, Any]) -> Outcome:
+        async with self._locks[pool.uid]:
+            outcome = await self._reconcile(pool, body)
+            self._due[pool.uid] = self._clock() + timedelta(seconds=outcome.next_delay)
+            return outcome
+
+    async def _reconcile(self, pool: PoolRef, body: Mapping[str, Any]) -> Outcome:
+        now = self._clock()
+        generation = int(body.get("metadata", {}).get("generation") or 0)
+        previous = body.get("status") or {}
+        try:
+            spec = parse_spec(dict(body.get("spec") or {}))
+            queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
+        except (ValueError, ConfigError) as exc:
+            message = describe_validation_error(exc)
+            return self._blocked(pool, previous, generation, now, mem.ErrorKind.CONFIG, message)
+
+        memory = self._memories.get(pool.uid, mem.PoolMemory())
+        views = await self._list_accounts(pool, queues)
+        observed: list[ObservedVM] = []
+        for account, view in views.items():
+            if view.gateway is None:
+                continue
+            account_queues = [q for q in queues if q.account == account]
+            observed += owned_vms(
+                view.listing,
+                namespace=pool.namespace,
+                pool=pool.name,
+                queues=account_queues,
+                tags_supported=view.gateway.tags_supported,
+            )
+        memory = mem.observe(memory, (vm.id for vm in observed), now)
+        blocking = next((v.error for v in views.values() if v.error is not None), None)
+
+        # Queues on an account that could not be listed are left alone this cycle.
+        healthy = [q for q in queues if views[q.account].error is None]
+        the_plan = (
+            planner.plan(
+                healthy,
+                observed,
+                memory,
+                now,
+                limits=planner.PoolLimits(
+                    spec.limits.max_instances if spec.limits else None,
+                    spec.limits.max_starting if spec.limits else None,
+                ),
+                removed_queue_policy=spec.scale_down_policy or planner.ScaleDownPolicy.DRAIN,
+            )
+            if blocking is None
+            else planner.Plan()
+        )
+
+        events: list[Event] = []
+        by_queue = {q.name: q for q in queues}
+        memory = await self._delete(pool, the_plan.deletions, views, by_queue, memory, events, now)
+        memory = await self._create(
+            pool, spec, the_plan.creations, views, by_queue, memory, events, now
+        )
+        self._memories[pool.uid] = memory
+
+        after = planner.plan(healthy, observed, memory, now) if blocking is None else the_plan
+        if blocking is not None:
+            events.append(Event("Warning", blocking.kind.value, blocking.message))
+        status = build_status(
+            StatusInputs(
+                generation=generation,
+                plan=after,
+                observed=observed,
+                memory=memory,
+                now=now,
+                error=blocking,
+                prefixes=queue_prefixes(queues),
+            ),
+            previous,
+        )
+        return Outcome(
+            status_patch=status_patch(previous, status),
+            events=events,
+            next_delay=self._next_delay(after, memory, now, blocking),
+        )
+
+    def _blocked(
+        self,
+        pool: PoolRef,
+        previous: Mapping[str, Any],
+        generation: int,
+        now: datetime,
+        kind: mem.ErrorKind,
+        message: str,
+    ) -> Outcome:
+        """The spec cannot be acted on: say why and touch nothing in the cloud."""
+        error = mem.CloudError(kind, errors.scrub(message))
+        memory = self._memories.get(pool.uid, mem.PoolMemory())
+        status = build_status(
+            StatusInputs(
+                generation=generation,
+                plan=planner.Plan(),
+                observed=[],
+                memory=memory,
+                now=now,
+                error=error,
+            ),
+            previous,
+        )
+        # Keep what is known about the VMs: an invalid edit must not make them look gone.
+        for key in (
+            "replicas",
+            "desiredReplicas",
+            "starting",
+            "running",
+            "done",
+            "failed",
+            "unknown",
+            "queues",
+            "instances",
+            "instanceCount",
+        ):
+            if key in previous:
+                status[key] = previous[key]
+        return Outcome(
+            status_patch=status_patch(previous, status),
+            events=[Event("Warning", "InvalidSpec", error.message)],
+            next_delay=self.settings.interval,
+        )
+
+    def _next_delay(
+        self,
+        after: planner.Plan,
+        memory: mem.PoolMemory,
+        now: datetime,
+        blocking: mem.CloudError | None,
+    ) -> float:
+        delays = [self.settings.interval]
+        converging = (
+            after.creations
+            or memory.pending
+            or memory.deleting
+            or any(q.starting or q.deleting for q in after.queues)
+        )
+        if converging or (blocking and blocking.kind is mem.ErrorKind.TRANSIENT):
+            delays.append(self.settings.converging_interval)
+        for backoff in memory.backoff.values():
+            delays.append(max((backoff.retry_at - now).total_seconds(), 1.0))
+        return min(delays)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def _credentials(self, pool: PoolRef, account: CloudAccount, ce: str) -> Credentials:
+        data = await self._read_secret(pool.namespace, account.credentials_secret)
+        redaction.register(
+            f"{pool.namespace}/{account.credentials_secret}:credentials", data.values()
+        )
+        return credentials_from_secret(
+            data, ce=ce, namespace=pool.namespace, secret_name=account.credentials_secret
+        )
+
+    def _gateway(self, account: CloudAccount, credentials: Credentials) -> CloudGateway:
+        key = (account, credentials.fingerprint)
+        gateway = self._gateways.get(key)
+        if gateway is None:
+            endpoint = f"{account.cloud_type}|{account.driver_options}"
+            limiter = self._limiters.setdefault(
+                endpoint, TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
+            )
+            gateway = CloudGateway(
+                account,
+                credentials,
+                limiter=limiter,
+                parallelism=self.settings.parallelism,
+                batch_size=self.settings.batch_size,
+                on_call=self._on_cloud_call,
+            )
+            # A rotated Secret replaces the gateway (and its drivers); the old one goes.
+            for old in [k for k in self._gateways if k[0] == account]:
+                del self._gateways[old]
+            self._gateways[key] = gateway
+        return gateway
+
+    async def _list_accounts(
+        self, pool: PoolRef, queues: Sequence[QueueConfig]
+    ) -> dict[CloudAccount, _AccountView]:
+        accounts = {q.account: q for q in queues}
+
+        async def one(account: CloudAccount, queue: QueueConfig) -> _AccountView:
+            try:
+                credentials = await self._credentials(pool, account, queue.ce)
+                gateway = self._gateway(account, credentials)
+                self._note_rotation(pool, account, credentials)
+                listing = await gateway.list_nodes()
+            except Exception as exc:
+                return _AccountView(None, [], errors.classify(exc, "list"))
+            return _AccountView(gateway, listing)
+
+        results = await asyncio.gather(*(one(a, q) for a, q in accounts.items()))
+        return dict(zip(accounts, results, strict=True))
+
+    def _note_rotation(self, pool: PoolRef, account: CloudAccount, creds: Credentials) -> None:
+        """New credentials clear the back-off their predecessors earned."""
+        key = (pool.uid, account)
+        if self._fingerprints.get(key) not in (None, creds.fingerprint):
+            memory = self._memories.get(pool.uid)
+            if memory is not None:
+                self._memories[pool.uid] = replace(memory, backoff={})
+        self._fingerprints[key] = creds.fingerprint
+
+    # -- acting -----------------------------------------------------------------------------
+
+    async def _delete(
+        self,
+        pool: PoolRef,
+        deletions: Sequence[planner.Deletion],
+        views: Mapping[CloudAccount, _AccountView],
+        queues: Mapping[str, QueueConfig],
+        memory: mem.PoolMemory,
+        events: list[Event],
+        now: datetime,
+    ) -> mem.PoolMemory:
+        if not deletions:
+            return memory
+        grouped: defaultdict[CloudGateway, list[planner.Deletion]] = defaultdict(list)
+        for deletion in deletions:
+            gateway = self._gateway_for_vm(deletion.vm, views, queues)
+            if gateway is not None:
+                grouped[gateway].append(deletion)
+        results: dict[str, mem.CloudError | None] = {}
+        outcomes = await asyncio.gather(
+            *(gw.destroy([_listed(d.vm) for d in ds]) for gw, ds in grouped.items())
+        )
+        for outcome in outcomes:
+            results.update(outcome)
+        done = [vm_id for vm_id, error in results.items() if error is None]
+        memory = mem.record_deleting(memory, done, now)
+        by_id = {d.vm.id: d for d in deletions}
+        ok = [by_id[i] for i in done]
+        events += _capped(
+            [
+                Event(
+                    "Normal",
+                    "Deleted",
+                    f"Deleted VM {d.vm.name} ({d.vm.id}) of queue {d.vm.queue}: {d.reason.value}",
+                )
+                for d in ok
+            ],
+            "Deleted",
+            "Deleted {n} more VM(s)",
+        )
+        failed = [(by_id[i], e) for i, e in results.items() if e is not None]
+        events += _capped(
+            [
+                Event(
+                    "Warning",
+                    "DeleteFailed",
+                    f"Could not delete VM {d.vm.name} ({d.vm.id}): {e.message}",
+                )
+                for d, e in failed
+            ],
+            "DeleteFailed",
+            "{n} more deletions failed",
+        )
+        return memory
+
+    def _gateway_for_vm(
+        self,
+        vm: ObservedVM,
+        views: Mapping[CloudAccount, _AccountView],
+        queues: Mapping[str, QueueConfig],
+    ) -> CloudGateway | None:
+        queue = queues.get(vm.queue)
+        if queue is not None:
+            return views[queue.account].gateway
+        # A removed queue's VM: it was listed through one of the pool's accounts.
+        for view in views.values():
+            if view.gateway is not None and any(n.id == vm.id for n in view.listing):
+                return view.gateway
+        return None
+
+    async def _create(
+        self,
+        pool: PoolRef,
+        spec: PoolSpec,
+        creations: Sequence[planner.Creation],
+        views: Mapping[CloudAccount, _AccountView],
+        queues: Mapping[str, QueueConfig],
+        memory: mem.PoolMemory,
+        events: list[Event],
+        now: datetime,
+    ) -> mem.PoolMemory:
+        async def one(creation: planner.Creation) -> tuple[planner.Creation, Any]:
+            queue = queues[creation.queue]
+            gateway = views[queue.account].gateway
+            assert gateway is not None
+            try:
+                user_data = await self._user_data(pool, queue)
+            except Exception as exc:
+                return creation, errors.classify(exc, "render")
+            from cloudpilot.naming import new_vm_name
+
+            request = CreateRequest(
+                queue=queue,
+                count=creation.count,
+                name=new_vm_name(queue_prefixes([queue])[queue.name]),
+                user_data=user_data,
+                tags=vm_tags(pool.namespace, pool.name, queue.name, queue.ce),
+                client_token=pysecrets.token_hex(12),
+            )
+            return creation, await gateway.create(request)
+
+        for creation, result in await asyncio.gather(*(one(c) for c in creations)):
+            if isinstance(result, mem.CloudError):
+                memory = mem.record_failure(
+                    memory, creation.queue, result, now, **_backoff_args(spec)
+                )
+                events.append(
+                    Event("Warning", "CreateFailed", f"queue {creation.queue}: {result.message}")
+                )
+                continue
+            memory = mem.record_created(
+                memory,
+                (
+                    mem.PendingVM(id=n.id, name=n.name, queue=creation.queue, created_at=now)
+                    for n in result.created
+                ),
+            )
+            events += _capped(
+                [
+                    Event(
+                        "Normal",
+                        "Created",
+                        f"Created VM {n.name} ({n.id}) in queue {creation.queue}",
+                    )
+                    for n in result.created
+                ],
+                "Created",
+                "Created {n} more VM(s)",
+            )
+            if result.error is not None:
+                memory = mem.record_failure(
+                    memory, creation.queue, result.error, now, **_backoff_args(spec)
+                )
+                events.append(
+                    Event(
+                        "Warning",
+                        "CreateFailed",
+                        f"queue {creation.queue}: created {len(result.created)} of "
+                        f"{result.requested}: {result.error.message}",
+                    )
+                )
+            else:
+                memory = mem.record_success(memory, creation.queue)
+        return memory
+
+    async def _user_data(self, pool: PoolRef, queue: QueueConfig) -> bytes:
+        executable = None
+        if queue.executable_secret is not None:
+            ref = queue.executable_secret
+            data = await self._read_secret(pool.namespace, ref.name)
+            raw = kube_secrets.require_key("Secret", pool.namespace, ref.name, data, ref.key)
+            executable = raw.decode()
+        user_data = render_user_data(UserDataInputs(queue=queue, pilot_executable=executable))
+        redaction.register(f"{pool.key}:userdata", [executable])
+        return user_data
+
+    # -- teardown ---------------------------------------------------------------------------
+
+    async def finalize(self, pool: PoolRef, body: Mapping[str, Any]) -> tuple[int, list[Event]]:
+        """Deleting a pool: destroy its VMs (policy Delete). Returns how many remain."""
+        async with self._locks[pool.uid]:
+            spec = parse_spec(dict(body.get("spec") or {}))
+            if spec.deletion_policy is DeletionPolicy.ORPHAN:
+                self.forget(pool)
+                return 0, [Event("Normal", "Orphaned", "VMs left running (deletionPolicy: Orphan)")]
+            queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
+            views = await self._list_accounts(pool, queues)
+            failed = [v.error for v in views.values() if v.error is not None]
+            if failed:
+                raise RuntimeError(f"cannot list the pool's VMs: {failed[0].message}")
+            observed = [
+                vm
+                for account, view in views.items()
+                for vm in owned_vms(
+                    view.listing,
+                    namespace=pool.namespace,
+                    pool=pool.name,
+                    queues=[q for q in queues if q.account == account],
+                    tags_supported=view.gateway.tags_supported if view.gateway else True,
+                )
+            ]
+            now = self._clock()
+            memory = mem.observe(
+                self._memories.get(pool.uid, mem.PoolMemory()), (vm.id for vm in observed), now
+            )
+            events: list[Event] = []
+            memory = await self._delete(
+                pool,
+                planner.plan_teardown(observed, memory),
+                views,
+                {q.name: q for q in queues},
+                memory,
+                events,
+                now,
+            )
+            self._memories[pool.uid] = memory
+            if not observed:
+                self.forget(pool)
+            return len(observed), events
+
+
+def _listed(vm: ObservedVM) -> ListedNode:
+    return ListedNode(id=vm.id, name=vm.name, state=vm.cloud_state, created_at=vm.created_at)
+
+
+def _backoff_args(spec: PoolSpec) -> dict[str, Any]:
+    args: dict[str, Any] = {"jitter": random.random()}
+    if spec.backoff and spec.backoff.initial_seconds:
+        args["initial"] = spec.backoff.initial_seconds
+    if spec.backoff and spec.backoff.max_seconds:
+        args["maximum"] = spec.backoff.max_seconds
+    return args
+
+
+def _capped(events: list[Event], reason: str, summary: str) -> list[Event]:
+    limit = constants.MAX_VM_EVENTS_PER_CYCLE
+    if len(events) <= limit:
+        return events
+    kept = events[:limit]
+    kept.append(Event(events[0].type, reason, summary.format(n=len(events) - limit)))
+    return kept

@@ -1,0 +1,50 @@
+"""Operator-wide settings, from the command line or the environment (Helm values)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from cloudpilot import constants
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = True
+    reconcile_interval: float = constants.DEFAULT_RECONCILE_INTERVAL
+    converging_interval: float = constants.DEFAULT_CONVERGING_INTERVAL
+    parallelism: int = constants.DEFAULT_CREATE_PARALLELISM
+    batch_size: int = constants.DEFAULT_BATCH_SIZE
+    rate_limit: float = 20.0
+    rate_burst: int = 40
+    health_port: int | None = None
+    metrics_port: int | None = None
+    log_format: str = "plain"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        return cls(
+            reconcile_interval=_env_float(
+                "CLOUDPILOT_RECONCILE_INTERVAL", constants.DEFAULT_RECONCILE_INTERVAL
+            ),
+            converging_interval=_env_float(
+                "CLOUDPILOT_CONVERGING_INTERVAL", constants.DEFAULT_CONVERGING_INTERVAL
+            ),
+            parallelism=_env_int("CLOUDPILOT_PARALLELISM", constants.DEFAULT_CREATE_PARALLELISM),
+            batch_size=_env_int("CLOUDPILOT_BATCH_SIZE", constants.DEFAULT_BATCH_SIZE),
+            rate_limit=_env_float("CLOUDPILOT_RATE_LIMIT", 20.0),
+            rate_burst=_env_int("CLOUDPILOT_RATE_BURST", 40),
+            log_format=os.environ.get("CLOUDPILOT_LOG_FORMAT", "plain"),
+        )
