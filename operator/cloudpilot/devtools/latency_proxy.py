@@ -1,0 +1,547 @@
+"""A loopback HTTP reverse proxy in front of the EC2 emulator: latency, counts, faults.
+
+Why: moto answers in a millisecond, never throttles, has no quotas and no user-data size
+limit. CloudPilot's behaviour under a real cloud (slow calls overlapping reconcile loops,
+``RequestLimitExceeded`` back-off, capacity errors, oversized user data, how many API calls a
+reconcile costs) can only be tested if something adds those. This proxy sits between
+libcloud and moto (point the driver's host/port at :attr:`LatencyProxy.endpoint`) and:
+
+* delays every request by a configurable time (changeable at runtime, per EC2 ``Action``
+  if wanted); the delay actually applied is accumulated in :attr:`injected_delay` so tests
+  can check it without measuring wall-clock time;
+* counts requests by EC2 API ``Action`` (query string or form body): :attr:`counts`;
+* answers the next N requests of an Action with an EC2-style error (:meth:`fail_next`);
+* rejects RunInstances whose decoded ``UserData`` exceeds a limit, as EC2 does at 16 KiB
+  (:attr:`user_data_limit`);
+* holds requests of an Action until released (:meth:`hold`, :meth:`wait_for_held`), so a
+  test can catch calls in flight deterministically instead of racing against a delay.
+
+Standard library only: ``ThreadingHTTPServer`` (one thread per connection, HTTP/1.1
+keep-alive) and ``http.client`` towards the target. The Host header is forwarded unchanged,
+so the SigV4 signature computed for the proxy's address reaches moto intact (moto does not
+verify signatures anyway).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import http.client
+import logging
+import socket
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import parse_qs, urlsplit
+from xml.sax.saxutils import escape
+
+__all__ = [
+    "EC2_ERRORS",
+    "EC2_USER_DATA_LIMIT",
+    "InjectedFault",
+    "LatencyProxy",
+]
+
+_log = logging.getLogger(__name__)
+
+#: EC2's limit on user data, in bytes, before base64 encoding.
+EC2_USER_DATA_LIMIT: Final = 16 * 1024
+
+#: Default HTTP status and message for EC2 error codes worth injecting (status as EC2
+#: returns it: throttling is 503, server-side capacity errors are 5xx, quota errors 400).
+EC2_ERRORS: Final[dict[str, tuple[int, str]]] = {
+    "RequestLimitExceeded": (503, "Request limit exceeded."),
+    "Unavailable": (503, "The server is overloaded and can't handle the request."),
+    "InternalError": (500, "An internal error has occurred."),
+    "InsufficientInstanceCapacity": (
+        500,
+        "We currently do not have sufficient capacity in the Availability Zone you requested.",
+    ),
+    "InstanceLimitExceeded": (
+        400,
+        "You have requested more instances than your current instance limit allows.",
+    ),
+    "VcpuLimitExceeded": (
+        400,
+        "You have requested more vCPU capacity than your current vCPU limit allows.",
+    ),
+    "AuthFailure": (401, "AWS was not able to validate the provided access credentials."),
+    "UnauthorizedOperation": (403, "You are not authorized to perform this operation."),
+    "InvalidParameterValue": (400, "Invalid parameter value."),
+}
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and those the proxy recomputes.
+_SKIP_HEADERS: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    }
+)
+
+
+@dataclass(frozen=True)
+class InjectedFault:
+    """An EC2-style error answered instead of forwarding."""
+
+    status: int
+    code: str
+    message: str
+
+    def body(self) -> bytes:
+        """The XML EC2 sends for errors (no namespace), parsed by libcloud's EC2Response."""
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Response><Errors><Error><Code>{escape(self.code)}</Code>"
+            f"<Message>{escape(self.message)}</Message></Error></Errors>"
+            f"<RequestID>{uuid.uuid4()}</RequestID></Response>"
+        ).encode()
+
+
+def _params(query: str, content_type: str, body: bytes) -> dict[str, str]:
+    """EC2 query-API parameters from the query string and a form-encoded body."""
+    params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
+    if body and content_type.split(";")[0].strip() == "application/x-www-form-urlencoded":
+        form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        params.update({k: v[0] for k, v in form.items()})
+    return params
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: LatencyProxy
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as libcloud's requests session expects
+    # Headers and body go out in two writes; with Nagle on, the client's delayed ACK adds
+    # ~40 ms to every request on loopback: latency we would not have asked for.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.proxy._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.proxy._track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        _log.debug("latency proxy: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._proxy()
+
+    def do_POST(self) -> None:
+        self._proxy()
+
+    def do_PUT(self) -> None:
+        self._proxy()
+
+    def do_DELETE(self) -> None:
+        self._proxy()
+
+    def do_HEAD(self) -> None:
+        self._proxy()
+
+    def _proxy(self) -> None:
+        proxy = self.server.proxy
+        proxy._enter()
+        try:
+            self._serve(proxy)
+        finally:
+            proxy._leave()
+
+    def _serve(self, proxy: LatencyProxy) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        params = _params(urlsplit(self.path).query, self.headers.get("Content-Type", ""), body)
+        action = params.get("Action", "")
+        fault = proxy._on_request(action, params)
+        if proxy._closing.is_set():
+            fault = InjectedFault(503, "Unavailable", "The proxy is shutting down.")
+        if fault is not None:
+            self._reply(fault.status, [("Content-Type", "text/xml;charset=UTF-8")], fault.body())
+            return
+        try:
+            status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
+        except OSError as exc:
+            _log.warning("latency proxy: upstream error: %s", exc)
+            err = InjectedFault(502, "Unavailable", f"upstream error: {exc}")
+            self._reply(err.status, [("Content-Type", "text/xml;charset=UTF-8")], err.body())
+            return
+        self._reply(status, headers, data)
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            if name.lower() not in _SKIP_HEADERS and name.lower() not in ("server", "date"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
+class LatencyProxy:
+    """Reverse proxy on 127.0.0.1 (free port) to ``target`` with latency, counts, faults.
+
+    Usage::
+
+        with EC2Emulator() as ec2, LatencyProxy(ec2.endpoint, latency=0.2) as proxy:
+            driver = MotoEC2NodeDriver(*ec2.credentials,
+                                       **ec2.driver_options(proxy.endpoint))
+            proxy.fail_next("RunInstances", "InsufficientInstanceCapacity")
+            ...
+            assert proxy.counts["RunInstances"] == 1
+    """
+
+    def __init__(
+        self,
+        target: tuple[str, int],
+        *,
+        latency: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        user_data_limit: int | None = None,
+        upstream_timeout: float = 60.0,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost"):  # ThreadingHTTPServer is IPv4
+            raise ValueError("LatencyProxy only listens on IPv4 loopback")
+        self._target = target
+        self._host = host
+        self._port = port
+        self._upstream_timeout = upstream_timeout
+        self._lock = threading.Lock()
+        self._latency = self._check_delay(latency)
+        self._action_latency: dict[str, float] = {}
+        self._user_data_limit = user_data_limit
+        self._counts: Counter[str] = Counter()
+        self._faults_served: Counter[str] = Counter()
+        self._faults: dict[str, list[InjectedFault]] = {}
+        self._injected_delay = 0.0
+        self._delayed_requests = 0
+        self._closing = threading.Event()
+        self._cond = threading.Condition()
+        self._holds: set[str] = set()
+        self._held = 0
+        self._in_flight = 0
+        self._connections: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        server = _Server((self._host, self._port), _Handler)
+        server.proxy = self
+        self._server = server
+        self._closing.clear()
+        # A short poll interval so that stop() (shutdown) returns promptly.
+        self._thread = threading.Thread(
+            target=server.serve_forever, args=(0.05,), name="latency-proxy", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, cut pending delays and holds short, close connections, join
+        threads."""
+        self._closing.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        # Let requests being served (now released from delays and holds) send their answer
+        # before the connections are cut.
+        with self._cond:
+            self._cond.wait_for(lambda: self._in_flight == 0, self._upstream_timeout)
+        with self._lock:
+            conns = list(self._connections)
+            threads = list(self._threads)
+        for conn in conns:
+            with contextlib.suppress(OSError):  # the peer may have closed it already
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(timeout=self._upstream_timeout)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) to give the libcloud driver instead of the target's."""
+        if self._server is None:
+            raise RuntimeError("LatencyProxy is not running")
+        host, port = self._server.server_address[:2]
+        return (str(host), int(port))
+
+    @property
+    def url(self) -> str:
+        host, port = self.endpoint
+        return f"http://{host}:{port}"
+
+    # -- latency ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_delay(seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError("latency must be >= 0")
+        return float(seconds)
+
+    @property
+    def latency(self) -> float:
+        """Delay in seconds added to every request (unless overridden for its Action)."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self._latency = self._check_delay(seconds)
+
+    def set_latency(self, seconds: float, action: str | None = None) -> None:
+        """Set the delay for all requests, or for one Action (e.g. a slow RunInstances)."""
+        seconds = self._check_delay(seconds)
+        with self._lock:
+            if action is None:
+                self._latency = seconds
+            else:
+                self._action_latency[action] = seconds
+
+    def clear_action_latency(self) -> None:
+        with self._lock:
+            self._action_latency.clear()
+
+    @property
+    def injected_delay(self) -> float:
+        """Total delay (seconds) applied so far, summed over requests."""
+        with self._lock:
+            return self._injected_delay
+
+    @property
+    def delayed_requests(self) -> int:
+        """Number of requests that were given a non-zero delay."""
+        with self._lock:
+            return self._delayed_requests
+
+    # -- counts ----------------------------------------------------------------------------
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Snapshot of requests received per EC2 Action ("" for requests without one),
+        including those answered with an injected fault."""
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def faults_served(self) -> dict[str, int]:
+        """Snapshot of injected error answers per error code."""
+        with self._lock:
+            return dict(self._faults_served)
+
+    def reset_counts(self) -> None:
+        """Zero :attr:`counts`, :attr:`faults_served` and the delay accumulators."""
+        with self._lock:
+            self._counts.clear()
+            self._faults_served.clear()
+            self._injected_delay = 0.0
+            self._delayed_requests = 0
+
+    # -- faults ----------------------------------------------------------------------------
+
+    @property
+    def user_data_limit(self) -> int | None:
+        """Max decoded UserData size accepted on RunInstances (None: no check). EC2's is
+        :data:`EC2_USER_DATA_LIMIT`."""
+        return self._user_data_limit
+
+    @user_data_limit.setter
+    def user_data_limit(self, limit: int | None) -> None:
+        self._user_data_limit = limit
+
+    def fail_next(
+        self,
+        action: str,
+        code: str = "RequestLimitExceeded",
+        times: int = 1,
+        *,
+        status: int | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Answer the next ``times`` requests of ``action`` ("*": any Action) with EC2 error
+        ``code``. Status and message default from :data:`EC2_ERRORS` (else 400). Faults
+        queue up: calling twice makes the later ones follow the earlier ones."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        default_status, default_message = EC2_ERRORS.get(code, (400, code))
+        fault = InjectedFault(status or default_status, code, message or default_message)
+        with self._lock:
+            self._faults.setdefault(action, []).extend([fault] * times)
+
+    def pending_faults(self, action: str | None = None) -> int:
+        """Injected faults not yet served (for one Action, or all)."""
+        with self._lock:
+            if action is not None:
+                return len(self._faults.get(action, []))
+            return sum(len(q) for q in self._faults.values())
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    # -- holding requests --------------------------------------------------------------
+
+    def hold(self, action: str = "*") -> None:
+        """Keep requests of ``action`` ("*": any) waiting, after they are counted and
+        delayed, until :meth:`release`. Lets a test catch calls in flight
+        deterministically (e.g. check that no duplicate RunInstances is sent while one is
+        outstanding) without relying on timing."""
+        with self._cond:
+            self._holds.add(action)
+
+    def release(self, action: str | None = None) -> None:
+        """Let held requests of ``action`` (or of every held action) proceed."""
+        with self._cond:
+            if action is None:
+                self._holds.clear()
+            else:
+                self._holds.discard(action)
+            self._cond.notify_all()
+
+    @property
+    def held(self) -> int:
+        """Number of requests currently waiting on a :meth:`hold`."""
+        with self._cond:
+            return self._held
+
+    def wait_for_held(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until at least ``count`` requests are held; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._held >= count, timeout)
+
+    def _wait_if_held(self, action: str) -> None:
+        with self._cond:
+            if not self._is_held(action):
+                return
+            self._held += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: not self._is_held(action) or self._closing.is_set())
+            finally:
+                self._held -= 1
+                self._cond.notify_all()
+
+    def _is_held(self, action: str) -> bool:
+        return action in self._holds or "*" in self._holds
+
+    # -- request path (called from handler threads) ---------------------------------------
+
+    def _enter(self) -> None:
+        with self._cond:
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served right now (delayed, held or forwarded)."""
+        with self._cond:
+            return self._in_flight
+
+    def _track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._lock:
+            if add:
+                self._connections.add(conn)
+                self._threads.add(threading.current_thread())
+            else:
+                self._connections.discard(conn)
+                self._threads.discard(threading.current_thread())
+
+    def _on_request(self, action: str, params: dict[str, str]) -> InjectedFault | None:
+        """Count, delay, then pick the fault (if any) to answer instead of forwarding."""
+        with self._lock:
+            self._counts[action] += 1
+            delay = self._action_latency.get(action, self._latency)
+            if delay > 0:
+                self._injected_delay += delay
+                self._delayed_requests += 1
+        if delay > 0:
+            # The injected latency itself (not synchronisation); stop() cuts it short.
+            self._closing.wait(delay)
+        self._wait_if_held(action)
+        with self._lock:
+            fault = self._take_fault(action)
+            if fault is None and action == "RunInstances":
+                fault = self._check_user_data(params)
+            if fault is not None:
+                self._faults_served[fault.code] += 1
+        return fault
+
+    def _take_fault(self, action: str) -> InjectedFault | None:
+        for key in (action, "*"):
+            queue = self._faults.get(key)
+            if queue:
+                return queue.pop(0)
+        return None
+
+    def _check_user_data(self, params: dict[str, str]) -> InjectedFault | None:
+        limit = self._user_data_limit
+        encoded = params.get("UserData")
+        if limit is None or not encoded:
+            return None
+        try:
+            size = len(base64.b64decode(encoded, validate=False))
+        except (binascii.Error, ValueError):
+            return None  # let the target judge malformed base64
+        if size <= limit:
+            return None
+        return InjectedFault(400, "InvalidParameterValue", f"User data is limited to {limit} bytes")
+
+    def _forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        host, port = self._target
+        conn = http.client.HTTPConnection(host, port, timeout=self._upstream_timeout)
+        try:
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                if name.lower() not in _SKIP_HEADERS:
+                    conn.putheader(name, value)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.putheader("Connection", "close")
+            conn.endheaders(body or None)
+            resp = conn.getresponse()
+            data = resp.read()
+            return resp.status, resp.getheaders(), data
+        finally:
+            conn.close()
