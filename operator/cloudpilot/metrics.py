@@ -1,0 +1,449 @@
+"""Prometheus metrics of the operator: what a site admin graphs and alerts on.
+
+Why a **private** registry: ``prometheus_client``'s global registry also collects the
+process and platform collectors and anything an imported library registers; a private one
+exposes exactly the series documented here (and tests can make a fresh one each, with no
+state leaking between them).
+
+Why plain functions over plain data: the reconciler and the kopf handlers call these with
+what they already have (an operation name, seconds, a classified error, queue summaries or
+the ``status.queues`` dicts) and never import ``prometheus_client`` themselves. Every
+function is cheap, thread-safe and never raises on odd input: metrics must not take a
+reconcile down.
+
+Label cardinality stays bounded: labels are the pool's namespace and name, queue names,
+phases, operations and reasons, all bounded by what users declare or by enums; VM ids and
+names, messages and error texts are never labels. A label that is not from a known set is
+additionally capped (:data:`MAX_LABEL_VALUES` distinct values per label, then ``Other``),
+so a bug upstream cannot grow the series without bound; a deleted pool's series are removed
+by :func:`forget_pool`.
+
+Series (all prefixed ``cloudpilot_``):
+
+=====================================  ========  ==========================================
+name                                   type      labels
+=====================================  ========  ==========================================
+pilots                                 gauge     namespace, pool, queue, phase
+pilots_desired                         gauge     namespace, pool, queue
+queue_backoff                          gauge     namespace, pool, queue (1 while backing off)
+queues_in_backoff                      gauge     namespace, pool
+pool_condition                         gauge     namespace, pool, type (1 while True)
+vms_created_total                      counter   namespace, pool, queue
+vms_deleted_total                      counter   namespace, pool, queue, reason
+vm_failures_total                      counter   namespace, pool, queue, operation, reason
+cloud_api_calls_total                  counter   operation
+cloud_api_errors_total                 counter   operation, reason
+cloud_api_call_duration_seconds        histo     operation
+reconcile_duration_seconds             histo     namespace, pool
+reconcile_errors_total                 counter   namespace, pool
+leader                                 gauge     (1 while this replica leads)
+build_info                             gauge     version
+=====================================  ========  ==========================================
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
+
+__all__ = [
+    "MAX_LABEL_VALUES",
+    "PHASES",
+    "MetricsServer",
+    "OperatorMetrics",
+    "count_vm_failures",
+    "count_vms_created",
+    "count_vms_deleted",
+    "default",
+    "forget_pool",
+    "observe_cloud_call",
+    "observe_reconcile",
+    "render",
+    "set_leader",
+    "set_pool_conditions",
+    "set_pool_phases",
+    "start_metrics_server",
+]
+
+logger = logging.getLogger(__name__)
+
+PREFIX: Final = "cloudpilot"
+PHASES: Final = ("Starting", "Running", "Done", "Failed", "Unknown")
+"""The pilot phases of the API; every queue reports all five (zeros included), so that
+``sum by (phase)`` never has gaps and a phase dropping to zero is visible."""
+
+MAX_LABEL_VALUES: Final = 64
+"""Distinct values one free-form label (operation, reason, queue per pool) may take before
+new values are folded into ``Other``: a safety net, far above what enums produce."""
+
+OTHER: Final = "Other"
+
+CLOUD_LATENCY_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Cloud API latency: tens of milliseconds for a cached list, a minute or two for a large
+batched create on a slow OpenStack; beyond that the call has timed out anyway."""
+
+RECONCILE_BUCKETS: Final = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+"""A quiet reconcile is one list call (sub-second); a scale-up of hundreds of VMs runs
+for minutes."""
+
+
+def _pool_labels(pool_key: str) -> tuple[str, str]:
+    """``namespace/name`` → (namespace, name); a key without a slash is a bare name."""
+    namespace, _, name = pool_key.rpartition("/")
+    return namespace, name
+
+
+def _get(item: Any, name: str, default: Any = None) -> Any:
+    """Read a field from a dataclass-like object or a mapping (``status.queues`` entries and
+    ``planner.QueueSummary`` use the same names)."""
+    if isinstance(item, Mapping):
+        return item.get(name, default)
+    return getattr(item, name, default)
+
+
+def _text(value: Any) -> str:
+    """Enum members and plain strings alike (``ErrorKind.QUOTA`` → ``QuotaExceeded``)."""
+    raw = getattr(value, "value", value)
+    return str(raw) if raw not in (None, "") else "Unknown"
+
+
+class _Bounded:
+    """Caps the distinct values of one label; past the cap, new values become ``Other``."""
+
+    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+        self._limit = limit
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: Any) -> str:
+        text = _text(value)[:63]
+        with self._lock:
+            if text in self._seen:
+                return text
+            if len(self._seen) >= self._limit:
+                return OTHER
+            self._seen.add(text)
+            return text
+
+
+@dataclass
+class MetricsServer:
+    """The running HTTP endpoint; :meth:`stop` shuts it down and frees the port."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class OperatorMetrics:
+    """All of CloudPilot's series on one private registry.
+
+    The module-level functions use :func:`default`; tests make their own instance.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *, version: str = "") -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        pool = ["namespace", "pool"]
+        self.pilots = Gauge(
+            f"{PREFIX}_pilots", "Pilot VMs by pool, queue and phase.",
+            [*pool, "queue", "phase"], registry=r,
+        )
+        self.pilots_desired = Gauge(
+            f"{PREFIX}_pilots_desired", "Desired live pilot VMs by pool and queue.",
+            [*pool, "queue"], registry=r,
+        )
+        self.queue_backoff = Gauge(
+            f"{PREFIX}_queue_backoff",
+            "1 while a queue's creations are held in back-off after failures, else 0.",
+            [*pool, "queue"], registry=r,
+        )
+        self.queues_in_backoff = Gauge(
+            f"{PREFIX}_queues_in_backoff", "Queues of the pool held in back-off.",
+            pool, registry=r,
+        )
+        self.pool_condition = Gauge(
+            f"{PREFIX}_pool_condition",
+            "1 while the pool's condition (Ready, Reconciling, Stalled) is True, else 0.",
+            [*pool, "type"], registry=r,
+        )
+        self.vms_created = Counter(
+            f"{PREFIX}_vms_created", "VMs created.", [*pool, "queue"], registry=r,
+        )
+        self.vms_deleted = Counter(
+            f"{PREFIX}_vms_deleted", "VMs deleted, by reason (PilotDone, ScaleDown, ...).",
+            [*pool, "queue", "reason"], registry=r,
+        )
+        self.vm_failures = Counter(
+            f"{PREFIX}_vm_failures",
+            "VM creations or deletions that failed, by operation and error class.",
+            [*pool, "queue", "operation", "reason"], registry=r,
+        )
+        self.cloud_calls = Counter(
+            f"{PREFIX}_cloud_api_calls", "Cloud API calls, by operation.",
+            ["operation"], registry=r,
+        )
+        self.cloud_errors = Counter(
+            f"{PREFIX}_cloud_api_errors", "Cloud API calls that failed, by error class.",
+            ["operation", "reason"], registry=r,
+        )
+        self.cloud_latency = Histogram(
+            f"{PREFIX}_cloud_api_call_duration_seconds", "Cloud API call latency.",
+            ["operation"], buckets=CLOUD_LATENCY_BUCKETS, registry=r,
+        )
+        self.reconcile_duration = Histogram(
+            f"{PREFIX}_reconcile_duration_seconds", "Duration of one reconcile of one pool.",
+            pool, buckets=RECONCILE_BUCKETS, registry=r,
+        )
+        self.reconcile_errors = Counter(
+            f"{PREFIX}_reconcile_errors", "Reconciles that ended with an unexpected exception.",
+            pool, registry=r,
+        )
+        self.leader = Gauge(
+            f"{PREFIX}_leader", "1 while this replica holds the leader lease, else 0.",
+            registry=r,
+        )
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info", "Always 1; the version is a label.", ["version"], registry=r,
+        )
+        self.build_info.labels(version or _package_version()).set(1)
+
+        self._operation = _Bounded()
+        self._reason = _Bounded()
+        self._queues: defaultdict[str, _Bounded] = defaultdict(_Bounded)
+        self._lock = threading.Lock()
+        # Label tuples written per pool key, so forget_pool removes exactly those.
+        self._series: defaultdict[str, set[tuple[Any, tuple[str, ...]]]] = defaultdict(set)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _child(self, pool_key: str, metric: Any, *labels: str) -> Any:
+        with self._lock:
+            self._series[pool_key].add((metric, labels))
+        return metric.labels(*labels)
+
+    def _queue(self, pool_key: str, queue: Any) -> str:
+        return self._queues[pool_key](queue)
+
+    # -- cloud calls (the reconciler's ``on_cloud_call`` hook) -----------------------------------
+
+    def observe_cloud_call(self, operation: str, seconds: float, error: Any = None) -> None:
+        """One cloud API call: ``error`` is a ``memory.CloudError`` (its ``kind`` is the
+        reason), an error-class string, or ``None`` for success."""
+        op = self._operation(operation)
+        self.cloud_calls.labels(op).inc()
+        self.cloud_latency.labels(op).observe(max(float(seconds), 0.0))
+        if error is not None:
+            self.cloud_errors.labels(op, self._reason(_get(error, "kind", error))).inc()
+
+    # -- reconcile -----------------------------------------------------------------------------
+
+    def observe_reconcile(self, pool_key: str, seconds: float, *, failed: bool = False) -> None:
+        namespace, name = _pool_labels(pool_key)
+        self._child(pool_key, self.reconcile_duration, namespace, name).observe(
+            max(float(seconds), 0.0)
+        )
+        if failed:
+            self._child(pool_key, self.reconcile_errors, namespace, name).inc()
+
+    # -- pool state (gauges: set to the current picture each cycle) -------------------------------
+
+    def set_pool_phases(self, pool_key: str, queue_summaries: Iterable[Any]) -> None:
+        """Publish the pool's current pilots by queue and phase, desired counts and back-off.
+
+        ``queue_summaries`` are ``planner.QueueSummary`` objects or the ``status.queues``
+        dicts (same field names: ``name``, ``desired``, ``starting`` ... ``held``). Queues
+        absent from this call (removed from the spec and drained) lose their series.
+        """
+        namespace, name = _pool_labels(pool_key)
+        present: set[str] = set()
+        in_backoff = 0
+        for summary in queue_summaries:
+            queue = self._queue(pool_key, _get(summary, "name"))
+            present.add(queue)
+            for phase in PHASES:
+                count = _get(summary, phase.lower(), 0) or 0
+                self._child(pool_key, self.pilots, namespace, name, queue, phase).set(count)
+            desired = _get(summary, "desired", 0) or 0
+            self._child(pool_key, self.pilots_desired, namespace, name, queue).set(desired)
+            backing_off = _text(_get(summary, "held")) == "BackOff"
+            in_backoff += backing_off
+            self._child(pool_key, self.queue_backoff, namespace, name, queue).set(
+                1 if backing_off else 0
+            )
+        self._child(pool_key, self.queues_in_backoff, namespace, name).set(in_backoff)
+        self._drop_queues(pool_key, keep=present)
+
+    def set_pool_conditions(self, pool_key: str, conditions: Iterable[Any]) -> None:
+        """Publish ``status.conditions`` (dicts or ``status.Condition`` objects).
+
+        Ready, Reconciling and Stalled are always all three published (0 when absent), since
+        kstatus drops Reconciling and Stalled while false.
+        """
+        namespace, name = _pool_labels(pool_key)
+        true = {_text(_get(c, "type")) for c in conditions if _text(_get(c, "status")) == "True"}
+        for kind in ("Ready", "Reconciling", "Stalled"):
+            self._child(pool_key, self.pool_condition, namespace, name, kind).set(
+                1 if kind in true else 0
+            )
+
+    # -- VM events (counters) ----------------------------------------------------------------------
+
+    def count_vms_created(self, pool_key: str, queue: str, count: int = 1) -> None:
+        if count > 0:
+            namespace, name = _pool_labels(pool_key)
+            self._child(
+                pool_key, self.vms_created, namespace, name, self._queue(pool_key, queue)
+            ).inc(count)
+
+    def count_vms_deleted(self, pool_key: str, queue: str, reason: Any, count: int = 1) -> None:
+        """``reason`` is a ``planner.DeleteReason`` (or its value)."""
+        if count > 0:
+            namespace, name = _pool_labels(pool_key)
+            self._child(
+                pool_key, self.vms_deleted, namespace, name, self._queue(pool_key, queue),
+                self._reason(reason),
+            ).inc(count)
+
+    def count_vm_failures(
+        self, pool_key: str, queue: str, operation: str, reason: Any, count: int = 1
+    ) -> None:
+        """A failed create or destroy; ``reason`` is an ``ErrorKind``, a ``CloudError`` or a
+        string."""
+        if count > 0:
+            namespace, name = _pool_labels(pool_key)
+            self._child(
+                pool_key, self.vm_failures, namespace, name, self._queue(pool_key, queue),
+                self._operation(operation), self._reason(_get(reason, "kind", reason)),
+            ).inc(count)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def set_leader(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
+
+    def forget_pool(self, pool_key: str) -> None:
+        """Remove every series of a deleted pool (its counters included)."""
+        with self._lock:
+            series = self._series.pop(pool_key, set())
+            self._queues.pop(pool_key, None)
+        for metric, labels in series:
+            metric.remove(*labels)
+
+    def _drop_queues(self, pool_key: str, keep: set[str]) -> None:
+        """Gauges of queues that are gone (counters stay: they are history)."""
+        gauges = (self.pilots, self.pilots_desired, self.queue_backoff)
+        with self._lock:
+            stale = {
+                (metric, labels) for metric, labels in self._series[pool_key]
+                if metric in gauges and labels[2] not in keep
+            }
+            self._series[pool_key] -= stale
+        for metric, labels in stale:
+            metric.remove(*labels)
+
+    # -- exposition --------------------------------------------------------------------------------
+
+    def render(self) -> str:
+        """The text exposition, as Prometheus would scrape it."""
+        return generate_latest(self.registry).decode()
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:
+        """Serve ``/metrics`` (any path, in fact) on ``host:port`` from a daemon thread.
+
+        Port 0 picks a free port (see :attr:`MetricsServer.port`). In a pod it listens on
+        all addresses so the Service can reach it; tests pass ``127.0.0.1``.
+        """
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        logger.info("serving metrics on %s:%d", host, server.server_port)
+        return MetricsServer(server, thread)
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cloudpilot")
+    except Exception:  # not installed (running from a source tree)
+        return "unknown"
+
+
+_default: OperatorMetrics | None = None
+_default_lock = threading.Lock()
+
+
+def default() -> OperatorMetrics:
+    """The process's metrics, created on first use."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = OperatorMetrics()
+        return _default
+
+
+def start_metrics_server(port: int, host: str = "0.0.0.0") -> MetricsServer:
+    return default().serve(port, host)
+
+
+def observe_cloud_call(operation: str, seconds: float, error: Any = None) -> None:
+    default().observe_cloud_call(operation, seconds, error)
+
+
+def observe_reconcile(pool_key: str, seconds: float, *, failed: bool = False) -> None:
+    default().observe_reconcile(pool_key, seconds, failed=failed)
+
+
+def set_pool_phases(pool_key: str, queue_summaries: Iterable[Any]) -> None:
+    default().set_pool_phases(pool_key, queue_summaries)
+
+
+def set_pool_conditions(pool_key: str, conditions: Iterable[Any]) -> None:
+    default().set_pool_conditions(pool_key, conditions)
+
+
+def count_vms_created(pool_key: str, queue: str, count: int = 1) -> None:
+    default().count_vms_created(pool_key, queue, count)
+
+
+def count_vms_deleted(pool_key: str, queue: str, reason: Any, count: int = 1) -> None:
+    default().count_vms_deleted(pool_key, queue, reason, count)
+
+
+def count_vm_failures(
+    pool_key: str, queue: str, operation: str, reason: Any, count: int = 1
+) -> None:
+    default().count_vm_failures(pool_key, queue, operation, reason, count)
+
+
+def set_leader(leading: bool) -> None:
+    default().set_leader(leading)
+
+
+def forget_pool(pool_key: str) -> None:
+    default().forget_pool(pool_key)
+
+
+def render() -> str:
+    return default().render()

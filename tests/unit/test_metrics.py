@@ -1,0 +1,218 @@
+"""The operator's Prometheus metrics: names, labels, bounded cardinality and the endpoint.
+
+Each test makes its own :class:`OperatorMetrics` (its own private registry), so no state
+leaks between tests; values are read back through the registry as Prometheus would.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from dataclasses import dataclass
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cloudpilot import metrics as metrics_module
+from cloudpilot.memory import CloudError, ErrorKind
+from cloudpilot.metrics import MAX_LABEL_VALUES, OperatorMetrics
+from cloudpilot.planner import DeleteReason, Hold, QueueSummary
+
+POOL = "grid/lhcb-cern"
+
+
+@pytest.fixture
+def m() -> OperatorMetrics:
+    return OperatorMetrics(version="1.2.3")
+
+
+def value(m: OperatorMetrics, name: str, **labels: str) -> float | None:
+    return m.registry.get_sample_value(name, labels)
+
+
+def series(m: OperatorMetrics, name: str) -> list[dict[str, str]]:
+    return [
+        sample.labels
+        for family in m.registry.collect()
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def test_registry_is_private_and_holds_only_cloudpilot_series(m: OperatorMetrics) -> None:
+    names = {family.name for family in m.registry.collect()}
+    assert names and all(name.startswith("cloudpilot_") for name in names)
+    # no process_/python_ collectors, and nothing on the global registry
+    from prometheus_client import REGISTRY
+
+    assert not any(f.name.startswith("cloudpilot_") for f in REGISTRY.collect())
+    assert value(m, "cloudpilot_build_info", version="1.2.3") == 1
+
+
+def test_cloud_calls_errors_and_latency(m: OperatorMetrics) -> None:
+    m.observe_cloud_call("list", 0.2, None)
+    m.observe_cloud_call("create", 3.0, CloudError(ErrorKind.QUOTA, "quota", "create"))
+    m.observe_cloud_call("create", 1.0, None)
+    assert value(m, "cloudpilot_cloud_api_calls_total", operation="list") == 1
+    assert value(m, "cloudpilot_cloud_api_calls_total", operation="create") == 2
+    assert value(
+        m, "cloudpilot_cloud_api_errors_total", operation="create", reason="QuotaExceeded"
+    ) == 1
+    assert value(m, "cloudpilot_cloud_api_errors_total", operation="list",
+                 reason="QuotaExceeded") is None
+    assert value(m, "cloudpilot_cloud_api_call_duration_seconds_count", operation="create") == 2
+    assert value(m, "cloudpilot_cloud_api_call_duration_seconds_sum", operation="create") == 4.0
+    assert value(
+        m, "cloudpilot_cloud_api_call_duration_seconds_bucket", operation="create", le="1.0"
+    ) == 1
+
+
+def test_the_hook_matches_the_reconcilers_on_cloud_call_signature(m: OperatorMetrics) -> None:
+    from cloudpilot.reconciler import Reconciler
+
+    Reconciler(on_cloud_call=m.observe_cloud_call)  # accepted as the hook (type-wise too)
+    Reconciler(on_cloud_call=metrics_module.observe_cloud_call)
+
+
+def test_pilots_by_queue_and_phase_from_planner_summaries(m: OperatorMetrics) -> None:
+    m.set_pool_phases(POOL, [
+        QueueSummary(name="short", desired=5, starting=2, running=3, done=1),
+        QueueSummary(name="long", desired=2, failed=1, held=Hold.BACKOFF),
+    ])
+    labels = {"namespace": "grid", "pool": "lhcb-cern"}
+    assert value(m, "cloudpilot_pilots", **labels, queue="short", phase="Running") == 3
+    assert value(m, "cloudpilot_pilots", **labels, queue="short", phase="Starting") == 2
+    assert value(m, "cloudpilot_pilots", **labels, queue="short", phase="Done") == 1
+    # every phase is published, zeros included, so sums never have gaps
+    assert value(m, "cloudpilot_pilots", **labels, queue="short", phase="Unknown") == 0
+    assert value(m, "cloudpilot_pilots", **labels, queue="long", phase="Failed") == 1
+    assert value(m, "cloudpilot_pilots_desired", **labels, queue="short") == 5
+    assert value(m, "cloudpilot_queue_backoff", **labels, queue="long") == 1
+    assert value(m, "cloudpilot_queue_backoff", **labels, queue="short") == 0
+    assert value(m, "cloudpilot_queues_in_backoff", **labels) == 1
+
+
+def test_pilots_from_status_queue_dicts_and_removed_queues_vanish(m: OperatorMetrics) -> None:
+    m.set_pool_phases(POOL, [
+        {"name": "a", "desired": 1, "running": 1},
+        {"name": "b", "desired": 1, "starting": 1, "held": "BackOff"},
+    ])
+    m.set_pool_phases(POOL, [{"name": "a", "desired": 2, "running": 2}])
+    labels = {"namespace": "grid", "pool": "lhcb-cern"}
+    assert value(m, "cloudpilot_pilots", **labels, queue="a", phase="Running") == 2
+    assert value(m, "cloudpilot_pilots", **labels, queue="b", phase="Starting") is None
+    assert value(m, "cloudpilot_pilots_desired", **labels, queue="b") is None
+    assert value(m, "cloudpilot_queues_in_backoff", **labels) == 0
+
+
+def test_conditions_always_publish_all_three(m: OperatorMetrics) -> None:
+    m.set_pool_conditions(POOL, [
+        {"type": "Ready", "status": "False"},
+        {"type": "Stalled", "status": "True"},
+    ])
+    labels = {"namespace": "grid", "pool": "lhcb-cern"}
+    assert value(m, "cloudpilot_pool_condition", **labels, type="Ready") == 0
+    assert value(m, "cloudpilot_pool_condition", **labels, type="Stalled") == 1
+    assert value(m, "cloudpilot_pool_condition", **labels, type="Reconciling") == 0
+
+
+def test_vm_counters_by_reason(m: OperatorMetrics) -> None:
+    m.count_vms_created(POOL, "short", 3)
+    m.count_vms_created(POOL, "short", 0)  # nothing: no empty series either
+    m.count_vms_deleted(POOL, "short", DeleteReason.PILOT_DONE, 2)
+    m.count_vm_failures(POOL, "short", "create", ErrorKind.QUOTA)
+    m.count_vm_failures(POOL, "short", "create", CloudError(ErrorKind.TRANSIENT, "x"))
+    labels = {"namespace": "grid", "pool": "lhcb-cern", "queue": "short"}
+    assert value(m, "cloudpilot_vms_created_total", **labels) == 3
+    assert value(m, "cloudpilot_vms_deleted_total", **labels, reason="PilotDone") == 2
+    assert value(m, "cloudpilot_vm_failures_total", **labels, operation="create",
+                 reason="QuotaExceeded") == 1
+    assert value(m, "cloudpilot_vm_failures_total", **labels, operation="create",
+                 reason="Transient") == 1
+
+
+def test_reconcile_duration_and_errors(m: OperatorMetrics) -> None:
+    m.observe_reconcile(POOL, 0.3)
+    m.observe_reconcile(POOL, 12.0, failed=True)
+    labels = {"namespace": "grid", "pool": "lhcb-cern"}
+    assert value(m, "cloudpilot_reconcile_duration_seconds_count", **labels) == 2
+    assert value(m, "cloudpilot_reconcile_duration_seconds_bucket", **labels, le="0.5") == 1
+    assert value(m, "cloudpilot_reconcile_errors_total", **labels) == 1
+
+
+def test_forget_pool_removes_all_its_series_and_no_other(m: OperatorMetrics) -> None:
+    for pool in (POOL, "grid/other"):
+        m.set_pool_phases(pool, [QueueSummary(name="q", desired=1, running=1)])
+        m.count_vms_created(pool, "q")
+        m.observe_reconcile(pool, 1.0)
+        m.set_pool_conditions(pool, [{"type": "Ready", "status": "True"}])
+    m.forget_pool(POOL)
+    text = m.render()
+    assert 'pool="lhcb-cern"' not in text
+    assert 'pool="other"' in text
+
+
+def test_label_cardinality_is_capped(m: OperatorMetrics) -> None:
+    """A bug feeding unbounded values (say, VM ids as reasons) cannot grow the series."""
+    for i in range(MAX_LABEL_VALUES * 3):
+        m.observe_cloud_call("create", 0.1, f"Reason{i}")
+        m.set_pool_phases(POOL, [QueueSummary(name=f"queue-{i}", desired=1)])
+    reasons = {s["reason"] for s in series(m, "cloudpilot_cloud_api_errors_total")}
+    assert len(reasons) == MAX_LABEL_VALUES + 1 and "Other" in reasons
+    queues = {s["queue"] for s in series(m, "cloudpilot_pilots_desired")}
+    assert len(queues) <= 1  # the latest call replaces the picture; gone queues are dropped
+    # No label anywhere carries a VM id or a message
+    for family in m.registry.collect():
+        for sample in family.samples:
+            assert set(sample.labels) <= {
+                "namespace", "pool", "queue", "phase", "operation", "reason", "type",
+                "version", "le",
+            }
+
+
+def test_leader_gauge(m: OperatorMetrics) -> None:
+    m.set_leader(True)
+    assert value(m, "cloudpilot_leader") == 1
+    m.set_leader(False)
+    assert value(m, "cloudpilot_leader") == 0
+
+
+def test_http_endpoint_serves_the_text_format_and_stops(m: OperatorMetrics) -> None:
+    m.count_vms_created(POOL, "short", 4)
+    server = m.serve(0, host="127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            body = response.read().decode()
+    finally:
+        server.stop()
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    created = families["cloudpilot_vms_created"]
+    assert [s.value for s in created.samples if s.name.endswith("_total")] == [4]
+    assert not any(name.startswith(("process_", "python_")) for name in families)
+    with pytest.raises(OSError):  # the port is closed after stop()
+        urllib.request.urlopen(url, timeout=2)
+
+
+def test_module_functions_use_one_default_instance() -> None:
+    metrics_module.count_vms_created("ns/module-test", "q", 2)
+    metrics_module.observe_cloud_call("list", 0.01, None)
+    metrics_module.set_leader(True)
+    text = metrics_module.render()
+    assert 'cloudpilot_vms_created_total{namespace="ns",pool="module-test",queue="q"} 2.0' in text
+    metrics_module.forget_pool("ns/module-test")
+    assert 'pool="module-test"' not in metrics_module.render()
+    assert metrics_module.default() is metrics_module.default()
+
+
+@dataclass
+class _Odd:
+    name: str = "odd"
+
+
+def test_odd_input_never_raises(m: OperatorMetrics) -> None:
+    m.set_pool_phases("bare-name", [_Odd()])  # missing counts read as zero
+    m.observe_cloud_call("", -1.0, "")
+    assert value(m, "cloudpilot_pilots", namespace="", pool="bare-name", queue="odd",
+                 phase="Running") == 0
