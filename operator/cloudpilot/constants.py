@@ -46,6 +46,11 @@ TIMER_TICK: Final = 2.0
 """How often kopf wakes each pool's timer. A tick costs no API call: the reconciler only
 does work when a reconcile is due (interval, back-off, or a spec change)."""
 
+DAEMON_CANCELLATION_TIMEOUT: Final = 5.0
+"""Seconds a pool's loop may finish its cycle after kopf asks it to stop (pool deleted,
+operator exiting) before it is cancelled. Cancelling mid-cycle is safe: the next cycle, in
+this process or another, re-reads the cloud."""
+
 DEFAULT_CREATE_PARALLELISM: Final = 8
 """Concurrent create/destroy calls per cloud account where the provider has no batch API.
 libcloud is synchronous, so each call holds a worker thread."""

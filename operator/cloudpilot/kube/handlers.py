@@ -54,11 +54,18 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     wakeups: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """In-cluster service account first, then KUBECONFIG / ~/.kube/config."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
 
-    @kopf.daemon(*RESOURCE, registry=registry, cancellation_timeout=30.0)
+    @kopf.daemon(
+        *RESOURCE, registry=registry, cancellation_timeout=constants.DAEMON_CANCELLATION_TIMEOUT
+    )
     async def reconcile_loop(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
         pool = _ref(body)
         wakeup = wakeups[pool.uid]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 from typing import Any
 
+from cloudpilot.kube import client
 from cloudpilot.models.queues import ConfigError
 
 
@@ -18,26 +18,10 @@ class MissingReferenceError(ConfigError):
     """A Secret, ConfigMap or key that the spec names does not exist."""
 
 
-@functools.cache
-def _core_api() -> Any:
-    import kubernetes
-
-    try:
-        kubernetes.config.load_incluster_config()
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()
-    return kubernetes.client.CoreV1Api()
-
-
-def reset_client() -> None:
-    """Forget the cached client (tests point the operator at a new API server)."""
-    _core_api.cache_clear()
-
-
 def _read(kind: str, namespace: str, name: str) -> dict[str, str]:
     import kubernetes
 
-    api = _core_api()
+    api = client.core_v1()
     try:
         if kind == "Secret":
             obj = api.read_namespaced_secret(name, namespace)

@@ -8,28 +8,14 @@ patch computed by ``status.status_patch``: an empty patch is never sent.
 from __future__ import annotations
 
 import asyncio
-import functools
 from typing import Any
 
 from cloudpilot import constants
-
-
-@functools.cache
-def _custom_api() -> Any:
-    import kubernetes
-
-    from cloudpilot.kube.secrets import _core_api
-
-    _core_api()  # loads the configuration once, in the same order
-    return kubernetes.client.CustomObjectsApi()
-
-
-def reset_client() -> None:
-    _custom_api.cache_clear()
+from cloudpilot.kube import client
 
 
 def _patch(namespace: str, name: str, patch: dict[str, Any]) -> None:
-    _custom_api().patch_namespaced_custom_object_status(
+    client.custom_objects().patch_namespaced_custom_object_status(
         constants.API_GROUP,
         constants.API_VERSION,
         namespace,

@@ -1,0 +1,40 @@
+"""The official Kubernetes client, configured once: in-cluster, then KUBECONFIG, then
+~/.kube/config (the same order kopf logs in with)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+
+@functools.cache
+def api_client() -> Any:
+    import kubernetes
+
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        # The client reads KUBECONFIG once, at import; read it now, as kubectl does.
+        kubernetes.config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    return kubernetes.client.ApiClient(configuration)
+
+
+def core_v1() -> Any:
+    import kubernetes
+
+    return kubernetes.client.CoreV1Api(api_client())
+
+
+def custom_objects() -> Any:
+    import kubernetes
+
+    return kubernetes.client.CustomObjectsApi(api_client())
+
+
+def reset() -> None:
+    """Forget the configuration (a test or the demo points the operator at a new server)."""
+    api_client.cache_clear()

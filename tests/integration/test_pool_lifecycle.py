@@ -1,0 +1,156 @@
+"""A CloudPilotPool end to end: the real operator (kopf) against a Kubernetes API over HTTP,
+libcloud's real EC2 driver against moto on 127.0.0.1."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from cloudpilot import constants, naming
+from cloudpilot.status import STATUS_KEYS
+from tests.support.ec2 import describe_user_data
+from tests.support.kube import wait_for
+from tests.support.stack import IMAGE, Stack
+
+IMAGE_NAME = IMAGE.removeprefix("name:")
+
+
+def test_apply_creates_the_desired_vms_with_names_tags_and_user_data(stack: Stack) -> None:
+    stack.apply_pool("alpha", replicas=3)
+    vms = stack.wait_vms("alpha", 3)
+    prefix = naming.queue_prefix(stack.namespace, "alpha", "default")
+    driver = stack.driver()
+    for vm in vms:
+        assert vm.name.startswith(prefix)
+        tags = vm.extra["tags"]
+        assert tags[constants.TAG_POOL] == f"{stack.namespace}/alpha"
+        assert tags[constants.TAG_QUEUE] == "default"
+        assert tags[constants.TAG_CE] == "ce.cloudpilot.test"
+        user_data = describe_user_data(driver, vm.id)
+        assert user_data.startswith(b"#cloud-config") or user_data[:2] == b"\x1f\x8b"
+    status = stack.wait_status(
+        "alpha", lambda s: s.get("replicas") == 3 and s, what="status.replicas == 3"
+    )
+    assert status["desiredReplicas"] == 3
+    ids = {vm.id for vm in vms}
+    assert {i["id"] for i in status["instances"]} == ids
+    for instance in status["instances"]:
+        assert instance["pilotReference"] == f"cloud://{instance['id']}"
+        assert instance["pilotStamp"] == naming.pilot_stamp(instance["id"])
+    ready = stack.condition("alpha", "Ready")
+    assert ready is not None and ready["status"] == "True"
+
+
+def test_scale_up_and_down_through_the_scale_subresource(stack: Stack) -> None:
+    stack.apply_pool("scaled", replicas=2, scaleDownPolicy="DeleteRunning")
+    stack.wait_vms("scaled", 2)
+    stack.scale_pool("scaled", 5)
+    stack.wait_vms("scaled", 5)
+    stack.scale_pool("scaled", 1)
+    kept = stack.wait_vms("scaled", 1)
+    status = stack.wait_status("scaled", lambda s: s.get("replicas") == 1 and s)
+    assert [i["id"] for i in status["instances"]] == [kept[0].id]
+    reasons = {e.reason for e in stack.events()}
+    assert {"Created", "Deleted"} <= reasons
+
+
+def test_scale_down_leaves_running_pilots_to_finish_by_default(stack: Stack) -> None:
+    stack.apply_pool("drain", replicas=3)
+    running = stack.wait_vms("drain", 3)
+    stack.wait_status("drain", lambda s: s.get("running") == 3, what="3 running")
+    stack.scale_pool("drain", 1)
+    ready = wait_for(
+        lambda: (c := stack.condition("drain", "Ready")) and c["reason"] == "Draining" and c,
+        30,
+        message="Ready reason Draining",
+    )
+    assert ready["status"] == "True"
+    assert {vm.id for vm in stack.live_vms("drain")} == {vm.id for vm in running}
+    # A pilot that ends is not replaced while the pool is above its desired count.
+    stack.ec2.halt_instance(running[0].id)
+    stack.wait_vms("drain", 2)
+    stack.wait_status("drain", lambda s: s.get("replicas") == 2 and s.get("done") == 0)
+
+
+def test_a_pilot_vm_that_stopped_itself_is_deleted_and_replaced(stack: Stack) -> None:
+    stack.apply_pool("churn", replicas=2)
+    first = stack.wait_vms("churn", 2)
+    stack.ec2.halt_instance(first[0].id)
+    gone = first[0].id
+
+    def replaced() -> bool:
+        live = {vm.id for vm in stack.live_vms("churn")}
+        return len(live) == 2 and gone not in live
+
+    wait_for(replaced, 30, message="the stopped VM replaced")
+    states = {vm.id: str(vm.state) for vm in stack.vms("churn", include_gone=True)}
+    assert states[gone] == "terminated"
+    deleted = [e for e in stack.events() if e.reason == "Deleted" and gone in e.message]
+    assert deleted and "PilotDone" in deleted[0].message
+
+
+def test_a_vm_past_its_maximum_lifetime_is_deleted_whatever_its_state(stack: Stack) -> None:
+    stack.apply_pool("old", replicas=1, context={"maxLifetime": 3600})
+    (vm,) = stack.wait_vms("old", 1)
+    stack.ec2.age_instance(vm.id, timedelta(hours=2))
+    wait_for(
+        lambda: (live := stack.live_vms("old")) and live[0].id != vm.id,
+        30,
+        message="the old VM replaced",
+    )
+    deleted = [e for e in stack.events() if e.reason == "Deleted" and vm.id in e.message]
+    assert deleted and "MaxLifetimeExceeded" in deleted[0].message
+
+
+def test_vms_of_other_pools_and_hand_made_look_alikes_are_never_touched(stack: Stack) -> None:
+    driver = stack.driver()
+    image = driver.list_images(ex_filters={"name": IMAGE_NAME})[0]
+    size = next(s for s in driver.list_sizes() if s.id == "t3.small")
+    prefix = naming.queue_prefix(stack.namespace, "mine", "default")
+    look_alike = driver.create_node(name=f"{prefix}deadbeef", image=image, size=size)
+    dirac = driver.create_node(name="VMDIRAC3_1a2b3c4d", image=image, size=size)
+    stack.apply_pool("other", replicas=1)
+    (other,) = stack.wait_vms("other", 1)
+    stack.apply_pool("mine", replicas=2, scaleDownPolicy="DeleteRunning")
+    stack.wait_status("mine", lambda s: s.get("replicas") == 2, what="2 live VMs in mine")
+    # Stop the other pool's VM and the hand-made ones: only "other" may clean its own up.
+    for node in (look_alike, dirac):
+        driver.ex_stop_node(node)
+    stack.scale_pool("mine", 0)
+    stack.wait_status("mine", lambda s: s.get("replicas") == 0 and s.get("instanceCount") == 0)
+    states = {n.id: str(n.state) for n in driver.list_nodes()}
+    assert states[look_alike.id] == "stopped"
+    assert states[dirac.id] == "stopped"
+    assert states[other.id] == "running"
+    mine = stack.status("mine")
+    assert look_alike.id not in {i["id"] for i in mine["instances"]}
+
+
+def test_deleting_the_pool_destroys_its_vms(stack: Stack) -> None:
+    stack.apply_pool("doomed", replicas=3)
+    stack.wait_vms("doomed", 3)
+    stack.delete_pool("doomed")
+    wait_for(lambda: stack.pool("doomed") is None, 60, message="pool gone")
+    assert stack.live_vms("doomed") == []
+    assert all(str(vm.state) == "terminated" for vm in stack.vms("doomed", include_gone=True))
+
+
+def test_deletion_policy_orphan_leaves_the_vms_running(stack: Stack) -> None:
+    stack.apply_pool("kept", replicas=2, deletionPolicy="Orphan")
+    vms = stack.wait_vms("kept", 2)
+    stack.delete_pool("kept")
+    wait_for(lambda: stack.pool("kept") is None, 60, message="pool gone")
+    assert {vm.id for vm in stack.live_vms("kept")} == {vm.id for vm in vms}
+
+
+def test_kopf_bookkeeping_stays_in_cloudpilot_annotations(stack: Stack) -> None:
+    stack.apply_pool("tidy", replicas=1)
+    stack.wait_status("tidy", lambda s: s.get("replicas") == 1)
+    stack.patch_pool("tidy", {"replicas": 2})
+    stack.wait_status("tidy", lambda s: s.get("replicas") == 2)
+    pool = stack.pool("tidy")
+    assert pool is not None
+    assert pool["metadata"]["finalizers"] == [constants.FINALIZER]
+    annotations = pool["metadata"].get("annotations", {})
+    assert all(key.startswith("cloudpilot.io/") for key in annotations)
+    assert "kopf" not in pool["status"]
+    assert set(pool["status"]) <= set(STATUS_KEYS) | {"proxy"}

@@ -1,0 +1,274 @@
+"""The whole stack for end-to-end tests: a Kubernetes API, an EC2 emulator, the operator.
+
+The Kubernetes API is the kmock-based emulator served over HTTP on 127.0.0.1, or a real
+cluster when ``CLOUDPILOT_TEST_KUBECONFIG`` names a kubeconfig (the CRD is installed and a
+fresh namespace used). EC2 is moto's server on 127.0.0.1, reached through libcloud's real
+EC2 driver. The operator is CloudPilot's own runtime (kopf + reconciler) in a thread, so a
+test can stop it and start a new one mid-scale-up, as a crash would.
+
+Tests read the cloud through their own libcloud driver (never through the operator) and
+synchronise by polling with :func:`tests.support.kube.wait_for`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+from cloudpilot import constants, naming
+from cloudpilot.devtools.ec2_emulator import EC2Emulator
+from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
+from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
+from cloudpilot.kube import client as kube_client
+from cloudpilot.reconciler import Reconciler
+from cloudpilot.runtime import OperatorThread, build_reconciler
+from cloudpilot.settings import OperatorSettings
+from tests.support.kube import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_PATH = REPO / "crds" / "cloudpilotpools.cloudpilot.io.yaml"
+IMAGE = "name:AlmaLinux-9-GenericCloud-9.4-x86_64"
+PILOT = "#!/bin/sh\n# fake pilot wrapper\necho pilot\n"
+
+FAST = OperatorSettings(
+    reconcile_interval=1.0, converging_interval=0.5, rate_limit=1000.0, rate_burst=1000
+)
+"""Short intervals so tests converge in seconds; the logic does not depend on them."""
+
+
+@dataclass
+class Stack:
+    ec2: EC2Emulator
+    kubeconfig: Path
+    namespace: str
+    settings: OperatorSettings = FAST
+    operator: OperatorThread | None = None
+    reconcilers: list[Reconciler] = field(default_factory=list)
+
+    # -- operator ---------------------------------------------------------------------------
+
+    def start_operator(self, **changes: Any) -> OperatorThread:
+        settings = replace(self.settings, **changes) if changes else self.settings
+
+        def factory() -> Reconciler:
+            reconciler = build_reconciler(settings)
+            self.reconcilers.append(reconciler)
+            return reconciler
+
+        namespaced = replace(settings, namespaces=(self.namespace,), all_namespaces=False)
+        self.operator = OperatorThread(namespaced, reconciler_factory=factory).__enter__()
+        return self.operator
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+            self.operator = None
+
+    # -- Kubernetes -------------------------------------------------------------------------
+
+    @property
+    def custom(self) -> Any:
+        return kube_client.custom_objects()
+
+    @property
+    def core(self) -> Any:
+        return kube_client.core_v1()
+
+    def create_secret(self, name: str, data: dict[str, str]) -> None:
+        body = kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name=name),
+            string_data=None,
+            data={k: _b64(v) for k, v in data.items()},
+        )
+        try:
+            self.core.create_namespaced_secret(self.namespace, body)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 409:
+                raise
+            self.core.replace_namespaced_secret(name, self.namespace, body)
+
+    def pool_manifest(self, name: str, **spec: Any) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "ce": "ce.cloudpilot.test",
+            "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+            "driver": self.ec2.driver_options(),
+            "credentialsSecret": {"name": "ec2-credentials"},
+            "instance": {"image": IMAGE, "flavor": "t3.small"},
+            "pilot": {"executableSecret": {"name": "pilot", "key": "pilot.sh"}},
+        }
+        base.update(spec)
+        return {
+            "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
+            "kind": constants.KIND,
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": base,
+        }
+
+    def apply_pool(self, name: str, **spec: Any) -> dict[str, Any]:
+        return self.custom.create_namespaced_custom_object(
+            constants.API_GROUP,
+            constants.API_VERSION,
+            self.namespace,
+            constants.PLURAL,
+            self.pool_manifest(name, **spec),
+        )
+
+    def patch_pool(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            constants.API_GROUP,
+            constants.API_VERSION,
+            self.namespace,
+            constants.PLURAL,
+            name,
+            {"spec": spec},
+        )
+
+    def scale_pool(self, name: str, replicas: int) -> None:
+        """What ``kubectl scale cloudpilotpool/NAME --replicas=N`` sends."""
+        self.custom.patch_namespaced_custom_object_scale(
+            constants.API_GROUP,
+            constants.API_VERSION,
+            self.namespace,
+            constants.PLURAL,
+            name,
+            {"spec": {"replicas": replicas}},
+        )
+
+    def pool(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                constants.API_GROUP, constants.API_VERSION, self.namespace, constants.PLURAL, name
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def status(self, name: str) -> dict[str, Any]:
+        return (self.pool(name) or {}).get("status") or {}
+
+    def condition(self, name: str, kind: str) -> dict[str, Any] | None:
+        for condition in self.status(name).get("conditions", []):
+            if condition["type"] == kind:
+                return condition
+        return None
+
+    def delete_pool(self, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(
+            constants.API_GROUP, constants.API_VERSION, self.namespace, constants.PLURAL, name
+        )
+
+    def events(self) -> list[Any]:
+        return self.core.list_namespaced_event(self.namespace).items
+
+    # -- cloud ------------------------------------------------------------------------------
+
+    def driver(self) -> MotoEC2NodeDriver:
+        return MotoEC2NodeDriver(*self.ec2.credentials, **self.ec2.driver_options())
+
+    def vms(self, pool: str, *, include_gone: bool = False) -> list[Any]:
+        """The pool's VMs as the cloud lists them (terminated ones left out by default)."""
+        prefix = naming.pool_prefix(self.namespace, pool)
+        return [
+            node
+            for node in self.driver().list_nodes()
+            if node.name.startswith(prefix)
+            and (include_gone or str(node.state) not in ("terminated", "NodeState.TERMINATED"))
+        ]
+
+    def live_vms(self, pool: str) -> list[Any]:
+        return [n for n in self.vms(pool) if str(n.state) in ("running", "pending")]
+
+    def wait_vms(self, pool: str, count: int, timeout: float = 60.0) -> list[Any]:
+        """Wait until the pool has exactly ``count`` live VMs in the cloud; return them."""
+
+        def check() -> tuple[list[Any]] | None:
+            vms = self.live_vms(pool)
+            return (vms,) if len(vms) == count else None
+
+        return wait_for(check, timeout, message=f"{count} live VMs in pool {pool}")[0]
+
+    def wait_status(self, name: str, predicate: Any, timeout: float = 60.0, what: str = "") -> Any:
+        return wait_for(
+            lambda: predicate(self.status(name)), timeout, message=what or "pool status"
+        )
+
+
+def _b64(value: str) -> str:
+    import base64
+
+    return base64.b64encode(value.encode()).decode()
+
+
+@contextlib.contextmanager
+def running_stack(*, with_operator: bool = True) -> Iterator[Stack]:
+    """Start everything; stop everything on exit, whatever happened."""
+    real = os.environ.get("CLOUDPILOT_TEST_KUBECONFIG")
+    with contextlib.ExitStack() as stack:
+        ec2 = stack.enter_context(EC2Emulator())
+        if real:
+            kubeconfig = Path(real)
+            namespace = f"cloudpilot-test-{uuid.uuid4().hex[:8]}"
+        else:
+            cluster = stack.enter_context(ClusterEmulatorThread())
+            kubeconfig = cluster.kubeconfig_path
+            namespace = "pilots"
+        stack.enter_context(_kubeconfig_env(kubeconfig))
+        result = Stack(ec2=ec2, kubeconfig=kubeconfig, namespace=namespace)
+        _prepare_cluster(result, real=bool(real))
+        stack.callback(result.stop_operator)
+        if real:
+            stack.callback(_drop_namespace, result)
+        result.create_secret(
+            "ec2-credentials", {"key": ec2.credentials[0], "secret": ec2.credentials[1]}
+        )
+        result.create_secret("pilot", {"pilot.sh": PILOT})
+        if with_operator:
+            result.start_operator()
+        yield result
+
+
+@contextlib.contextmanager
+def _kubeconfig_env(path: Path) -> Iterator[None]:
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(path)
+    kube_client.reset()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        kube_client.reset()
+
+
+def _prepare_cluster(stack: Stack, *, real: bool) -> None:
+    core = stack.core
+    with contextlib.suppress(kubernetes.client.ApiException):
+        core.create_namespace(
+            kubernetes.client.V1Namespace(
+                metadata=kubernetes.client.V1ObjectMeta(name=stack.namespace)
+            )
+        )
+    if real:
+        api = kubernetes.client.ApiextensionsV1Api(kube_client.api_client())
+        crd = yaml.safe_load(CRD_PATH.read_text())
+        try:
+            api.create_custom_resource_definition(crd)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
+def _drop_namespace(stack: Stack) -> None:
+    with contextlib.suppress(kubernetes.client.ApiException):
+        stack.core.delete_namespace(stack.namespace)
