@@ -115,7 +115,9 @@ def backoff_delay(
         if (kind is ErrorKind.BAD_CREDENTIALS)
         else maximum
     )
-    nominal = min(cap, initial * 2 ** max(failures - 1, 0))
+    # The exponent is bounded: past ~1,000 failures (a week of exhausted quota) 2**n no
+    # longer fits a float, and 2**64 times any initial delay is past every cap anyway.
+    nominal = min(cap, initial * 2 ** min(max(failures - 1, 0), 64))
     return nominal * (0.5 + jitter / 2)
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from cloudpilot import constants
 from cloudpilot import memory as mem
 from cloudpilot.models.queues import QueueConfig
 from cloudpilot.models.spec import ScaleDownPolicy
@@ -138,18 +139,24 @@ def _age(vm: ObservedVM, now: datetime) -> timedelta | None:
 
 
 def _expiry_reason(
-    vm: ObservedVM, config: QueueConfig | None, now: datetime
+    vm: ObservedVM, config: QueueConfig | None, now: datetime, removed_lifetime: int
 ) -> DeleteReason | None:
+    """``removed_lifetime`` is the maximum lifetime of a VM whose queue left the spec."""
     if vm.phase is Phase.DONE:
         return DeleteReason.PILOT_DONE
     if vm.phase is Phase.FAILED:
         return DeleteReason.VM_FAILED
     age = _age(vm, now)
-    if age is None or config is None:
+    if age is None:
         return None
-    if age > timedelta(seconds=config.max_lifetime):
+    lifetime = config.max_lifetime if config is not None else removed_lifetime
+    if age > timedelta(seconds=lifetime):
         return DeleteReason.MAX_LIFETIME
-    if vm.phase is Phase.STARTING and age > timedelta(seconds=config.boot_timeout):
+    if (
+        config is not None
+        and vm.phase is Phase.STARTING
+        and age > timedelta(seconds=config.boot_timeout)
+    ):
         return DeleteReason.BOOT_TIMEOUT
     return None
 
@@ -169,8 +176,11 @@ def _scale_down(state: _QueueState, policy: ScaleDownPolicy, reason: DeleteReaso
         candidates += _newest_first(vm for vm in kept if vm.phase is Phase.RUNNING)
     for vm in candidates[:surplus]:
         state.deletions.append(Deletion(vm, reason))
+    # Only running pilots drain: surplus made of Unknown VMs or of pending creations is not
+    # a pilot finishing its job (and under DeleteRunning no running pilot is left over).
     surplus = state.occupying() - state.desired
-    return max(surplus, 0)
+    running = sum(1 for vm in state.kept() if vm.phase is Phase.RUNNING)
+    return max(min(surplus, running), 0)
 
 
 def _allocate(
@@ -246,10 +256,12 @@ def plan(
             continue
         state.vms.append(vm)
 
-    # Rules 1-3: expired VMs go, whatever the counts say.
+    # Rules 1-3: expired VMs go, whatever the counts say. A removed queue's VMs keep the
+    # longest lifetime the pool allows: never forever, never shorter than any queue's.
+    removed_lifetime = max((q.max_lifetime for q in queues), default=constants.DEFAULT_MAX_LIFETIME)
     for state in states.values():
         for vm in state.vms:
-            reason = _expiry_reason(vm, state.config, now)
+            reason = _expiry_reason(vm, state.config, now, removed_lifetime)
             if reason is not None:
                 state.deletions.append(Deletion(vm, reason))
 

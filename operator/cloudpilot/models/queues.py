@@ -166,9 +166,9 @@ def effective_queue(
         replicas=queue.replicas if queue is not None else (pool.replicas or 0),
         ce=pool.ce,
         account=account,
-        image=Lookup.parse(image),
-        flavor=Lookup.parse(flavor),
-        networks=tuple(Lookup.parse(n) for n in networks),
+        image=_lookup(image, where, "instance.image"),
+        flavor=_lookup(flavor, where, "instance.flavor"),
+        networks=tuple(_lookup(n, where, "instance.networks") for n in networks),
         ssh_key=_pick(queue, pool, "instance", "ssh_key"),
         create_options=create_options,
         template=_pick(queue, pool, "context", "template"),
@@ -187,6 +187,14 @@ def effective_queue(
         max_instances=limits.max_instances if limits else None,
         max_starting=limits.max_starting if limits else None,
     )
+
+
+def _lookup(text: str, where: str, label: str) -> Lookup:
+    """Parse one lookup; an error names the queue and field, as a pool has many of both."""
+    try:
+        return Lookup.parse(text)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {label}: {error}") from None
 
 
 def _or_default(value: Any, default: Any) -> Any:
