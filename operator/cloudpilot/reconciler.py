@@ -138,18 +138,7 @@ class Reconciler:
 
         memory = self._memories.get(pool.uid, mem.PoolMemory())
         views = await self._list_accounts(pool, queues)
-        observed: list[ObservedVM] = []
-        for account, view in views.items():
-            if view.gateway is None:
-                continue
-            account_queues = [q for q in queues if q.account == account]
-            observed += owned_vms(
-                view.listing,
-                namespace=pool.namespace,
-                pool=pool.name,
-                queues=account_queues,
-                tags_supported=view.gateway.tags_supported,
-            )
+        observed = self._observed(pool, queues, views)
         memory = mem.observe(memory, (vm.id for vm in observed), now)
         blocking = next((v.error for v in views.values() if v.error is not None), None)
 
@@ -491,39 +480,50 @@ class Reconciler:
                 self.forget(pool)
                 return 0, [Event("Normal", "Orphaned", "VMs left running (deletionPolicy: Orphan)")]
             queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
-            views = await self._list_accounts(pool, queues)
-            failed = [v.error for v in views.values() if v.error is not None]
-            if failed:
-                raise RuntimeError(f"cannot list the pool's VMs: {failed[0].message}")
-            observed = [
-                vm
-                for account, view in views.items()
-                for vm in owned_vms(
-                    view.listing,
-                    namespace=pool.namespace,
-                    pool=pool.name,
-                    queues=[q for q in queues if q.account == account],
-                    tags_supported=view.gateway.tags_supported if view.gateway else True,
-                )
-            ]
+            views, observed = await self._owned(pool, queues)
             now = self._clock()
             memory = mem.observe(
                 self._memories.get(pool.uid, mem.PoolMemory()), (vm.id for vm in observed), now
             )
             events: list[Event] = []
-            memory = await self._delete(
-                pool,
-                planner.plan_teardown(observed, memory),
-                views,
-                {q.name: q for q in queues},
-                memory,
-                events,
-                now,
-            )
+            teardown = planner.plan_teardown(observed, memory)
+            by_name = {q.name: q for q in queues}
+            memory = await self._delete(pool, teardown, views, by_name, memory, events, now)
             self._memories[pool.uid] = memory
+            if teardown:
+                # Most clouds drop a destroyed VM from the listing at once: look again
+                # rather than make the user wait a retry for nothing.
+                _, observed = await self._owned(pool, queues)
             if not observed:
                 self.forget(pool)
             return len(observed), events
+
+    async def _owned(
+        self, pool: PoolRef, queues: Sequence[QueueConfig]
+    ) -> tuple[dict[CloudAccount, _AccountView], list[ObservedVM]]:
+        """List every account of the pool; raise if one cannot be listed (teardown only)."""
+        views = await self._list_accounts(pool, queues)
+        failed = [v.error for v in views.values() if v.error is not None]
+        if failed:
+            raise RuntimeError(f"cannot list the pool's VMs: {failed[0].message}")
+        return views, self._observed(pool, queues, views)
+
+    @staticmethod
+    def _observed(
+        pool: PoolRef, queues: Sequence[QueueConfig], views: Mapping[CloudAccount, _AccountView]
+    ) -> list[ObservedVM]:
+        observed: list[ObservedVM] = []
+        for account, view in views.items():
+            if view.gateway is None:
+                continue
+            observed += owned_vms(
+                view.listing,
+                namespace=pool.namespace,
+                pool=pool.name,
+                queues=[q for q in queues if q.account == account],
+                tags_supported=view.gateway.tags_supported,
+            )
+        return observed
 
 
 def _listed(vm: ObservedVM) -> ListedNode:

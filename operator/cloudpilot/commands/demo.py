@@ -1,0 +1,287 @@
+"""``cloudpilot demo``: the real operator, end to end, on emulators started on 127.0.0.1.
+
+No cluster and no cloud account: a Kubernetes API emulator (kmock) and an EC2 emulator
+(moto) run in this process, the operator talks to them over HTTP exactly as it would to a
+real API server and a real EC2 endpoint, and the demo drives a pool through its life:
+converge, replace a pilot whose VM stopped, scale up and down, delete. Then it stops
+everything it started and exits (0 when every step converged).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+DEMO_NAMESPACE = "pilots"
+DEMO_POOL = "demo-pool"
+STEP_TIMEOUT = 60.0
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replicas", type=int, default=3, help="pilots to start (default 3)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only the summary lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from cloudpilot.devtools.ec2_emulator import EC2Emulator
+        from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
+    except ImportError as exc:
+        print(
+            f"the demo needs its emulators ({exc.name}): pip install 'cloudpilot[demo]'",
+            file=sys.stderr,
+        )
+        return 2
+    import logging
+
+    from cloudpilot.runtime import configure_logging
+
+    configure_logging(logging.WARNING if args.quiet else logging.INFO)
+    for noisy in ("kopf", "cloudpilot", "werkzeug", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    with (
+        ClusterEmulatorThread() as cluster,
+        EC2Emulator() as ec2,
+        _kubeconfig(str(cluster.kubeconfig_path)),
+    ):
+        return Demo(ec2, replicas=args.replicas).run()
+
+
+@contextlib.contextmanager
+def _kubeconfig(path: str) -> Iterator[None]:
+    from cloudpilot.kube import client
+
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = path
+    client.reset()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        client.reset()
+
+
+class Demo:
+    def __init__(self, ec2: Any, *, replicas: int) -> None:
+        from cloudpilot.kube import client
+
+        self.ec2 = ec2
+        self.replicas = replicas
+        self.core = client.core_v1()
+        self.custom = client.custom_objects()
+        self.started = time.monotonic()
+
+    # -- output -----------------------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:5.1f}s] {text}", flush=True)
+
+    def show(self) -> None:
+        status = self._status()
+        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+        self.say(
+            f"  kubectl get cpp {DEMO_POOL}:  DESIRED={status.get('desiredReplicas', '-')} "
+            f"LIVE={status.get('replicas', '-')} RUNNING={status.get('running', '-')} "
+            f"STARTING={status.get('starting', '-')} READY={ready.get('status', '-')} "
+            f"({ready.get('reason', '')})"
+        )
+
+    # -- the story --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from cloudpilot.runtime import OperatorThread
+        from cloudpilot.settings import OperatorSettings
+
+        self.say(f"Kubernetes API emulator and EC2 emulator ({self.ec2.url}) on 127.0.0.1")
+        self._prepare()
+        settings = OperatorSettings(
+            namespaces=(DEMO_NAMESPACE,),
+            all_namespaces=False,
+            reconcile_interval=2.0,
+            converging_interval=1.0,
+        )
+        with OperatorThread(settings):
+            self.say("operator started (kopf + libcloud's EC2 driver)")
+            try:
+                self._story()
+            except TimeoutError as exc:
+                self.say(f"FAILED: {exc}")
+                return 1
+        self.say("operator stopped; emulators stopping. Demo complete.")
+        return 0
+
+    def _story(self) -> None:
+        from cloudpilot import constants
+
+        self.say(f"kubectl apply: CloudPilotPool {DEMO_POOL} with replicas={self.replicas}")
+        self.custom.create_namespaced_custom_object(
+            constants.API_GROUP,
+            constants.API_VERSION,
+            DEMO_NAMESPACE,
+            constants.PLURAL,
+            self._pool_manifest(),
+        )
+        self._until(
+            lambda s: s.get("running") == self.replicas and self._ready(s),
+            f"{self.replicas} pilots running",
+        )
+        vms = self._vms()
+        for vm in vms:
+            self.say(f"  VM {vm.id} {vm.name} {vm.state}")
+
+        victim = vms[0]
+        self.say(f"the pilot on {victim.id} ends: its VM halts itself (state stopped)")
+        self.ec2.halt_instance(victim.id)
+        self._until(
+            lambda s: (
+                s.get("running") == self.replicas
+                and victim.id not in {i["id"] for i in s.get("instances", [])}
+            ),
+            "the stopped VM deleted and replaced",
+        )
+
+        bigger = self.replicas + 2
+        self.say(f"kubectl scale cpp/{DEMO_POOL} --replicas={bigger}")
+        self._scale(bigger)
+        self._until(lambda s: s.get("running") == bigger and self._ready(s), f"{bigger} running")
+
+        self.say(f"kubectl scale cpp/{DEMO_POOL} --replicas=1 (scaleDownPolicy: DeleteRunning)")
+        self._scale(1)
+        self._until(lambda s: s.get("replicas") == 1 and self._ready(s), "1 pilot left")
+
+        self.say(f"kubectl delete cpp {DEMO_POOL} (deletionPolicy: Delete)")
+        self.custom.delete_namespaced_custom_object(
+            constants.API_GROUP,
+            constants.API_VERSION,
+            DEMO_NAMESPACE,
+            constants.PLURAL,
+            DEMO_POOL,
+        )
+        self._wait(
+            lambda: self._pool() is None and not self._live_vms(),
+            "pool gone and every VM terminated",
+        )
+        self.say("  the pool is gone and none of its VMs is left running")
+        self.say("events recorded on the pool:")
+        for event in self.core.list_namespaced_event(DEMO_NAMESPACE).items[-8:]:
+            self.say(f"  {event.type:7} {event.reason:10} {event.message}")
+
+    # -- Kubernetes and cloud plumbing ------------------------------------------------------
+
+    def _prepare(self) -> None:
+        import kubernetes
+
+        meta = kubernetes.client.V1ObjectMeta
+        self.core.create_namespace(
+            kubernetes.client.V1Namespace(metadata=meta(name=DEMO_NAMESPACE))
+        )
+        key, secret = self.ec2.credentials
+        for name, data in (
+            ("ec2-credentials", {"key": key, "secret": secret}),
+            (
+                "pilot",
+                {"pilot.sh": "#!/bin/sh\n# stand-in for DIRAC's pilot wrapper\necho pilot\n"},
+            ),
+        ):
+            self.core.create_namespaced_secret(
+                DEMO_NAMESPACE,
+                kubernetes.client.V1Secret(
+                    metadata=meta(name=name),
+                    data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+                ),
+            )
+        self.say("namespace pilots, Secrets ec2-credentials and pilot created")
+
+    def _pool_manifest(self) -> dict[str, Any]:
+        from cloudpilot import constants
+
+        return {
+            "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
+            "kind": constants.KIND,
+            "metadata": {"name": DEMO_POOL, "namespace": DEMO_NAMESPACE},
+            "spec": {
+                "ce": "cloud.demo.example",
+                # The stock EC2 driver, with only the emulator's XML namespace quirk fixed.
+                "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+                "driver": self.ec2.driver_options(),
+                "credentialsSecret": {"name": "ec2-credentials"},
+                "instance": {
+                    "image": "name:AlmaLinux-9-GenericCloud-9.4-x86_64",
+                    "flavor": "t3.medium",
+                },
+                "pilot": {"executableSecret": {"name": "pilot", "key": "pilot.sh"}},
+                "replicas": self.replicas,
+                "scaleDownPolicy": "DeleteRunning",
+            },
+        }
+
+    def _scale(self, replicas: int) -> None:
+        from cloudpilot import constants
+
+        self.custom.patch_namespaced_custom_object_scale(
+            constants.API_GROUP,
+            constants.API_VERSION,
+            DEMO_NAMESPACE,
+            constants.PLURAL,
+            DEMO_POOL,
+            {"spec": {"replicas": replicas}},
+        )
+
+    def _pool(self) -> dict[str, Any] | None:
+        import kubernetes
+
+        from cloudpilot import constants
+
+        try:
+            return self.custom.get_namespaced_custom_object(
+                constants.API_GROUP,
+                constants.API_VERSION,
+                DEMO_NAMESPACE,
+                constants.PLURAL,
+                DEMO_POOL,
+            )
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def _status(self) -> dict[str, Any]:
+        return (self._pool() or {}).get("status") or {}
+
+    @staticmethod
+    def _ready(status: dict[str, Any]) -> bool:
+        return any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+        )
+
+    def _vms(self) -> list[Any]:
+        from cloudpilot import naming
+        from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
+
+        driver = MotoEC2NodeDriver(*self.ec2.credentials, **self.ec2.driver_options())
+        prefix = naming.pool_prefix(DEMO_NAMESPACE, DEMO_POOL)
+        return [n for n in driver.list_nodes() if n.name.startswith(prefix)]
+
+    def _live_vms(self) -> list[Any]:
+        return [vm for vm in self._vms() if str(vm.state) in ("running", "pending", "stopped")]
+
+    def _until(self, predicate: Callable[[dict[str, Any]], Any], what: str) -> None:
+        self._wait(lambda: predicate(self._status()), what)
+        self.show()
+
+    def _wait(self, predicate: Callable[[], Any], what: str) -> None:
+        deadline = time.monotonic() + STEP_TIMEOUT
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not reached within {STEP_TIMEOUT:.0f} s: {what}")
+            time.sleep(0.2)  # polling period of a human watching `kubectl get -w`
+        self.say(f"OK: {what}")
