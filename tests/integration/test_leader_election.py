@@ -1,0 +1,437 @@
+"""Leader election (cloudpilot.leader) against the Kubernetes API emulator.
+
+Several electors, each with its own HTTP client, compete for one ``coordination.k8s.io/v1``
+Lease served by the emulator. Each elector's "work" marks itself active while it runs, in
+the test's event loop, so an overlap of two leaders is seen exactly, not sampled. Faults are
+injected per elector (a partitioned or hung API client), which is what makes a real leader
+lose its lease. Timings are scaled down (2 s leases) and every wait polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes
+import pytest
+
+from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
+from cloudpilot.leader import (
+    KubernetesLeaseAPI,
+    LeaderElector,
+    LeadershipLost,
+    LeaseConfig,
+    run_with_leader_election,
+)
+
+NS, LEASE = "default", "cloudpilot-operator"
+LEASE_SECONDS, RENEW_DEADLINE, RETRY = 2, 1.2, 0.2
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterEmulatorThread]:
+    with ClusterEmulatorThread() as running:
+        yield running
+
+
+@pytest.fixture
+def lease_name(request: pytest.FixtureRequest) -> str:
+    """A lease per test, so tests sharing the module's emulator do not interfere."""
+    return f"{LEASE}-{request.node.name.replace('_', '-')[:40]}".lower().strip("-")
+
+
+class FaultyLeaseAPI:
+    """A real :class:`KubernetesLeaseAPI` whose link can be cut (errors) or hung (blocks),
+    as a network partition does to one replica; records when successful writes were sent."""
+
+    def __init__(self, inner: KubernetesLeaseAPI) -> None:
+        self.inner = inner
+        self.broken = False
+        self.hang = threading.Event()  # set: calls block until `release` is set
+        self.release = threading.Event()
+        self.writes: list[float] = []  # monotonic times at which successful writes were sent
+
+    def _guard(self) -> None:
+        if self.hang.is_set():
+            self.release.wait(30)
+        if self.broken:
+            raise ConnectionError("injected: the API server is unreachable")
+
+    def read(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
+        self._guard()
+        return self.inner.read(namespace, name, timeout)
+
+    def create(self, namespace: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self._guard()
+        sent = time.monotonic()
+        created = self.inner.create(namespace, body, timeout)
+        self.writes.append(sent)
+        return created
+
+    def replace(
+        self, namespace: str, name: str, body: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
+        self._guard()
+        sent = time.monotonic()
+        replaced = self.inner.replace(namespace, name, body, timeout)
+        self.writes.append(sent)
+        return replaced
+
+
+@dataclass
+class Ledger:
+    """Who is doing the leader's work, checked at every start: the property under test."""
+
+    active: set[str] = field(default_factory=set)
+    starts: list[tuple[float, str]] = field(default_factory=list)
+    stops: list[tuple[float, str]] = field(default_factory=list)
+    overlaps: list[str] = field(default_factory=list)
+
+    def work(self, name: str) -> Callable[[asyncio.Event], Any]:
+        async def run(stop: asyncio.Event) -> None:
+            if self.active:
+                self.overlaps.append(f"{name} started while {sorted(self.active)} active")
+            self.active.add(name)
+            self.starts.append((time.monotonic(), name))
+            try:
+                await stop.wait()
+            finally:
+                self.active.discard(name)
+                self.stops.append((time.monotonic(), name))
+
+        return run
+
+    def leader(self) -> str | None:
+        return next(iter(self.active), None) if len(self.active) == 1 else None
+
+
+@dataclass
+class Candidate:
+    name: str
+    api: FaultyLeaseAPI
+    elector: LeaderElector
+    stop: asyncio.Event
+    task: asyncio.Task[None] | None = None
+
+
+@pytest.fixture
+async def candidates(
+    cluster: ClusterEmulatorThread, lease_name: str
+) -> AsyncIterator[Callable[..., Candidate]]:
+    made: list[Candidate] = []
+    clients: list[kubernetes.client.ApiClient] = []
+
+    def make(name: str, *, lease_seconds: int = LEASE_SECONDS, **timing: float) -> Candidate:
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(
+            config_file=str(cluster.kubeconfig_path), client_configuration=config
+        )
+        client = kubernetes.client.ApiClient(config)
+        clients.append(client)
+        api = FaultyLeaseAPI(KubernetesLeaseAPI(client))
+        elector = LeaderElector(
+            LeaseConfig(
+                namespace=NS, name=lease_name, identity=name, lease_seconds=lease_seconds,
+                renew_deadline=timing.get("renew_deadline", RENEW_DEADLINE),
+                retry_period=timing.get("retry_period", RETRY),
+            ),
+            api,
+        )
+        candidate = Candidate(name, api, elector, asyncio.Event())
+        made.append(candidate)
+        return candidate
+
+    yield make
+    for c in made:  # unblock hung calls, then stop every elector still running
+        c.api.release.set()
+        c.stop.set()
+    for c in made:
+        if c.task is not None:
+            with suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(c.task, 10)
+    for client in clients:
+        client.close()
+
+
+def start(candidate: Candidate, ledger: Ledger, **kwargs: Any) -> Candidate:
+    candidate.task = asyncio.create_task(
+        candidate.elector.run(ledger.work(candidate.name), candidate.stop, **kwargs)
+    )
+    return candidate
+
+
+async def until(predicate: Callable[[], Any], limit: float, what: str) -> Any:
+    """Poll ``predicate`` in the event loop until truthy, failing after ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {limit}s: {what}")
+        await asyncio.sleep(0.02)  # the polling period, not a synchronisation
+
+
+def read_lease(cluster: ClusterEmulatorThread, name: str) -> dict[str, Any]:
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(cluster.kubeconfig_path), client_configuration=config
+    )
+    with kubernetes.client.ApiClient(config) as client:
+        lease = KubernetesLeaseAPI(client).read(NS, name, 5)
+    assert lease is not None
+    return lease
+
+
+async def test_two_electors_never_both_lead_through_repeated_failovers(
+    candidates: Callable[..., Candidate],
+) -> None:
+    ledger = Ledger()
+    group = {c.name: c for c in (start(candidates(n), ledger) for n in ("op-a", "op-b", "op-c"))}
+    leaders: list[str] = []
+    for _ in range(4):
+        leader = await until(ledger.leader, 10, "a single leader")
+        leaders.append(leader)
+        group[leader].api.broken = True  # partition the leader from the API server
+        await until(lambda cur=leader: cur not in ledger.active, 5, f"{leader} stops")
+        await until(lambda cur=leader: ledger.leader() not in (None, cur), 10, "a new leader")
+        group[leader].api.broken = False  # heal: it rejoins as a standby
+    assert not ledger.overlaps, ledger.overlaps
+    assert len(leaders) == 4 and all(a != b for a, b in itertools.pairwise(leaders))
+    # While healthy, the leader renews and nobody else takes over
+    steady = await until(ledger.leader, 10, "a leader")
+    starts = len(ledger.starts)
+    await asyncio.sleep(2 * LEASE_SECONDS)  # the property is "nothing happens" for a while
+    assert ledger.leader() == steady and len(ledger.starts) == starts
+    assert not ledger.overlaps
+
+
+async def test_losing_the_lease_stops_the_work_before_anyone_else_starts(
+    candidates: Callable[..., Candidate],
+) -> None:
+    ledger = Ledger()
+    a = start(candidates("op-a"), ledger)
+    await until(lambda: ledger.leader() == "op-a", 10, "op-a leads")
+    b = start(candidates("op-b"), ledger)
+    await until(lambda: b.api.writes == [] and a.api.writes, 1, "op-b stands by")
+    a.api.broken = True
+    await until(lambda: ledger.leader() == "op-b", 10, "op-b takes over")
+
+    last_renewal = a.api.writes[-1]
+    a_stopped = next(t for t, n in ledger.stops if n == "op-a")
+    b_started = next(t for t, n in ledger.starts if n == "op-b")
+    # fencing: op-a stopped within its renew deadline (plus scheduling slack) ...
+    assert a_stopped - last_renewal <= RENEW_DEADLINE + 0.5
+    # ... and op-b started only after op-a stopped and the lease had expired
+    assert b_started > a_stopped
+    assert b_started - last_renewal >= LEASE_SECONDS
+    assert not a.elector.is_leading() and b.elector.is_leading()
+    assert not ledger.overlaps
+
+
+async def test_a_hung_api_call_cannot_hold_the_leader_past_its_deadline(
+    candidates: Callable[..., Candidate],
+) -> None:
+    ledger = Ledger()
+    a = start(candidates("op-a"), ledger)
+    await until(lambda: ledger.leader() == "op-a", 10, "op-a leads")
+    a.api.hang.set()  # every call now blocks (a half-open TCP connection)
+    hung_at = time.monotonic()
+    await until(lambda: "op-a" not in ledger.active, 5, "op-a stops")
+    assert time.monotonic() - hung_at <= RENEW_DEADLINE + 0.5
+    a.api.release.set()
+
+
+async def test_failover_after_a_crashed_leaders_lease_expires(
+    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str,
+) -> None:
+    """A leader that dies without releasing (kill -9, node loss): the standby waits for
+    the lease to expire, then takes over; the Lease records the transition."""
+    ledger = Ledger()
+    a = start(candidates("op-a"), ledger)
+    await until(lambda: ledger.leader() == "op-a", 10, "op-a leads")
+    start(candidates("op-b"), ledger)
+    await until(lambda: len(a.api.writes) >= 3, 5, "op-a renews a few times")
+    assert ledger.leader() == "op-a"
+    acquired = read_lease(cluster, lease_name)["spec"]
+    # the crash: no more calls reach the API, not even a release
+    a.api.broken = True
+    assert a.task is not None
+    a.task.cancel()
+    with suppress(asyncio.CancelledError):
+        await a.task
+    last_renewal = a.api.writes[-1]
+
+    await until(lambda: ledger.leader() == "op-b", 10, "op-b takes over")
+    b_started = next(t for t, n in ledger.starts if n == "op-b")
+    assert LEASE_SECONDS <= b_started - last_renewal <= LEASE_SECONDS + 2 * RETRY + 1.0
+    spec = read_lease(cluster, lease_name)["spec"]
+    assert spec["holderIdentity"] == "op-b"
+    assert spec["leaseDurationSeconds"] == LEASE_SECONDS
+    assert spec["leaseTransitions"] == acquired["leaseTransitions"] + 1
+    assert spec["acquireTime"] != acquired["acquireTime"]
+
+
+async def test_a_clean_stop_releases_the_lease_for_a_fast_handover(
+    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str,
+) -> None:
+    ledger = Ledger()
+    a = start(candidates("op-a", lease_seconds=30, renew_deadline=20, retry_period=0.2), ledger)
+    await until(lambda: ledger.leader() == "op-a", 10, "op-a leads")
+    first = read_lease(cluster, lease_name)["spec"]
+    await until(lambda: len(a.api.writes) >= 3, 5, "op-a renews")
+    renewed = read_lease(cluster, lease_name)["spec"]
+    assert renewed["acquireTime"] == first["acquireTime"]  # renewals keep the acquisition
+    assert renewed["renewTime"] != first["renewTime"]
+    b = start(candidates("op-b", lease_seconds=30, renew_deadline=20, retry_period=0.2), ledger)
+    a.stop.set()
+    assert a.task is not None
+    await asyncio.wait_for(a.task, 5)
+    stopped = time.monotonic()
+    await until(lambda: ledger.leader() == "op-b", 5, "op-b takes over")
+    assert time.monotonic() - stopped < 5  # far less than the 30 s lease
+    assert read_lease(cluster, lease_name)["spec"]["holderIdentity"] == "op-b"
+    b.stop.set()
+    assert b.task is not None
+    await asyncio.wait_for(b.task, 5)
+    assert not read_lease(cluster, lease_name)["spec"].get("holderIdentity")
+    assert not ledger.overlaps
+
+
+async def test_a_lease_taken_over_by_force_stops_the_leader_at_its_next_renewal(
+    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str,
+) -> None:
+    """An admin (or a misconfigured twin) writes another holder: stop at once, do not
+    wait for the deadline."""
+    ledger = Ledger()
+    start(candidates("op-a", lease_seconds=30, renew_deadline=20, retry_period=0.2), ledger)
+    await until(lambda: ledger.leader() == "op-a", 10, "op-a leads")
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(cluster.kubeconfig_path), client_configuration=config
+    )
+    with kubernetes.client.ApiClient(config) as client:
+        kubernetes.client.CoordinationV1Api(client).patch_namespaced_lease(
+            lease_name, NS, {"spec": {"holderIdentity": "intruder"}}
+        )
+    taken = time.monotonic()
+    await until(lambda: "op-a" not in ledger.active, 5, "op-a stops")
+    assert time.monotonic() - taken < 2
+
+
+async def test_work_that_fails_releases_the_lease_and_raises(
+    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str,
+) -> None:
+    a = candidates("op-a")
+
+    async def broken(stop: asyncio.Event) -> None:
+        raise ValueError("the operator crashed")
+
+    with pytest.raises(ValueError, match="crashed"):
+        await asyncio.wait_for(a.elector.run(broken, a.stop), 10)
+    assert not read_lease(cluster, lease_name)["spec"].get("holderIdentity")
+
+
+async def test_without_rejoin_a_lost_lease_raises(candidates: Callable[..., Candidate]) -> None:
+    ledger = Ledger()
+    a = start(candidates("op-a"), ledger, rejoin=False)
+    await until(lambda: ledger.leader() == "op-a", 10, "op-a leads")
+    a.api.broken = True
+    assert a.task is not None
+    with pytest.raises(LeadershipLost):
+        await asyncio.wait_for(a.task, 5)
+    assert "op-a" not in ledger.active
+
+
+def _get(url: str) -> tuple[int, dict[str, Any]]:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback http)
+        return response.status, json.loads(response.read() or b"{}")
+
+
+async def test_run_with_leader_election_serves_health_while_standing_by(
+    cluster: ClusterEmulatorThread, lease_name: str, unused_tcp_port: int,
+) -> None:
+    """The standby answers probes on the health port; the leader's work gets the port."""
+    config = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(cluster.kubeconfig_path), client_configuration=config
+    )
+    client = kubernetes.client.ApiClient(config)
+    holder = LeaderElector(
+        LeaseConfig(namespace=NS, name=lease_name, identity="holder", lease_seconds=2,
+                    renew_deadline=1.2, retry_period=0.2),
+        KubernetesLeaseAPI(client),
+    )
+    holder_stop, ours_stop = asyncio.Event(), asyncio.Event()
+    ledger = Ledger()
+    holder_task = asyncio.create_task(holder.run(ledger.work("holder"), holder_stop))
+    await until(lambda: ledger.leader() == "holder", 10, "holder leads")
+    url = f"http://127.0.0.1:{unused_tcp_port}/healthz"
+    bound: list[int] = []
+
+    async def work(stop: asyncio.Event) -> None:
+        # kopf would bind its liveness endpoint here: the standby server must be gone
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1",
+                                            unused_tcp_port)
+        bound.append(unused_tcp_port)
+        async with server:
+            await stop.wait()
+
+    ours = asyncio.create_task(run_with_leader_election(
+        work, namespace=NS, name=lease_name, identity="ours", lease_seconds=2,
+        renew_deadline=1.2, retry_period=0.2, stop_flag=ours_stop,
+        api=KubernetesLeaseAPI(client), standby_health_port=unused_tcp_port,
+        standby_health_host="127.0.0.1",
+    ))
+    try:
+        deadline = time.monotonic() + 5
+        while (answer := await asyncio.to_thread(_probe, url)) is None:
+            assert time.monotonic() < deadline, "the standby health endpoint never answered"
+            await asyncio.sleep(0.05)  # the polling period
+        status, body = answer
+        assert status == 200 and body == {"leader": False, "state": "standby"}
+        holder_stop.set()
+        await asyncio.wait_for(holder_task, 5)
+        await until(lambda: bound, 5, "our work binds the health port")
+        ours_stop.set()
+        await asyncio.wait_for(ours, 5)
+        with pytest.raises(urllib.error.URLError):
+            await asyncio.to_thread(_get, url)  # nothing listens after the stop
+    finally:
+        holder_stop.set()
+        ours_stop.set()
+        for task in (holder_task, ours):
+            with suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 5)
+        client.close()
+
+
+def _probe(url: str) -> tuple[int, dict[str, Any]] | None:
+    try:
+        return _get(url)
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+@pytest.mark.parametrize(
+    ("timing", "message"),
+    [
+        ({"lease_seconds": 0}, "positive whole number"),
+        ({"lease_seconds": 10, "renew_deadline": 12}, "renew_deadline < lease_seconds"),
+        ({"lease_seconds": 10, "renew_deadline": 5, "retry_period": 6}, "retry_period <"),
+        ({"lease_seconds": 10, "renew_deadline": 8, "stop_timeout": 5}, "stop_timeout"),
+    ],
+)
+def test_lease_timing_is_checked(timing: dict[str, float], message: str) -> None:
+    base: dict[str, Any] = {"lease_seconds": 30, "renew_deadline": 20, "retry_period": 4}
+    with pytest.raises(ValueError, match=message):
+        LeaseConfig(namespace=NS, name=LEASE, identity="x", **{**base, **timing})
