@@ -206,8 +206,11 @@ def _record(lease: dict[str, Any]) -> tuple[Any, ...]:
     """What identifies one renewal: any change means the holder is alive."""
     spec = lease.get("spec") or {}
     return (
-        spec.get("holderIdentity"), spec.get("renewTime"), spec.get("acquireTime"),
-        spec.get("leaseTransitions"), spec.get("leaseDurationSeconds"),
+        spec.get("holderIdentity"),
+        spec.get("renewTime"),
+        spec.get("acquireTime"),
+        spec.get("leaseTransitions"),
+        spec.get("leaseDurationSeconds"),
     )
 
 
@@ -353,11 +356,13 @@ class LeaderElector:
         spec = dict(lease.get("spec") or {})
         if spec.get("holderIdentity") != self.config.identity:
             return False
-        spec.update(holderIdentity=None, leaseDurationSeconds=1,
-                    renewTime=_micro_time(datetime.now(UTC)))
+        spec.update(
+            holderIdentity=None, leaseDurationSeconds=1, renewTime=_micro_time(datetime.now(UTC))
+        )
         try:
-            self.api.replace(self.config.namespace, self.config.name,
-                             {**lease, "spec": spec}, timeout)
+            self.api.replace(
+                self.config.namespace, self.config.name, {**lease, "spec": spec}, timeout
+            )
         except LeaseConflict:
             return False  # someone took it meanwhile: nothing to give back
         return True
@@ -375,12 +380,21 @@ class LeaderElector:
                 asyncio.to_thread(self._write_attempt, limit), timeout=limit
             )
         except TimeoutError:
-            logger.warning("leader lease %s/%s: no answer within %.1fs",
-                           self.config.namespace, self.config.name, limit)
+            logger.warning(
+                "leader lease %s/%s: no answer within %.1fs",
+                self.config.namespace,
+                self.config.name,
+                limit,
+            )
             return False
         except Exception as exc:
-            logger.warning("leader lease %s/%s: %s: %s", self.config.namespace,
-                           self.config.name, type(exc).__name__, exc)
+            logger.warning(
+                "leader lease %s/%s: %s: %s",
+                self.config.namespace,
+                self.config.name,
+                type(exc).__name__,
+                exc,
+            )
             return False
         if written is None:
             return False
@@ -401,8 +415,9 @@ class LeaderElector:
         cfg = self.config
         while not stop_flag.is_set():
             if await self._attempt(limit=cfg.retry_period):
-                logger.info("leader lease %s/%s acquired by %s", cfg.namespace, cfg.name,
-                            cfg.identity)
+                logger.info(
+                    "leader lease %s/%s acquired by %s", cfg.namespace, cfg.name, cfg.identity
+                )
                 return True
             # Jitter keeps standbys from hammering the API in lockstep.
             await self._wait(cfg.retry_period * (1 + 0.2 * random.random()), stop_flag)
@@ -449,13 +464,17 @@ class LeaderElector:
                 # Renew; stop waiting for the answer at the deadline.
                 renewed = await self._attempt(limit=max(self._remaining(), 0.01))
                 if not renewed and self.holder not in ("", cfg.identity):
-                    logger.error("leader lease %s/%s was taken by %s", cfg.namespace,
-                                 cfg.name, self.holder)
+                    logger.error(
+                        "leader lease %s/%s was taken by %s", cfg.namespace, cfg.name, self.holder
+                    )
                     break
             if outcome == "lost":
                 logger.error(
                     "leader lease %s/%s lost (not renewed for up to %.1fs): stopping the "
-                    "operator's work", cfg.namespace, cfg.name, cfg.renew_deadline,
+                    "operator's work",
+                    cfg.namespace,
+                    cfg.name,
+                    cfg.renew_deadline,
                 )
                 self._renewed_at = None
         finally:
@@ -482,8 +501,10 @@ class LeaderElector:
         if not task.done():
             await asyncio.wait([task], timeout=self.config.effective_stop_timeout)
         if not task.done():
-            logger.error("the operator's work did not stop in %.1fs: cancelling it",
-                         self.config.effective_stop_timeout)
+            logger.error(
+                "the operator's work did not stop in %.1fs: cancelling it",
+                self.config.effective_stop_timeout,
+            )
             task.cancel()
             await asyncio.wait([task])
         if task.cancelled():
@@ -543,8 +564,11 @@ async def run_with_leader_election(
     """
     elector = LeaderElector(
         LeaseConfig(
-            namespace=namespace, name=name, identity=identity or default_identity(),
-            lease_seconds=lease_seconds, renew_deadline=renew_deadline,
+            namespace=namespace,
+            name=name,
+            identity=identity or default_identity(),
+            lease_seconds=lease_seconds,
+            renew_deadline=renew_deadline,
             retry_period=retry_period,
         ),
         api,

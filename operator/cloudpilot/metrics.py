@@ -168,65 +168,95 @@ class OperatorMetrics:
         r = self.registry
         pool = ["namespace", "pool"]
         self.pilots = Gauge(
-            f"{PREFIX}_pilots", "Pilot VMs by pool, queue and phase.",
-            [*pool, "queue", "phase"], registry=r,
+            f"{PREFIX}_pilots",
+            "Pilot VMs by pool, queue and phase.",
+            [*pool, "queue", "phase"],
+            registry=r,
         )
         self.pilots_desired = Gauge(
-            f"{PREFIX}_pilots_desired", "Desired live pilot VMs by pool and queue.",
-            [*pool, "queue"], registry=r,
+            f"{PREFIX}_pilots_desired",
+            "Desired live pilot VMs by pool and queue.",
+            [*pool, "queue"],
+            registry=r,
         )
         self.queue_backoff = Gauge(
             f"{PREFIX}_queue_backoff",
             "1 while a queue's creations are held in back-off after failures, else 0.",
-            [*pool, "queue"], registry=r,
+            [*pool, "queue"],
+            registry=r,
         )
         self.queues_in_backoff = Gauge(
-            f"{PREFIX}_queues_in_backoff", "Queues of the pool held in back-off.",
-            pool, registry=r,
+            f"{PREFIX}_queues_in_backoff",
+            "Queues of the pool held in back-off.",
+            pool,
+            registry=r,
         )
         self.pool_condition = Gauge(
             f"{PREFIX}_pool_condition",
             "1 while the pool's condition (Ready, Reconciling, Stalled) is True, else 0.",
-            [*pool, "type"], registry=r,
+            [*pool, "type"],
+            registry=r,
         )
         self.vms_created = Counter(
-            f"{PREFIX}_vms_created", "VMs created.", [*pool, "queue"], registry=r,
+            f"{PREFIX}_vms_created",
+            "VMs created.",
+            [*pool, "queue"],
+            registry=r,
         )
         self.vms_deleted = Counter(
-            f"{PREFIX}_vms_deleted", "VMs deleted, by reason (PilotDone, ScaleDown, ...).",
-            [*pool, "queue", "reason"], registry=r,
+            f"{PREFIX}_vms_deleted",
+            "VMs deleted, by reason (PilotDone, ScaleDown, ...).",
+            [*pool, "queue", "reason"],
+            registry=r,
         )
         self.vm_failures = Counter(
             f"{PREFIX}_vm_failures",
             "VM creations or deletions that failed, by operation and error class.",
-            [*pool, "queue", "operation", "reason"], registry=r,
+            [*pool, "queue", "operation", "reason"],
+            registry=r,
         )
         self.cloud_calls = Counter(
-            f"{PREFIX}_cloud_api_calls", "Cloud API calls, by operation.",
-            ["operation"], registry=r,
+            f"{PREFIX}_cloud_api_calls",
+            "Cloud API calls, by operation.",
+            ["operation"],
+            registry=r,
         )
         self.cloud_errors = Counter(
-            f"{PREFIX}_cloud_api_errors", "Cloud API calls that failed, by error class.",
-            ["operation", "reason"], registry=r,
+            f"{PREFIX}_cloud_api_errors",
+            "Cloud API calls that failed, by error class.",
+            ["operation", "reason"],
+            registry=r,
         )
         self.cloud_latency = Histogram(
-            f"{PREFIX}_cloud_api_call_duration_seconds", "Cloud API call latency.",
-            ["operation"], buckets=CLOUD_LATENCY_BUCKETS, registry=r,
+            f"{PREFIX}_cloud_api_call_duration_seconds",
+            "Cloud API call latency.",
+            ["operation"],
+            buckets=CLOUD_LATENCY_BUCKETS,
+            registry=r,
         )
         self.reconcile_duration = Histogram(
-            f"{PREFIX}_reconcile_duration_seconds", "Duration of one reconcile of one pool.",
-            pool, buckets=RECONCILE_BUCKETS, registry=r,
+            f"{PREFIX}_reconcile_duration_seconds",
+            "Duration of one reconcile of one pool.",
+            pool,
+            buckets=RECONCILE_BUCKETS,
+            registry=r,
         )
         self.reconcile_errors = Counter(
-            f"{PREFIX}_reconcile_errors", "Reconciles that ended with an unexpected exception.",
-            pool, registry=r,
+            f"{PREFIX}_reconcile_errors",
+            "Reconciles that ended with an unexpected exception.",
+            pool,
+            registry=r,
         )
         self.leader = Gauge(
-            f"{PREFIX}_leader", "1 while this replica holds the leader lease, else 0.",
+            f"{PREFIX}_leader",
+            "1 while this replica holds the leader lease, else 0.",
             registry=r,
         )
         self.build_info = Gauge(
-            f"{PREFIX}_build_info", "Always 1; the version is a label.", ["version"], registry=r,
+            f"{PREFIX}_build_info",
+            "Always 1; the version is a label.",
+            ["version"],
+            registry=r,
         )
         self.build_info.labels(version or _package_version()).set(1)
 
@@ -323,7 +353,11 @@ class OperatorMetrics:
         if count > 0:
             namespace, name = _pool_labels(pool_key)
             self._child(
-                pool_key, self.vms_deleted, namespace, name, self._queue(pool_key, queue),
+                pool_key,
+                self.vms_deleted,
+                namespace,
+                name,
+                self._queue(pool_key, queue),
                 self._reason(reason),
             ).inc(count)
 
@@ -335,8 +369,13 @@ class OperatorMetrics:
         if count > 0:
             namespace, name = _pool_labels(pool_key)
             self._child(
-                pool_key, self.vm_failures, namespace, name, self._queue(pool_key, queue),
-                self._operation(operation), self._reason(_get(reason, "kind", reason)),
+                pool_key,
+                self.vm_failures,
+                namespace,
+                name,
+                self._queue(pool_key, queue),
+                self._operation(operation),
+                self._reason(_get(reason, "kind", reason)),
             ).inc(count)
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -357,7 +396,8 @@ class OperatorMetrics:
         gauges = (self.pilots, self.pilots_desired, self.queue_backoff)
         with self._lock:
             stale = {
-                (metric, labels) for metric, labels in self._series[pool_key]
+                (metric, labels)
+                for metric, labels in self._series[pool_key]
                 if metric in gauges and labels[2] not in keep
             }
             self._series[pool_key] -= stale

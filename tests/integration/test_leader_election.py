@@ -140,7 +140,10 @@ async def candidates(
         api = FaultyLeaseAPI(KubernetesLeaseAPI(client))
         elector = LeaderElector(
             LeaseConfig(
-                namespace=NS, name=lease_name, identity=name, lease_seconds=lease_seconds,
+                namespace=NS,
+                name=lease_name,
+                identity=name,
+                lease_seconds=lease_seconds,
                 renew_deadline=timing.get("renew_deadline", RENEW_DEADLINE),
                 retry_period=timing.get("retry_period", RETRY),
             ),
@@ -252,7 +255,9 @@ async def test_a_hung_api_call_cannot_hold_the_leader_past_its_deadline(
 
 
 async def test_failover_after_a_crashed_leaders_lease_expires(
-    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str,
+    candidates: Callable[..., Candidate],
+    cluster: ClusterEmulatorThread,
+    lease_name: str,
 ) -> None:
     """A leader that dies without releasing (kill -9, node loss): the standby waits for
     the lease to expire, then takes over; the Lease records the transition."""
@@ -282,7 +287,9 @@ async def test_failover_after_a_crashed_leaders_lease_expires(
 
 
 async def test_a_clean_stop_releases_the_lease_for_a_fast_handover(
-    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str,
+    candidates: Callable[..., Candidate],
+    cluster: ClusterEmulatorThread,
+    lease_name: str,
 ) -> None:
     ledger = Ledger()
     a = start(candidates("op-a", lease_seconds=30, renew_deadline=20, retry_period=0.2), ledger)
@@ -308,7 +315,9 @@ async def test_a_clean_stop_releases_the_lease_for_a_fast_handover(
 
 
 async def test_a_lease_taken_over_by_force_stops_the_leader_at_its_next_renewal(
-    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str,
+    candidates: Callable[..., Candidate],
+    cluster: ClusterEmulatorThread,
+    lease_name: str,
 ) -> None:
     """An admin (or a misconfigured twin) writes another holder: stop at once, do not
     wait for the deadline."""
@@ -329,7 +338,9 @@ async def test_a_lease_taken_over_by_force_stops_the_leader_at_its_next_renewal(
 
 
 async def test_work_that_fails_releases_the_lease_and_raises(
-    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str,
+    candidates: Callable[..., Candidate],
+    cluster: ClusterEmulatorThread,
+    lease_name: str,
 ) -> None:
     a = candidates("op-a")
 
@@ -358,7 +369,9 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 async def test_run_with_leader_election_serves_health_while_standing_by(
-    cluster: ClusterEmulatorThread, lease_name: str, unused_tcp_port: int,
+    cluster: ClusterEmulatorThread,
+    lease_name: str,
+    unused_tcp_port: int,
 ) -> None:
     """The standby answers probes on the health port; the leader's work gets the port."""
     config = kubernetes.client.Configuration()
@@ -367,8 +380,14 @@ async def test_run_with_leader_election_serves_health_while_standing_by(
     )
     client = kubernetes.client.ApiClient(config)
     holder = LeaderElector(
-        LeaseConfig(namespace=NS, name=lease_name, identity="holder", lease_seconds=2,
-                    renew_deadline=1.2, retry_period=0.2),
+        LeaseConfig(
+            namespace=NS,
+            name=lease_name,
+            identity="holder",
+            lease_seconds=2,
+            renew_deadline=1.2,
+            retry_period=0.2,
+        ),
         KubernetesLeaseAPI(client),
     )
     holder_stop, ours_stop = asyncio.Event(), asyncio.Event()
@@ -380,18 +399,26 @@ async def test_run_with_leader_election_serves_health_while_standing_by(
 
     async def work(stop: asyncio.Event) -> None:
         # kopf would bind its liveness endpoint here: the standby server must be gone
-        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1",
-                                            unused_tcp_port)
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", unused_tcp_port)
         bound.append(unused_tcp_port)
         async with server:
             await stop.wait()
 
-    ours = asyncio.create_task(run_with_leader_election(
-        work, namespace=NS, name=lease_name, identity="ours", lease_seconds=2,
-        renew_deadline=1.2, retry_period=0.2, stop_flag=ours_stop,
-        api=KubernetesLeaseAPI(client), standby_health_port=unused_tcp_port,
-        standby_health_host="127.0.0.1",
-    ))
+    ours = asyncio.create_task(
+        run_with_leader_election(
+            work,
+            namespace=NS,
+            name=lease_name,
+            identity="ours",
+            lease_seconds=2,
+            renew_deadline=1.2,
+            retry_period=0.2,
+            stop_flag=ours_stop,
+            api=KubernetesLeaseAPI(client),
+            standby_health_port=unused_tcp_port,
+            standby_health_host="127.0.0.1",
+        )
+    )
     try:
         deadline = time.monotonic() + 5
         while (answer := await asyncio.to_thread(_probe, url)) is None:

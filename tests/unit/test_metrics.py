@@ -54,16 +54,20 @@ def test_cloud_calls_errors_and_latency(m: OperatorMetrics) -> None:
     m.observe_cloud_call("create", 1.0, None)
     assert value(m, "cloudpilot_cloud_api_calls_total", operation="list") == 1
     assert value(m, "cloudpilot_cloud_api_calls_total", operation="create") == 2
-    assert value(
-        m, "cloudpilot_cloud_api_errors_total", operation="create", reason="QuotaExceeded"
-    ) == 1
-    assert value(m, "cloudpilot_cloud_api_errors_total", operation="list",
-                 reason="QuotaExceeded") is None
+    assert (
+        value(m, "cloudpilot_cloud_api_errors_total", operation="create", reason="QuotaExceeded")
+        == 1
+    )
+    assert (
+        value(m, "cloudpilot_cloud_api_errors_total", operation="list", reason="QuotaExceeded")
+        is None
+    )
     assert value(m, "cloudpilot_cloud_api_call_duration_seconds_count", operation="create") == 2
     assert value(m, "cloudpilot_cloud_api_call_duration_seconds_sum", operation="create") == 4.0
-    assert value(
-        m, "cloudpilot_cloud_api_call_duration_seconds_bucket", operation="create", le="1.0"
-    ) == 1
+    assert (
+        value(m, "cloudpilot_cloud_api_call_duration_seconds_bucket", operation="create", le="1.0")
+        == 1
+    )
 
 
 def test_the_hook_matches_the_reconcilers_on_cloud_call_signature(m: OperatorMetrics) -> None:
@@ -74,10 +78,13 @@ def test_the_hook_matches_the_reconcilers_on_cloud_call_signature(m: OperatorMet
 
 
 def test_pilots_by_queue_and_phase_from_planner_summaries(m: OperatorMetrics) -> None:
-    m.set_pool_phases(POOL, [
-        QueueSummary(name="short", desired=5, starting=2, running=3, done=1),
-        QueueSummary(name="long", desired=2, failed=1, held=Hold.BACKOFF),
-    ])
+    m.set_pool_phases(
+        POOL,
+        [
+            QueueSummary(name="short", desired=5, starting=2, running=3, done=1),
+            QueueSummary(name="long", desired=2, failed=1, held=Hold.BACKOFF),
+        ],
+    )
     labels = {"namespace": "grid", "pool": "lhcb-cern"}
     assert value(m, "cloudpilot_pilots", **labels, queue="short", phase="Running") == 3
     assert value(m, "cloudpilot_pilots", **labels, queue="short", phase="Starting") == 2
@@ -92,10 +99,13 @@ def test_pilots_by_queue_and_phase_from_planner_summaries(m: OperatorMetrics) ->
 
 
 def test_pilots_from_status_queue_dicts_and_removed_queues_vanish(m: OperatorMetrics) -> None:
-    m.set_pool_phases(POOL, [
-        {"name": "a", "desired": 1, "running": 1},
-        {"name": "b", "desired": 1, "starting": 1, "held": "BackOff"},
-    ])
+    m.set_pool_phases(
+        POOL,
+        [
+            {"name": "a", "desired": 1, "running": 1},
+            {"name": "b", "desired": 1, "starting": 1, "held": "BackOff"},
+        ],
+    )
     m.set_pool_phases(POOL, [{"name": "a", "desired": 2, "running": 2}])
     labels = {"namespace": "grid", "pool": "lhcb-cern"}
     assert value(m, "cloudpilot_pilots", **labels, queue="a", phase="Running") == 2
@@ -105,10 +115,13 @@ def test_pilots_from_status_queue_dicts_and_removed_queues_vanish(m: OperatorMet
 
 
 def test_conditions_always_publish_all_three(m: OperatorMetrics) -> None:
-    m.set_pool_conditions(POOL, [
-        {"type": "Ready", "status": "False"},
-        {"type": "Stalled", "status": "True"},
-    ])
+    m.set_pool_conditions(
+        POOL,
+        [
+            {"type": "Ready", "status": "False"},
+            {"type": "Stalled", "status": "True"},
+        ],
+    )
     labels = {"namespace": "grid", "pool": "lhcb-cern"}
     assert value(m, "cloudpilot_pool_condition", **labels, type="Ready") == 0
     assert value(m, "cloudpilot_pool_condition", **labels, type="Stalled") == 1
@@ -124,10 +137,16 @@ def test_vm_counters_by_reason(m: OperatorMetrics) -> None:
     labels = {"namespace": "grid", "pool": "lhcb-cern", "queue": "short"}
     assert value(m, "cloudpilot_vms_created_total", **labels) == 3
     assert value(m, "cloudpilot_vms_deleted_total", **labels, reason="PilotDone") == 2
-    assert value(m, "cloudpilot_vm_failures_total", **labels, operation="create",
-                 reason="QuotaExceeded") == 1
-    assert value(m, "cloudpilot_vm_failures_total", **labels, operation="create",
-                 reason="Transient") == 1
+    assert (
+        value(
+            m, "cloudpilot_vm_failures_total", **labels, operation="create", reason="QuotaExceeded"
+        )
+        == 1
+    )
+    assert (
+        value(m, "cloudpilot_vm_failures_total", **labels, operation="create", reason="Transient")
+        == 1
+    )
 
 
 def test_reconcile_duration_and_errors(m: OperatorMetrics) -> None:
@@ -164,8 +183,15 @@ def test_label_cardinality_is_capped(m: OperatorMetrics) -> None:
     for family in m.registry.collect():
         for sample in family.samples:
             assert set(sample.labels) <= {
-                "namespace", "pool", "queue", "phase", "operation", "reason", "type",
-                "version", "le",
+                "namespace",
+                "pool",
+                "queue",
+                "phase",
+                "operation",
+                "reason",
+                "type",
+                "version",
+                "le",
             }
 
 
@@ -214,5 +240,7 @@ class _Odd:
 def test_odd_input_never_raises(m: OperatorMetrics) -> None:
     m.set_pool_phases("bare-name", [_Odd()])  # missing counts read as zero
     m.observe_cloud_call("", -1.0, "")
-    assert value(m, "cloudpilot_pilots", namespace="", pool="bare-name", queue="odd",
-                 phase="Running") == 0
+    assert (
+        value(m, "cloudpilot_pilots", namespace="", pool="bare-name", queue="odd", phase="Running")
+        == 0
+    )
