@@ -24,13 +24,33 @@ _needles: tuple[str, ...] = ()
 
 
 def _variants(value: str) -> set[str]:
-    out = {value}
-    raw = value.encode()
-    out.add(base64.b64encode(raw).decode())
     # Long values (a proxy in PEM) are also matched line by line, so a message that quotes
-    # only part of the value is still masked.
-    out.update(line.strip() for line in value.splitlines() if len(line.strip()) >= 16)
+    # only part of the value (or user data where YAML re-flowed it) is still masked.
+    plain = {value}
+    plain.update(line.strip() for line in value.splitlines() if len(line.strip()) >= 16)
+    out = set(plain)
+    for text in plain:
+        raw = text.encode()
+        out.add(base64.b64encode(raw).decode())
+        out.update(_embedded_base64(raw))
     return {v for v in out if len(v) >= _MIN_LENGTH}
+
+
+def _embedded_base64(raw: bytes) -> set[str]:
+    """How ``raw`` shows inside a longer base64 text (user data is encoded as a whole).
+
+    Base64 encodes 3 bytes as 4 characters, so a value that does not start at a multiple
+    of 3 bytes is encoded differently; for each of the 3 alignments, the characters that
+    also carry bits of the neighbouring bytes are left out, the rest is fixed by ``raw``.
+    """
+    forms = set()
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + raw).decode()
+        total = shift + len(raw)
+        start = (0, 2, 3)[shift]
+        end = total // 3 * 4 + (0, 1, 2)[total % 3]
+        forms.add(encoded[start:end])
+    return forms
 
 
 def register(owner: str, values: Iterable[str | bytes | None]) -> None:

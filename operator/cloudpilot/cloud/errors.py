@@ -14,7 +14,12 @@ import socket
 import ssl
 
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
-from libcloud.common.types import InvalidCredsError, LibcloudError, ProviderError
+from libcloud.common.types import (
+    InvalidCredsError,
+    LibcloudError,
+    MalformedResponseError,
+    ProviderError,
+)
 
 from cloudpilot import constants
 from cloudpilot.memory import CloudError, ErrorKind
@@ -87,13 +92,18 @@ def _kind(exc: BaseException, message: str) -> ErrorKind:
         return ErrorKind.BAD_CREDENTIALS
     if isinstance(exc, RateLimitReachedError):
         return ErrorKind.TRANSIENT
+    if isinstance(exc, MalformedResponseError):
+        # A proxy's HTML error page instead of XML/JSON: a hiccup, whatever words it holds.
+        return ErrorKind.TRANSIENT
     if isinstance(exc, socket.timeout | TimeoutError | ConnectionError | ssl.SSLError):
         return ErrorKind.TRANSIENT
     code = getattr(exc, "code", None) or getattr(exc, "http_code", None)
     if isinstance(exc, BaseHTTPError | ProviderError) and isinstance(code, int):
         if code in (401, 403) and not _matches(ErrorKind.QUOTA, message):
             return ErrorKind.BAD_CREDENTIALS
-        if code == 429 or code >= 500:
+        # EC2 sends InsufficientInstanceCapacity as a server error (500): the code in the
+        # message says more than the status, as for 403 above.
+        if code == 429 or (code >= 500 and not _matches(ErrorKind.QUOTA, message)):
             return ErrorKind.TRANSIENT
         if code == 413:
             return ErrorKind.QUOTA

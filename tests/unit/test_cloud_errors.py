@@ -1,0 +1,248 @@
+"""Classifying what libcloud raised, and making its message safe to show.
+
+The kind decides what the user sees (Stalled for quota and credentials, Reconciling for a
+hiccup) and how the operator retries, so each shape of failure that real drivers produce
+is checked: libcloud's typed errors, HTTP codes, EC2 error codes inside messages (libcloud's
+EC2 driver raises them as ``BaseHTTPError`` with the code text), OpenStack messages, and
+socket-level failures.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import ssl
+from collections.abc import Iterator
+
+import pytest
+from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
+from libcloud.common.types import (
+    InvalidCredsError,
+    LibcloudError,
+    MalformedResponseError,
+    ProviderError,
+)
+
+from cloudpilot import constants
+from cloudpilot.cloud.errors import classify, scrub
+from cloudpilot.memory import ErrorKind
+from cloudpilot.models.queues import ConfigError
+from cloudpilot.redaction import MASK, forget, register
+
+TRANSIENT, QUOTA = ErrorKind.TRANSIENT, ErrorKind.QUOTA
+BAD_CREDENTIALS, NOT_FOUND = ErrorKind.BAD_CREDENTIALS, ErrorKind.NOT_FOUND
+INVALID_REQUEST, CONFIG = ErrorKind.INVALID_REQUEST, ErrorKind.CONFIG
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (InvalidCredsError(), BAD_CREDENTIALS),
+        (
+            InvalidCredsError("AuthFailure: AWS was not able to validate the credentials"),
+            BAD_CREDENTIALS,
+        ),
+        (BaseHTTPError(401, "Unauthorized"), BAD_CREDENTIALS),
+        (BaseHTTPError(403, "Forbidden"), BAD_CREDENTIALS),
+        (BaseHTTPError(404, "Not Found"), NOT_FOUND),
+        (BaseHTTPError(413, "Request Entity Too Large"), QUOTA),
+        (BaseHTTPError(429, "Too Many Requests"), TRANSIENT),
+        (RateLimitReachedError(), TRANSIENT),
+        (BaseHTTPError(500, "Internal Server Error"), TRANSIENT),
+        (BaseHTTPError(502, "Bad Gateway"), TRANSIENT),
+        (BaseHTTPError(503, "Service Unavailable"), TRANSIENT),
+        (ProviderError("server exploded", 500), TRANSIENT),
+        (ProviderError("no such thing", 404), NOT_FOUND),
+    ],
+    ids=lambda v: getattr(v, "code", None) or type(v).__name__,
+)
+def test_typed_errors_and_http_codes(exc: BaseException, kind: ErrorKind) -> None:
+    assert classify(exc).kind is kind
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "kind"),
+    [
+        (
+            "AuthFailure: AWS was not able to validate the provided access credentials",
+            401,
+            BAD_CREDENTIALS,
+        ),
+        (
+            "InvalidClientTokenId: The security token included in the request is invalid",
+            400,
+            BAD_CREDENTIALS,
+        ),
+        (
+            "SignatureDoesNotMatch: The request signature we calculated does not match",
+            400,
+            BAD_CREDENTIALS,
+        ),
+        (
+            "UnauthorizedOperation: You are not authorized to perform this operation",
+            400,
+            BAD_CREDENTIALS,
+        ),
+        (
+            "InstanceLimitExceeded: You have requested more instances (21) than your limit",
+            400,
+            QUOTA,
+        ),
+        ("VcpuLimitExceeded: You have requested more vCPU capacity than your limit", 400, QUOTA),
+        (
+            "InsufficientInstanceCapacity: We currently do not have sufficient m5.large capacity",
+            500,
+            QUOTA,
+        ),
+        ("RequestLimitExceeded: Request limit exceeded.", 503, TRANSIENT),
+        ("RequestLimitExceeded: Request limit exceeded.", 400, TRANSIENT),
+        ("Unavailable: The server is overloaded", 503, TRANSIENT),
+        ("InternalError: An internal error has occurred", 500, TRANSIENT),
+        ("InvalidAMIID.NotFound: The image id '[ami-0123]' does not exist", 400, NOT_FOUND),
+        ("InvalidSubnetID.NotFound: The subnet ID 'subnet-1' does not exist", 400, NOT_FOUND),
+        ("InvalidKeyPair.NotFound: The key pair 'ops' does not exist", 400, NOT_FOUND),
+        ("InvalidParameterValue: User data is limited to 16384 bytes", 400, INVALID_REQUEST),
+        ("InvalidInstanceType: The instance type 'm9.huge' does not exist", 400, NOT_FOUND),
+        ("MissingParameter: The request must contain the parameter ImageId", 400, INVALID_REQUEST),
+    ],
+)
+def test_ec2_error_codes(message: str, code: int, kind: ErrorKind) -> None:
+    """libcloud's EC2 driver raises BaseHTTPError(status, "Code: message")."""
+    assert classify(BaseHTTPError(code, message)).kind is kind
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        ("InstanceLimitExceeded: You have requested more instances than your limit", QUOTA),
+        ("InsufficientInstanceCapacity: We currently do not have sufficient capacity", QUOTA),
+        ("RequestLimitExceeded: Request limit exceeded.", TRANSIENT),
+        ("InvalidAMIID.NotFound: The image id '[ami-0123]' does not exist", NOT_FOUND),
+        (
+            "AuthFailure: AWS was not able to validate the provided access credentials",
+            BAD_CREDENTIALS,
+        ),
+    ],
+)
+def test_error_codes_in_bare_exceptions(message: str, kind: ErrorKind) -> None:
+    """Some drivers and older libcloud paths raise plain Exception with the code as text."""
+    assert classify(Exception(message)).kind is kind
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (
+            BaseHTTPError(
+                403,
+                "403 Forbidden Quota exceeded for instances: Requested 1, but already used 10 "
+                "of 10 instances",
+            ),
+            QUOTA,
+        ),
+        (
+            BaseHTTPError(413, "413 Request Entity Too Large OverLimit: Maximum number of ports"),
+            QUOTA,
+        ),
+        (BaseHTTPError(500, "500 Internal Server Error No valid host was found."), QUOTA),
+        (InvalidCredsError("The request you have made requires authentication."), BAD_CREDENTIALS),
+        (BaseHTTPError(400, "400 Bad Request Invalid imageRef provided."), INVALID_REQUEST),
+        (BaseHTTPError(404, "404 Not Found Flavor m1.huge could not be found."), NOT_FOUND),
+        (LibcloudError("Could not find specified flavor"), NOT_FOUND),
+    ],
+)
+def test_openstack_errors(exc: BaseException, kind: ErrorKind) -> None:
+    """Nova says "Quota exceeded" with 403: that is a quota, not rejected credentials."""
+    assert classify(exc).kind is kind
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        TimeoutError("read timed out"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        ConnectionRefusedError(111, "Connection refused"),
+        ssl.SSLError("EOF occurred in violation of protocol"),
+        socket.gaierror(-3, "Temporary failure in name resolution"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_network_failures_are_transient(exc: BaseException) -> None:
+    assert classify(exc).kind is TRANSIENT
+
+
+def test_garbled_response_from_the_cloud_is_transient() -> None:
+    """A load balancer's HTML error page instead of XML is a hiccup, not a bad request:
+    the pool must retry, not report Stalled until a human looks."""
+    exc = MalformedResponseError("Failed to parse XML", body="<html>502 Bad Gateway</html>")
+    assert classify(exc).kind is TRANSIENT
+
+
+def test_config_error_is_invalid_config() -> None:
+    assert classify(ConfigError("queue 'a': instance.image must be set")).kind is CONFIG
+
+
+def test_unrecognised_libcloud_error_is_an_invalid_request() -> None:
+    """libcloud refused it outright: retrying the same call will not help."""
+    assert classify(LibcloudError("driver does not support ex_foo")).kind is INVALID_REQUEST
+
+
+def test_unrecognised_plain_exception_is_transient() -> None:
+    """Nothing says it is permanent, so it is retried with back-off rather than stalling."""
+    assert classify(RuntimeError("something odd")).kind is TRANSIENT
+
+
+def test_classification_keeps_operation_and_names_the_exception_type() -> None:
+    error = classify(BaseHTTPError(503, "Unavailable"), "create")
+    assert error.operation == "create"
+    assert error.message.startswith("BaseHTTPError: ")
+
+
+# --- scrub ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registered() -> Iterator[str]:
+    secret = "AKIAabcdefSECRETvalue0123"
+    register("test/cloud-errors:credentials", [secret])
+    yield secret
+    forget("test/cloud-errors:credentials")
+
+
+def test_scrub_cuts_long_messages() -> None:
+    """Clouds echo whole requests (user data included) back in their errors."""
+    text = scrub("InvalidParameterValue: " + "A" * 100_000)
+    assert len(text) == constants.MAX_MESSAGE_LENGTH
+    assert text.endswith("…")
+
+
+def test_scrub_leaves_short_messages_whole() -> None:
+    assert scrub("InstanceLimitExceeded: no more") == "InstanceLimitExceeded: no more"
+
+
+def test_scrub_collapses_whitespace() -> None:
+    """Multi-line XML bodies become one line fit for a condition message or an event."""
+    assert scrub("<Error>\n  <Code>X</Code>\n\t</Error>") == "<Error> <Code>X</Code> </Error>"
+
+
+def test_scrub_masks_registered_secrets(registered: str) -> None:
+    assert scrub(f"bad key {registered}") == f"bad key {MASK}"
+
+
+def test_scrub_masks_base64_of_registered_secrets(registered: str) -> None:
+    encoded = base64.b64encode(registered.encode()).decode()
+    assert scrub(f"UserData: {encoded}") == f"UserData: {MASK}"
+
+
+def test_scrub_masks_before_cutting(registered: str) -> None:
+    """A secret straddling the cut must not leave its first half behind."""
+    cut = constants.MAX_MESSAGE_LENGTH
+    text = "x" * (cut - 10) + registered
+    assert registered[:10] not in scrub(text)
+
+
+def test_classified_message_is_scrubbed(registered: str) -> None:
+    error = classify(BaseHTTPError(400, f"InvalidParameterValue: {registered}" + " y" * 1000))
+    assert registered not in error.message
+    assert MASK in error.message
+    assert len(error.message) <= constants.MAX_MESSAGE_LENGTH
