@@ -245,6 +245,7 @@ def plan(
         if pending.queue in states:
             states[pending.queue].pending += 1
     deleting_count: dict[str, int] = {}
+    ended: dict[str, list[ObservedVM]] = {}
     for vm in observed:
         if vm.id in memory.pending:
             continue  # listed now; memory.observe() forgets it on the next cycle
@@ -253,6 +254,7 @@ def plan(
             state = states[vm.queue] = _QueueState(config=None, name=vm.queue)
         if vm.id in memory.deleting:
             deleting_count[vm.queue] = deleting_count.get(vm.queue, 0) + 1
+            ended.setdefault(vm.queue, []).append(vm)
             continue
         state.vms.append(vm)
 
@@ -284,14 +286,22 @@ def plan(
     creations = tuple(Creation(s.name, s.create) for s in ordered if s.create > 0)
     deletions = tuple(d for s in ordered for d in s.deletions)
     summaries = tuple(
-        _summarise(s, deleting_count.get(s.name, 0), draining.get(s.name, 0)) for s in ordered
+        _summarise(s, deleting_count.get(s.name, 0), draining.get(s.name, 0), ended.get(s.name, []))
+        for s in ordered
     )
     return Plan(creations=creations, deletions=deletions, queues=summaries)
 
 
-def _summarise(state: _QueueState, already_deleting: int, draining: int) -> QueueSummary:
+def _summarise(
+    state: _QueueState, already_deleting: int, draining: int, being_deleted: list[ObservedVM]
+) -> QueueSummary:
+    """Starting/running count what stays; done/failed count what the cloud still lists in
+    that phase, including VMs being deleted, so a finished pilot shows until it is gone."""
     kept = state.kept()
     count = {phase: sum(1 for vm in kept if vm.phase is phase) for phase in Phase}
+    for vm in [*being_deleted, *(d.vm for d in state.deletions)]:
+        if vm.phase in (Phase.DONE, Phase.FAILED):
+            count[vm.phase] += 1
     return QueueSummary(
         name=state.name,
         desired=state.desired,

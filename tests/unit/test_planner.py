@@ -524,11 +524,24 @@ def test_summary_counts_every_phase() -> None:
     assert summary.creating == 0
 
 
-def test_summary_counts_vms_after_the_plan() -> None:
-    """Deleted VMs leave the phase counts; what remains is the pool as it will stand."""
+def test_summary_counts_live_vms_after_the_plan() -> None:
+    """Deleted VMs leave the live counts; what remains is the pool as it will stand."""
     q = queue(replicas=1, max_lifetime=3600)
     summary = _summary(_plan([q], [vm(age=5000), vm(phase=Phase.DONE)]))
-    assert (summary.running, summary.done, summary.deleting, summary.creating) == (0, 0, 2, 1)
+    assert (summary.running, summary.deleting, summary.creating) == (0, 2, 1)
+
+
+def test_finished_pilots_stay_counted_as_done_until_the_cloud_drops_them() -> None:
+    """A Done or Failed VM being deleted is still listed by the cloud: status says so,
+    instead of a done/failed count that is always zero."""
+    ended = [vm(phase=Phase.DONE), vm(phase=Phase.FAILED)]
+    first = _summary(_plan([queue(replicas=0)], ended))
+    assert (first.done, first.failed, first.deleting) == (1, 1, 2)
+    being_deleted = memory(deleting=[v.id for v in ended])
+    later = _summary(_plan([queue(replicas=0)], ended, being_deleted))
+    assert (later.done, later.failed, later.deleting) == (1, 1, 2)
+    gone = _summary(_plan([queue(replicas=0)], [], being_deleted))
+    assert (gone.done, gone.failed) == (0, 0)
 
 
 def test_every_spec_queue_is_summarised_even_when_empty() -> None:

@@ -10,6 +10,14 @@ all-or-nothing (``MinCount = MaxCount``): a quota refusal then fails the batch w
 ``InstanceLimitExceeded`` instead of quietly starting fewer VMs (moto, the EC2 emulator,
 honours only ``MinCount``).
 
+Listing costs one call per cycle per account, whatever the number of pools: on EC2 the
+gateway sends ``DescribeInstances`` itself (libcloud's ``list_nodes`` adds a
+``DescribeAddresses`` for Elastic IPs nobody here needs, doubling the cost), filtered on the
+server to CloudPilot's instances that are not terminated, and parses the answer with the
+driver's own ``_to_nodes``; and every gateway of one endpoint and credentials shares one
+:class:`~cloudpilot.cloud.listing.SharedListing`, so pools that reconcile at about the same
+time are served by a single listing (see that module for why that is safe).
+
 Nothing here decides anything: the reconciler asks, the gateway does and reports.
 """
 
@@ -30,15 +38,23 @@ from libcloud.compute.base import Node, NodeDriver
 from cloudpilot import constants
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import build_driver
-from cloudpilot.cloud.lookups import Resolver
+from cloudpilot.cloud.listing import SharedListing, shared_listing
+from cloudpilot.cloud.lookups import NeedsLookupError, Resolver
 from cloudpilot.cloud.ratelimit import TokenBucket
-from cloudpilot.memory import CloudError
+from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import CloudAccount, QueueConfig
 
 T = TypeVar("T")
 
 _EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="cloudpilot-cloud")
 EC2_TERMINATE_CHUNK = 1000
+EC2_LIST_PAGE_SIZE = 1000
+"""``MaxResults`` of one ``DescribeInstances`` page (EC2's maximum)."""
+MAX_LIST_PAGES = 1000
+"""A listing that has not ended after this many pages is an API fault, not an account."""
+EC2_LISTED_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
+"""Every EC2 instance state but ``terminated``: EC2 keeps terminated instances listed for
+up to an hour, and they are nobody's business (``states.GONE`` drops them anyway)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,36 @@ def _is_ec2(driver: NodeDriver) -> bool:
     return isinstance(driver, BaseEC2NodeDriver)
 
 
+def _describe_instances(driver: NodeDriver, token: str | None) -> tuple[list[Node], str | None]:
+    """One ``DescribeInstances`` page of CloudPilot's live instances, parsed by the driver.
+
+    libcloud's ``list_nodes`` would also call ``DescribeAddresses`` whenever it finds
+    instances; this sends only the one call, with the same request building and signing
+    (the driver's connection) and the same parsing (its ``_to_nodes``).
+    """
+    from libcloud.compute.drivers.ec2 import NAMESPACE
+    from libcloud.utils.xml import findall, findtext
+
+    ec2: Any = driver
+    params: dict[str, Any] = {"Action": "DescribeInstances", "MaxResults": EC2_LIST_PAGE_SIZE}
+    params.update(
+        ec2._build_filters(
+            {
+                f"tag:{constants.TAG_MANAGED_BY}": "cloudpilot",
+                "instance-state-name": list(EC2_LISTED_STATES),
+            }
+        )
+    )
+    if token:
+        params["NextToken"] = token
+    elem = ec2.connection.request(ec2.path, params=params).object
+    nodes: list[Node] = []
+    for reservation in findall(element=elem, xpath="reservationSet/item", namespace=NAMESPACE):
+        nodes += ec2._to_nodes(reservation, "instancesSet/item")
+    next_token = findtext(element=elem, xpath="nextToken", namespace=NAMESPACE)
+    return nodes, next_token or None
+
+
 def _tags_of(node: Node) -> dict[str, str]:
     extra = node.extra or {}
     for key in ("tags", "metadata"):
@@ -119,7 +165,11 @@ class CloudGateway:
         parallelism: int = constants.DEFAULT_CREATE_PARALLELISM,
         batch_size: int = constants.DEFAULT_BATCH_SIZE,
         on_call: Callable[[str, float, CloudError | None], None] | None = None,
+        listing_max_age: float = 0.0,
     ) -> None:
+        """``listing_max_age``: how old a listing made for another pool on the same endpoint
+        and credentials may be and still serve :meth:`list_shared` (0: only listings in
+        flight are shared)."""
         self.account = account
         self.credentials = credentials
         self._limiter = limiter
@@ -131,6 +181,10 @@ class CloudGateway:
         self._probe: NodeDriver | None = None
         self.resolver = Resolver()
         self._on_call = on_call
+        endpoint = f"{account.cloud_type}|{account.driver_options}"
+        self.listing: SharedListing[ListedNode] = shared_listing(
+            limiter, f"{endpoint}|{credentials.fingerprint}", max_age=listing_max_age
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -194,18 +248,33 @@ class CloudGateway:
     # -- operations -------------------------------------------------------------------------
 
     async def list_nodes(self) -> list[ListedNode]:
-        """One listing of the whole account: every pool on it is split out of this."""
+        """A fresh listing of the account's CloudPilot VMs (terminated ones left out on EC2).
 
-        def run(driver: NodeDriver) -> list[ListedNode]:
-            if _is_ec2(driver):
-                nodes = driver.list_nodes(
-                    ex_filters={f"tag:{constants.TAG_MANAGED_BY}": "cloudpilot"}
-                )
-            else:
-                nodes = driver.list_nodes()
-            return [_as_listed(n) for n in nodes]
+        One API call per page: on EC2 a page holds up to a thousand instances.
+        """
+        if not _is_ec2(self.probe()):
+            return await self._call("list", lambda d: [_as_listed(n) for n in d.list_nodes()])
+        nodes: list[ListedNode] = []
+        token: str | None = None
+        for _ in range(MAX_LIST_PAGES):
 
-        return await self._call("list", run)
+            def run(driver: NodeDriver, token: str | None = token) -> tuple[list[Node], str | None]:
+                return _describe_instances(driver, token)
+
+            page, token = await self._call("list", run)
+            nodes += (_as_listed(n) for n in page)
+            if not token:
+                return nodes
+        raise RuntimeError(f"DescribeInstances did not end after {MAX_LIST_PAGES} pages")
+
+    async def list_shared(self, consumer: str, prefix: str | None = None) -> list[ListedNode]:
+        """The account's listing as shared by every pool on it (see :mod:`listing`).
+
+        ``consumer`` (a pool's uid) is always given a listing newer than the last one it
+        got; ``prefix`` (the pool's name prefix) picks its VMs out of the shared snapshot.
+        """
+        snapshot = await self.listing.get(consumer, self.list_nodes)
+        return list(snapshot.with_prefix(prefix))
 
     async def create(self, request: CreateRequest) -> CreateResult:
         """Start ``request.count`` VMs; partial success is reported, never raised."""
@@ -216,24 +285,36 @@ class CloudGateway:
                 request.queue.name, request.count, error=errors.classify(exc, "resolve")
             )
         if self.batch_create_supported:
-            return await self._create_batched(request, kwargs)
-        return await self._create_each(request, kwargs)
+            result = await self._create_batched(request, kwargs)
+        else:
+            result = await self._create_each(request, kwargs)
+        if result.error is not None and result.error.kind is ErrorKind.NOT_FOUND:
+            # A cached image/flavor/network id the cloud no longer knows: look it up again
+            # next time rather than fail until the cache expires.
+            self.resolver.forget()
+        return result
 
     async def _create_kwargs(self, request: CreateRequest) -> dict[str, Any]:
         queue = request.queue
 
-        def resolve(driver: NodeDriver) -> dict[str, Any]:
-            return self.resolver.create_arguments(driver, queue)
+        try:
+            # Raw ids and cached names need no call: no worker thread, no rate-limit token.
+            kwargs = self.resolver.create_arguments(self.probe(), queue, offline=True)
+        except NeedsLookupError:
 
-        kwargs = await self._call("resolve", resolve)
+            def resolve(driver: NodeDriver) -> dict[str, Any]:
+                return self.resolver.create_arguments(driver, queue)
+
+            kwargs = await self._call("resolve", resolve)
         params = inspect.signature(self.probe().create_node).parameters
         if queue.ssh_key and "ex_keyname" in params:
             kwargs["ex_keyname"] = queue.ssh_key
         if "ex_metadata" in params:
             kwargs["ex_metadata"] = dict(request.tags)
         kwargs["ex_userdata"] = request.user_data
-        kwargs.update(queue.create_options)
-        return kwargs
+        # Site options first, then ours: the model refuses reserved keys, and this order
+        # makes sure they could not win even if it did not.
+        return {**queue.create_options, **kwargs}
 
     async def _create_batched(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
         created: list[ListedNode] = []

@@ -26,6 +26,25 @@ from cloudpilot.models.spec import (
 
 DEFAULT_QUEUE = "default"
 
+RESERVED_CREATE_OPTIONS = frozenset(
+    {
+        "name",
+        "image",
+        "size",
+        "location",
+        "networks",
+        "ex_userdata",
+        "ex_metadata",
+        "ex_keyname",
+        "ex_mincount",
+        "ex_maxcount",
+        "ex_clienttoken",
+        "ex_subnet",
+    }
+)
+"""``create_node`` arguments the operator sets itself: letting ``createOptions`` replace
+them would break ownership (names, tags) or contextualisation (user data)."""
+
 
 class ConfigError(ValueError):
     """A pool whose options are valid one by one but do not add up (e.g. no image)."""
@@ -151,6 +170,12 @@ def effective_queue(
     create_options = _merged_map(
         queue, pool, lambda s: s.instance.create_options if s.instance else None
     )
+    reserved = sorted(RESERVED_CREATE_OPTIONS & set(create_options))
+    if reserved:
+        raise ConfigError(
+            f"{where}: instance.createOptions cannot set {', '.join(reserved)}: the operator "
+            "sets it (use instance.image/flavor/networks/sshKey)"
+        )
     account = CloudAccount(
         cloud_type=cloud_type,
         driver_options=tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in driver.items())),
