@@ -75,6 +75,7 @@ BACKOFF_INITIAL: Final = 10.0
 BACKOFF_MAX: Final = 600.0
 """Capped exponential back-off for failed creations: 10 s, 20 s, 40 s ... 10 minutes."""
 
+BACKOFF_INITIAL_BAD_CREDENTIALS: Final = 60.0
 BACKOFF_MAX_BAD_CREDENTIALS: Final = 1_800.0
 """Rejected credentials need a human; retrying them every 10 s only fills audit logs."""
 

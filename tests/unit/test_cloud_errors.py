@@ -246,3 +246,13 @@ def test_classified_message_is_scrubbed(registered: str) -> None:
     assert registered not in error.message
     assert MASK in error.message
     assert len(error.message) <= constants.MAX_MESSAGE_LENGTH
+
+
+def test_an_untrusted_tls_certificate_stalls_instead_of_retrying_forever() -> None:
+    import ssl
+
+    from cloudpilot.cloud.errors import classify
+    from cloudpilot.memory import ErrorKind
+
+    error = classify(ssl.SSLCertVerificationError("certificate verify failed: self-signed"))
+    assert error.kind is ErrorKind.CONFIG

@@ -259,3 +259,11 @@ else:  # pragma: no cover - shows up as a skip instead of silently running fewer
 
     def test_property_tests_need_hypothesis() -> None:
         pytest.skip("hypothesis is not installed: property tests not run")
+
+
+def test_rejected_credentials_start_backing_off_at_a_minute() -> None:
+    from cloudpilot.memory import ErrorKind, backoff_delay
+
+    first = backoff_delay(1, ErrorKind.BAD_CREDENTIALS, initial=10, maximum=600, jitter=0.999)
+    other = backoff_delay(1, ErrorKind.TRANSIENT, initial=10, maximum=600, jitter=0.999)
+    assert first > 59 and other < 11

@@ -95,6 +95,10 @@ def _kind(exc: BaseException, message: str) -> ErrorKind:
     if isinstance(exc, MalformedResponseError):
         # A proxy's HTML error page instead of XML/JSON: a hiccup, whatever words it holds.
         return ErrorKind.TRANSIENT
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # A certificate the operator does not trust will not become trusted by retrying:
+        # the driver options (secure, CA) need fixing.
+        return ErrorKind.CONFIG
     if isinstance(exc, socket.timeout | TimeoutError | ConnectionError | ssl.SSLError):
         return ErrorKind.TRANSIENT
     code = getattr(exc, "code", None) or getattr(exc, "http_code", None)
