@@ -7,8 +7,13 @@ DIRAC listed the whole image and size catalogue on every submission, even for ra
   object with no API call at all;
 * a ``name:`` lookup uses a filtered query where the driver has one (EC2 ``DescribeImages``
   with a name filter) and a listing elsewhere;
-* every answer is cached for ``LOOKUP_CACHE_TTL`` per driver class and options, so a
-  scale-up of 500 VMs resolves each name once.
+* every answer is cached for ``LOOKUP_CACHE_TTL`` per gateway (one cloud account), so a
+  scale-up of 500 VMs resolves each name once;
+* concurrent lookups of the same reference (two queues of one pool scaling up at once) wait
+  for the first instead of asking the cloud twice (single flight per reference);
+* :meth:`Resolver.create_arguments` with ``offline=True`` answers from placeholders and the
+  cache only, so the gateway spends neither a worker thread nor a rate-limit token on a
+  create whose references are all known already.
 
 Runs in a worker thread (it is called with a driver by the gateway).
 """
@@ -41,6 +46,10 @@ def _is_openstack(driver: NodeDriver) -> bool:
     return isinstance(driver, OpenStack_1_1_NodeDriver)
 
 
+class NeedsLookupError(LookupError):
+    """Raised by an ``offline`` resolution that would have to ask the cloud."""
+
+
 class Resolver:
     """Per-gateway cache of resolved references (thread-safe: workers share it)."""
 
@@ -48,19 +57,40 @@ class Resolver:
         self._ttl = ttl
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._inflight: dict[tuple[str, str], threading.Lock] = {}
         self.lookups = 0
         """How many lookups reached the cloud (for tests and the benchmark)."""
+        self._offline = threading.local()
+
+    def _hit(self, key: tuple[str, str]) -> tuple[bool, Any]:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self._ttl:
+                return True, hit[1]
+        return False, None
 
     def _cached(self, kind: str, ref: Lookup, fetch: Any) -> Any:
         key = (kind, str(ref))
-        now = time.monotonic()
+        found, value = self._hit(key)
+        if found:
+            return value
+        if getattr(self._offline, "on", False):
+            raise NeedsLookupError(f"{kind} {ref} is not cached")
         with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and now - hit[0] < self._ttl:
-                return hit[1]
-        value = fetch()
-        with self._lock:
-            self._cache[key] = (now, value)
+            gate = self._inflight.setdefault(key, threading.Lock())
+        with gate:
+            # Whoever held the gate before us may have just filled the cache.
+            found, value = self._hit(key)
+            if found:
+                return value
+            now = time.monotonic()
+            try:
+                value = fetch()
+                with self._lock:
+                    self._cache[key] = (now, value)
+            finally:
+                with self._lock:
+                    self._inflight.pop(key, None)
         return value
 
     def forget(self) -> None:
@@ -130,12 +160,23 @@ class Resolver:
             found.append(self._cached("network", ref, fetch))
         return {"networks": found}
 
-    def create_arguments(self, driver: NodeDriver, queue: QueueConfig) -> dict[str, Any]:
-        return {
-            "image": self.image(driver, queue.image),
-            "size": self.flavor(driver, queue.flavor),
-            **self.networks(driver, queue.networks),
-        }
+    def create_arguments(
+        self, driver: NodeDriver, queue: QueueConfig, *, offline: bool = False
+    ) -> dict[str, Any]:
+        """``create_node`` arguments for the queue's image, flavor and networks.
+
+        ``offline``: answer only from placeholders and the cache, raising
+        :class:`NeedsLookupError` where the cloud would have to be asked.
+        """
+        self._offline.on = offline
+        try:
+            return {
+                "image": self.image(driver, queue.image),
+                "size": self.flavor(driver, queue.flavor),
+                **self.networks(driver, queue.networks),
+            }
+        finally:
+            self._offline.on = False
 
 
 def _find(items: list[Any], ref: Lookup, kind: str) -> Any:

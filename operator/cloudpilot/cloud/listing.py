@@ -1,0 +1,201 @@
+"""One listing per cloud account per cycle, shared by every pool on that account.
+
+Each pool reconciles on its own clock, and each reconcile needs the pool's VMs as the cloud
+sees them. Listing the account once per pool costs one API call per pool per cycle, so a
+thousand pools on one account would cost a thousand ``DescribeInstances`` a minute for
+answers that are all cut from the same list. Instead the pools that share an endpoint and
+credentials share a :class:`SharedListing`:
+
+* **in-flight listings are awaited, not repeated**: while one listing is on the wire, every
+  pool that asks joins it;
+* **recent listings are reused**: a listing younger than ``max_age`` (a fraction of the
+  reconcile interval, :data:`LISTING_REUSE_FRACTION`) serves the pools that ask after it;
+* **each pool sees something new each time**: a listing a pool has already been given is
+  never handed to it again. A pool that comes back early (it is converging, or its
+  teardown wants to see its VMs gone) joins the next listing or starts one, so sharing
+  never slows a pool's own progress down, and a pool always sees listings in the order
+  they were made (one listing at a time per account, each newer than the last).
+* **split by ownership prefix**: the snapshot is indexed once by pool name prefix, so a
+  pool gets only its own VMs without every pool scanning every VM.
+
+Why a slightly stale shared listing is safe: the only things that can be missing from a
+listing made a few seconds ago are changes made since. A pool's *own* creations and
+deletions are already in the reconciler's memory (``memory.pending`` counts a created VM
+until a listing shows it, ``memory.deleting`` discounts a destroyed VM while listings still
+show it), so the pool neither creates twice nor counts a VM it destroyed. Because a pool
+only ever gets listings newer than the last one it saw, a VM that left ``pending`` once it
+was listed cannot "disappear" again in an older listing. What a stale listing can miss is
+the cloud's own changes (a pilot VM that halted itself, a VM destroyed by hand): those are
+seen at most ``max_age`` later, which is like a slightly longer reconcile interval, never a
+wrong decision in the other direction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+from weakref import WeakKeyDictionary, WeakValueDictionary
+
+LISTING_REUSE_FRACTION = 0.5
+"""A shared listing is reused by other pools while younger than this fraction of the
+reconcile interval. Pools whose cycles started together stay within a few seconds of each
+other (one reconcile's processing time), so half an interval is plenty to serve them all
+from one listing, while a pilot that halted is still seen within 1.5 intervals."""
+
+MAX_TRACKED_CONSUMERS = 20_000
+"""Bound on the per-consumer "already seen" marks (one per pool): past it the oldest marks
+are dropped, which at worst gives that pool a listing it has seen (harmless)."""
+
+# A pool prefix ends in "-<6 hex>-" (see cloudpilot.naming.pool_prefix): every position in a
+# name where that pattern ends is a candidate pool prefix of the name.
+_POOL_PREFIX_END = re.compile(r"(?=(-[0-9a-f]{6}-))")
+_POOL_PREFIX_SHAPE = re.compile(r".*-[0-9a-f]{6}-\Z", re.DOTALL)
+_PREFIX_SCAN_LIMIT = 64
+"""Pool prefixes are at most 31 characters; look no further into a name than this."""
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+N = TypeVar("N", bound=Named)
+
+
+@dataclass(eq=False)
+class Snapshot(Generic[N]):
+    """One listing of an account, as made at ``started`` (monotonic clock)."""
+
+    seq: int
+    started: float
+    nodes: tuple[N, ...]
+    _index: dict[str, list[N]] | None = field(default=None, repr=False)
+    _scanned: dict[str, tuple[N, ...]] = field(default_factory=dict, repr=False)
+
+    def with_prefix(self, prefix: str | None) -> tuple[N, ...]:
+        """The nodes whose name starts with ``prefix`` (all of them for None)."""
+        if not prefix:
+            return self.nodes
+        if _POOL_PREFIX_SHAPE.match(prefix):
+            if self._index is None:
+                self._index = _index_by_pool_prefix(self.nodes)
+            return tuple(self._index.get(prefix, ()))
+        found = self._scanned.get(prefix)
+        if found is None:
+            found = self._scanned[prefix] = tuple(
+                n for n in self.nodes if n.name.startswith(prefix)
+            )
+        return found
+
+
+def _index_by_pool_prefix(nodes: Sequence[N]) -> dict[str, list[N]]:
+    """Every candidate pool prefix of every name -> the nodes that carry it (one pass)."""
+    index: dict[str, list[N]] = {}
+    for node in nodes:
+        name = node.name or ""
+        head = name[:_PREFIX_SCAN_LIMIT]
+        for match in _POOL_PREFIX_END.finditer(head):
+            index.setdefault(name[: match.start() + len(match.group(1))], []).append(node)
+    return index
+
+
+class SharedListing(Generic[N]):
+    """Coalesces the listings of one cloud account (one event loop; not thread-safe).
+
+    ``get(consumer, fetch)`` returns a snapshot newer than any ``consumer`` has had: the
+    latest one if it is younger than ``max_age`` and new to this consumer, else the one in
+    flight, else a new one made with ``fetch`` (the caller's: whichever gateway asks first
+    does the call, so the listing holds no reference to a gateway).
+    """
+
+    def __init__(self, *, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_age < 0:
+            raise ValueError("max_age must be >= 0")
+        self.max_age = max_age
+        self._clock = clock
+        self._latest: Snapshot[N] | None = None
+        self._inflight: asyncio.Future[Snapshot[N]] | None = None
+        self._seq = 0
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        self.fetches = 0
+        """Listings actually made (for tests and the benchmark)."""
+        self.served = 0
+        """Listings handed out, made or shared."""
+
+    @property
+    def latest(self) -> Snapshot[N] | None:
+        return self._latest
+
+    async def get(
+        self, consumer: str | None, fetch: Callable[[], Awaitable[Sequence[N]]]
+    ) -> Snapshot[N]:
+        snapshot = self._reusable(consumer)
+        if snapshot is None:
+            if self._inflight is None:
+                self._inflight = asyncio.ensure_future(self._make(fetch))
+            # shield: a pool cancelled mid-wait (operator stopping) must not cancel the
+            # listing the other pools are waiting for.
+            snapshot = await asyncio.shield(self._inflight)
+        self._mark(consumer, snapshot.seq)
+        self.served += 1
+        return snapshot
+
+    def _reusable(self, consumer: str | None) -> Snapshot[N] | None:
+        latest = self._latest
+        if latest is None or self._clock() - latest.started >= self.max_age:
+            return None
+        if consumer is not None and self._seen.get(consumer) == latest.seq:
+            return None
+        return latest
+
+    async def _make(self, fetch: Callable[[], Awaitable[Sequence[N]]]) -> Snapshot[N]:
+        started = self._clock()
+        try:
+            nodes = tuple(await fetch())
+            self.fetches += 1
+            self._seq += 1
+            snapshot = Snapshot(seq=self._seq, started=started, nodes=nodes)
+            self._latest = snapshot
+            return snapshot
+        finally:
+            self._inflight = None
+
+    def _mark(self, consumer: str | None, seq: int) -> None:
+        if consumer is None:
+            return
+        self._seen[consumer] = seq
+        self._seen.move_to_end(consumer)
+        while len(self._seen) > MAX_TRACKED_CONSUMERS:
+            self._seen.popitem(last=False)
+
+    def forget(self, consumer: str) -> None:
+        self._seen.pop(consumer, None)
+
+
+_REGISTRY: WeakKeyDictionary[object, WeakValueDictionary[str, SharedListing]] = (  # type: ignore[type-arg]
+    WeakKeyDictionary()
+)
+
+
+def shared_listing(scope: object, key: str, *, max_age: float) -> SharedListing:  # type: ignore[type-arg]
+    """The account's shared listing within ``scope``, made on first use.
+
+    ``scope`` is the endpoint's rate limiter: there is one per endpoint per reconciler, so
+    listings are shared by every gateway of one reconciler on one endpoint (and never across
+    two reconcilers, which may run in different event loops). ``key`` identifies the
+    credentials. Entries live as long as a gateway holds them (weak values): a rotated
+    Secret's listing goes with its last gateway.
+    """
+    by_key = _REGISTRY.get(scope)
+    if by_key is None:
+        by_key = _REGISTRY[scope] = WeakValueDictionary()
+    listing = by_key.get(key)
+    if listing is None or listing.max_age != max_age:
+        listing = SharedListing(max_age=max_age)
+        by_key[key] = listing
+    return listing
