@@ -23,6 +23,7 @@ from cloudpilot import constants, planner, redaction
 from cloudpilot import memory as mem
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
+from cloudpilot.cloud.listing import LISTING_REUSE_FRACTION
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.context.userdata import UserDataInputs, render_user_data
 from cloudpilot.credentials.resolve import credentials_from_secret
@@ -31,7 +32,7 @@ from cloudpilot.kube import secrets as kube_secrets
 from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, effective_queues
 from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
 from cloudpilot.models.vms import ObservedVM
-from cloudpilot.naming import vm_tags
+from cloudpilot.naming import pool_prefix, vm_tags
 from cloudpilot.status import StatusInputs, build_status, status_patch
 
 logger = logging.getLogger(__name__)
@@ -279,6 +280,8 @@ class Reconciler:
                 parallelism=self.settings.parallelism,
                 batch_size=self.settings.batch_size,
                 on_call=self._on_cloud_call,
+                # Pools on one endpoint and credentials share a listing this young.
+                listing_max_age=self.settings.interval * LISTING_REUSE_FRACTION,
             )
             # A rotated Secret replaces the gateway (and its drivers); the old one goes.
             for old in [k for k in self._gateways if k[0] == account]:
@@ -296,7 +299,11 @@ class Reconciler:
                 credentials = await self._credentials(pool, account, queue.ce)
                 gateway = self._gateway(account, credentials)
                 self._note_rotation(pool, account, credentials)
-                listing = await gateway.list_nodes()
+                # One listing of the account serves every pool on it; this pool's VMs
+                # are cut out of it by their name prefix.
+                listing = await gateway.list_shared(
+                    pool.uid, prefix=pool_prefix(pool.namespace, pool.name)
+                )
             except Exception as exc:
                 return _AccountView(None, [], errors.classify(exc, "list"))
             return _AccountView(gateway, listing)

@@ -1,0 +1,362 @@
+"""What each operation costs in cloud API calls, counted by EC2 Action at the LatencyProxy.
+
+The original (DIRAC's cloud CE) spends one call per pilot on status, two per kill, one
+create per VM and a full catalogue listing per submission. CloudPilot's contract is the
+floor: one ``DescribeInstances`` per account per cycle whatever the number of pools or
+pilots, one ``RunInstances`` per batch, one ``TerminateInstances`` per scale-down, one
+``DescribeImages`` per ``name:`` image per cache lifetime, and no Kubernetes write when
+nothing changed. These are counts, never times: they hold on any machine.
+
+The reconciler is driven directly (no kopf) where only cloud calls are counted; the last
+test runs the real operator against the Kubernetes emulator to show quiet cycles write
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from cloudpilot import constants, naming
+from cloudpilot.cloud import gateway as gateway_module
+from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
+from cloudpilot.cloud.ratelimit import TokenBucket
+from cloudpilot.devtools.ec2_emulator import EC2Emulator
+from cloudpilot.devtools.latency_proxy import LatencyProxy
+from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
+from cloudpilot.models.queues import QueueConfig, effective_queues
+from cloudpilot.models.spec import parse_spec
+from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
+from tests.support.kube import wait_for
+from tests.support.stack import IMAGE, PILOT, Stack
+
+pytestmark = pytest.mark.slow
+
+CE = "ce.cloudpilot.test"
+AMI_ID = "ami-0a1e9c0a1a9e94001"  # the same AMI as IMAGE, by id
+NAMESPACE = "pilots"
+
+
+@pytest.fixture
+def cloud() -> Iterator[tuple[EC2Emulator, LatencyProxy]]:
+    """moto on 127.0.0.1 and a counting proxy in front of it (no latency)."""
+    with EC2Emulator() as ec2, LatencyProxy(ec2.endpoint) as proxy:
+        yield ec2, proxy
+
+
+class CountingBucket(TokenBucket):
+    """The endpoint's real token bucket, counting the tokens taken."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        super().__init__(rate, burst)
+        self.taken = 0
+
+    async def acquire(self) -> None:
+        await super().acquire()
+        self.taken += 1
+
+
+@dataclass
+class Harness:
+    """A reconciler whose Secrets come from a dict, pools as plain bodies."""
+
+    ec2: EC2Emulator
+    proxy: LatencyProxy
+    settings: ReconcilerSettings = field(
+        default_factory=lambda: ReconcilerSettings(rate_limit=1000.0, rate_burst=1000)
+    )
+    statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generations: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        key, secret = self.ec2.credentials
+        secrets = {
+            "ec2-credentials": {"key": key.encode(), "secret": secret.encode()},
+            "pilot": {"pilot.sh": PILOT.encode()},
+        }
+
+        async def read_secret(namespace: str, name: str) -> dict[str, bytes]:
+            return secrets[name]
+
+        self.reconciler = Reconciler(self.settings, read_secret=read_secret)
+
+    def spec(self, replicas: int, **extra: Any) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "replicas": replicas,
+            "ce": CE,
+            "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+            "driver": self.ec2.driver_options(self.proxy.endpoint),
+            "credentialsSecret": {"name": "ec2-credentials"},
+            "instance": {"image": IMAGE, "flavor": "t3.small"},
+            "pilot": {"executableSecret": {"name": "pilot", "key": "pilot.sh"}},
+        }
+        spec.update(extra)
+        return spec
+
+    async def reconcile(self, name: str, replicas: int, **extra: Any) -> dict[str, Any]:
+        """One cycle of pool ``name``; returns its status as it would be stored."""
+        generation = self.generations.setdefault(name, 1)
+        body = {
+            "metadata": {
+                "name": name,
+                "namespace": NAMESPACE,
+                "uid": f"uid-{name}",
+                "generation": generation,
+            },
+            "spec": self.spec(replicas, **extra),
+            "status": dict(self.statuses.get(name, {})),
+        }
+        ref = PoolRef(NAMESPACE, name, f"uid-{name}")
+        outcome = await self.reconciler.reconcile(ref, body)
+        status = {**self.statuses.get(name, {}), **outcome.status_patch}
+        self.statuses[name] = {k: v for k, v in status.items() if v is not None}
+        return self.statuses[name]
+
+    def counts(self) -> Mapping[str, int]:
+        return {k: v for k, v in self.proxy.counts.items() if v}
+
+
+def _driver(ec2: EC2Emulator) -> MotoEC2NodeDriver:
+    return MotoEC2NodeDriver(*ec2.credentials, **ec2.driver_options())
+
+
+def _live(ec2: EC2Emulator) -> list[Any]:
+    return [n for n in _driver(ec2).list_nodes() if str(n.state) in ("running", "pending")]
+
+
+async def test_a_steady_pool_costs_exactly_one_describe_instances_per_cycle(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    h = Harness(*cloud)
+    await h.reconcile("steady", 3)
+    assert len(_live(h.ec2)) == 3
+    h.proxy.reset_counts()
+    for cycle in range(3):
+        status = await h.reconcile("steady", 3)
+        assert status["replicas"] == 3
+        # Not DescribeAddresses too (libcloud's list_nodes would add it), nothing else.
+        assert h.counts() == {"DescribeInstances": cycle + 1}
+
+
+async def test_the_status_of_n_pilots_costs_one_list_call(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    n = 40
+    h = Harness(*cloud)
+    await h.reconcile("many", n)
+    h.proxy.reset_counts()
+    status = await h.reconcile("many", n)
+    assert status["replicas"] == n and status["instanceCount"] == n
+    assert len(status["instances"]) == n
+    assert h.counts() == {"DescribeInstances": 1}
+
+
+@pytest.mark.parametrize(("n", "batch"), [(25, 10), (7, 100)])
+async def test_a_scale_up_of_n_costs_one_run_instances_per_batch(
+    cloud: tuple[EC2Emulator, LatencyProxy], n: int, batch: int
+) -> None:
+    h = Harness(*cloud, settings=ReconcilerSettings(batch_size=batch, rate_limit=1000.0))
+    await h.reconcile("up", 0)
+    h.proxy.reset_counts()
+    await h.reconcile("up", n)
+    counts = h.counts()
+    assert counts["RunInstances"] == math.ceil(n / batch)
+    assert counts["DescribeInstances"] == 1
+    # Tags go in the RunInstances call; no per-VM call of any kind.
+    assert set(counts) <= {"RunInstances", "DescribeInstances", "DescribeImages"}
+    assert len(_live(h.ec2)) == n
+
+
+async def test_a_name_image_is_looked_up_once_across_scale_ups(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    h = Harness(*cloud, settings=ReconcilerSettings(batch_size=5, rate_limit=1000.0))
+    await h.reconcile("named", 12)  # three batches, one name: image
+    await h.reconcile("named", 20)  # a second scale-up, same gateway
+    assert h.counts()["DescribeImages"] == 1
+    assert h.counts()["RunInstances"] == 3 + 2
+    assert len(_live(h.ec2)) == 20
+
+
+async def test_a_raw_image_id_costs_no_lookup_at_all(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    h = Harness(*cloud)
+    await h.reconcile("raw", 4, instance={"image": AMI_ID, "flavor": "t3.small"})
+    assert "DescribeImages" not in h.counts()
+    assert h.counts()["RunInstances"] == 1
+
+
+async def test_scaling_to_zero_costs_one_terminate_instances(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    n = 30
+    h = Harness(*cloud)
+    await h.reconcile("down", n, scaleDownPolicy="DeleteRunning")
+    h.proxy.reset_counts()
+    status = await h.reconcile("down", 0, scaleDownPolicy="DeleteRunning")
+    assert h.counts() == {"DescribeInstances": 1, "TerminateInstances": 1}
+    assert status["replicas"] == 0
+    assert _live(h.ec2) == []
+
+
+async def test_a_hundred_pools_on_one_account_share_one_listing_per_cycle(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    h = Harness(*cloud)
+    pools = [f"p{i:03d}" for i in range(100)]
+    # Bring them up together: one listing serves all the first cycles, then one batch each.
+    await asyncio.gather(*(h.reconcile(p, 1) for p in pools))
+    assert h.counts()["DescribeInstances"] == 1
+    assert h.counts()["RunInstances"] == 100
+    assert len(_live(h.ec2)) == 100
+
+    # Steady cycles, all pools at once: the listing in flight is joined, not repeated.
+    for cycle in range(2):
+        h.proxy.reset_counts()
+        statuses = await asyncio.gather(*(h.reconcile(p, 1) for p in pools))
+        assert h.counts() == {"DescribeInstances": 1}, f"cycle {cycle}"
+        assert all(s["replicas"] == 1 and len(s["instances"]) == 1 for s in statuses)
+        # Each pool got its own VM out of the shared listing, and only that one.
+        assert len({s["instances"][0]["id"] for s in statuses}) == 100
+
+    # Pools one after another within the reuse window: a recent listing serves them too.
+    h.proxy.reset_counts()
+    for p in pools:
+        await h.reconcile(p, 1)
+    assert h.counts() == {"DescribeInstances": 1}
+
+
+async def test_a_pool_back_early_gets_a_newer_listing_not_the_one_it_saw(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """Sharing must not hide progress: a pool that comes back (converging, or checking its
+    teardown) is never served the listing it already had."""
+    h = Harness(*cloud)
+    await h.reconcile("a", 1)
+    await h.reconcile("b", 1)
+    h.proxy.reset_counts()
+    await h.reconcile("a", 1)  # new listing (a has seen the last one)
+    await h.reconcile("b", 1)  # reuses the one a just made
+    assert h.counts() == {"DescribeInstances": 1}
+    prefix = naming.pool_prefix(NAMESPACE, "a")
+    (vm,) = [v for v in _live(h.ec2) if v.name.startswith(prefix)]
+    h.ec2.halt_instance(vm.id)  # the pilot ends: the cloud changes under a shared listing
+    status = await h.reconcile("a", 1)  # sees it at once, deletes and replaces it
+    assert h.counts()["DescribeInstances"] == 2
+    assert h.counts()["TerminateInstances"] == 1
+    assert status["replicas"] == 1
+
+
+async def test_every_cloud_call_takes_a_token_from_the_endpoint_bucket(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """The per-endpoint rate limit only protects the account if nothing bypasses it: list,
+    name lookup, batched create, batched destroy and the per-VM destroy fallback."""
+    ec2, proxy = cloud
+    h = Harness(ec2, proxy)
+    queue = _queue(h, "limited")
+    bucket = CountingBucket(1000.0, 1000)
+    gw = CloudGateway(queue.account, Credentials(*ec2.credentials), limiter=bucket, batch_size=4)
+    request = CreateRequest(
+        queue=queue,
+        count=10,
+        name=naming.new_vm_name(naming.queue_prefix(NAMESPACE, "limited", "default")),
+        user_data=b"#cloud-config\n",
+        tags=naming.vm_tags(NAMESPACE, "limited", "default", CE),
+    )
+    result = await gw.create(request)  # one lookup, three batches
+    assert result.error is None and len(result.created) == 10
+    listed = await gw.list_nodes()
+    outcome = await gw.destroy(listed[:6])  # one TerminateInstances
+    ghost = ListedNode(id="i-0123456789abcdef0", name="x", state="running", created_at=None)
+    # An unknown id fails the batch: the fallback sends one call per VM, each rate limited.
+    outcome = await gw.destroy([*listed[6:8], ghost])
+    assert outcome[ghost.id] is not None and outcome[listed[6].id] is None
+    counts = h.counts()
+    assert counts["DescribeImages"] == 1 and counts["RunInstances"] == 3
+    assert counts["TerminateInstances"] == 1 + 1 + 3
+    assert bucket.taken == sum(counts.values())
+
+
+def _queue(h: Harness, pool: str) -> QueueConfig:
+    spec = parse_spec(h.spec(1))
+    (queue,) = effective_queues(spec, namespace=NAMESPACE, pool_name=pool)
+    return queue
+
+
+async def test_a_long_listing_is_paged_one_call_per_page(
+    cloud: tuple[EC2Emulator, LatencyProxy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gateway_module, "EC2_LIST_PAGE_SIZE", 5)
+    # moto pages by reservation (one per RunInstances): twelve batches of one.
+    h = Harness(*cloud, settings=ReconcilerSettings(batch_size=1, rate_limit=1000.0))
+    status = await h.reconcile("paged", 12)
+    h.proxy.reset_counts()
+    status = await h.reconcile("paged", 12)
+    assert status["replicas"] == 12
+    assert h.counts() == {"DescribeInstances": 3}
+
+
+async def test_the_listing_leaves_out_terminated_and_foreign_instances_server_side(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    ec2, proxy = cloud
+    h = Harness(ec2, proxy)
+    await h.reconcile("mine", 3)
+    driver = _driver(ec2)
+    image = driver.list_images(ex_image_ids=[AMI_ID])[0]
+    size = next(s for s in driver.list_sizes() if s.id == "t3.small")
+    driver.create_node(name="hand-made", image=image, size=size)
+    gone = _live(ec2)[0]
+    driver.destroy_node(gone)
+    (gateway,) = h.reconciler._gateways.values()
+    listed = await gateway.list_nodes()
+    assert len(listed) == 2
+    assert gone.id not in {n.id for n in listed}
+    assert all(n.tags.get(constants.TAG_MANAGED_BY) == "cloudpilot" for n in listed)
+
+
+def test_a_quiet_cycle_writes_nothing_to_kubernetes(stack_without_operator: Stack) -> None:
+    """Status is patched only when it changes, and nothing else writes on a quiet cycle.
+
+    Every write to the cluster bumps its resourceVersion (the emulator's, like a real API
+    server's, is one counter for all objects): it must not move while the operator keeps
+    reconciling a pool whose VMs do not change.
+    """
+    stack = stack_without_operator
+    with LatencyProxy(stack.ec2.endpoint) as proxy:
+        stack.start_operator()
+        stack.apply_pool("quiet", replicas=2, driver=stack.ec2.driver_options(proxy.endpoint))
+        stack.wait_status("quiet", lambda s: s.get("running") == 2, what="2 running")
+        baseline = proxy.counts.get("DescribeInstances", 0)
+        # Let the status settle (the Ready condition follows the running count).
+        wait_for(
+            lambda: proxy.counts.get("DescribeInstances", 0) >= baseline + 2,
+            30,
+            message="two more cycles",
+        )
+        before = _cluster_version(stack)
+        events_before = len(stack.events())
+        listed = proxy.counts.get("DescribeInstances", 0)
+        wait_for(
+            lambda: proxy.counts.get("DescribeInstances", 0) >= listed + 4,
+            30,
+            message="four quiet cycles",
+        )
+        assert _cluster_version(stack) == before
+        assert len(stack.events()) == events_before
+        assert set(proxy.counts) == {"DescribeImages", "RunInstances", "DescribeInstances"}
+        stack.stop_operator()
+
+
+def _cluster_version(stack: Stack) -> str:
+    listing = stack.custom.list_namespaced_custom_object(
+        constants.API_GROUP, constants.API_VERSION, stack.namespace, constants.PLURAL
+    )
+    return str(listing["metadata"]["resourceVersion"])
