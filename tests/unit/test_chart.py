@@ -778,3 +778,124 @@ def test_helm_4_lints_and_renders_the_same(
     values = values_file(tmp_path, VALUE_SETS[name], "v4.yaml")
     run_helm(helm4, "lint", str(CHART), "--strict", "-f", str(values))
     assert render(helm4, tmp_path, VALUE_SETS[name]) == rendered[name]
+
+
+# -- the image (no container runtime here: the Dockerfile is checked, its build step run) ---------
+
+DOCKERFILE = ROOT / "Dockerfile"
+
+
+def _stages() -> list[list[str]]:
+    """The Dockerfile's instructions (continuations joined), split into build stages."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_the_image_is_multi_stage_pinned_and_non_root(rendered: dict[str, list[dict]]) -> None:
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.MULTILINE)
+    assert base, "the base image is an ARG with a default"
+    assert re.fullmatch(r"python:3\.\d+\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base[1]), base[1]
+    build, final = _stages()
+    assert build[0].endswith(" AS build") and final[0] == "FROM ${PYTHON_IMAGE}"
+    final_text = "\n".join(final)
+    # no build tools and no package installs in the final stage
+    for tool in ("apt-get", "gcc", "build-essential", "pip install", "python3-dev"):
+        assert tool not in final_text, tool
+    assert "COPY --from=build /opt/cloudpilot /opt/cloudpilot" in final_text
+    user = next(line.split()[1] for line in final if line.startswith("USER "))
+    uid, gid = (int(part) for part in user.split(":"))
+    assert uid >= 10000 and gid >= 10000  # numeric: runAsNonRoot can verify it
+    pod = only(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == uid
+    assert pod["securityContext"]["runAsGroup"] == gid
+    entrypoint = next(line for line in final if line.startswith("ENTRYPOINT "))
+    assert json.loads(entrypoint.split(" ", 1)[1]) == ["cloudpilot", "operator"]
+    # the package is installed from the repository, from wheels only
+    assert "pip wheel --no-deps --wheel-dir /wheels ." in "\n".join(build)
+    assert "--only-binary=:all:" in "\n".join(build)
+
+
+def test_the_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    copied = set()
+    for stage in _stages():
+        for line in stage:
+            if line.startswith("COPY ") and "--from=" not in line:
+                copied |= {src.rstrip("/").rstrip("*") for src in line.split()[1:-1]}
+    assert copied <= allowed, copied - allowed
+
+
+def _operator_parser() -> Any:
+    import argparse
+
+    from cloudpilot.commands import run_operator
+
+    parser = argparse.ArgumentParser(prog="cloudpilot operator", exit_on_error=False)
+    run_operator.add_parser(parser)
+    return parser
+
+
+@pytest.mark.parametrize("name", [n for n in VALUE_SETS if n != "customised"])
+def test_the_charts_arguments_are_flags_the_operator_accepts(
+    rendered: dict[str, list[dict]], name: str
+) -> None:
+    args = container(rendered[name])["args"]
+    parsed = _operator_parser().parse_args(args)
+    assert parsed.health_port == VALUE_SETS[name].get("health", {}).get("port", 8080)
+    namespaces = VALUE_SETS[name].get("watch", {}).get("namespaces", [])
+    assert parsed.namespace == namespaces and parsed.all_namespaces == (not namespaces)
+
+
+def test_the_images_default_command_is_accepted_by_the_operator() -> None:
+    final = _stages()[-1]
+    command = next(line for line in final if line.startswith("CMD "))
+    _operator_parser().parse_args(json.loads(command.split(" ", 1)[1]))
+
+
+def test_the_wheel_the_image_installs_carries_templates_and_crds(tmp_path: Path) -> None:
+    """The Dockerfile's build step: a wheel of the repository, with its package data."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--wheel-dir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        if os.environ.get("CI"):
+            raise AssertionError(result.stderr)
+        pytest.skip(f"cannot build the wheel here: {result.stderr.strip()[-200:]}")
+    import zipfile
+
+    (wheel,) = tmp_path.glob("cloudpilot-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "cloudpilot/crds/cloudpilotpools.cloudpilot.io.yaml" in names
+    assert any(n.startswith("cloudpilot/templates/") and n.endswith(".j2") for n in names)
+    assert "cloudpilot/metrics.py" in names and "cloudpilot/leader.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "cloudpilot = cloudpilot.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
