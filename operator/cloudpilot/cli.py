@@ -12,6 +12,7 @@ import importlib
 COMMANDS = {
     "operator": ("cloudpilot.commands.run_operator", "run the operator against a cluster"),
     "demo": ("cloudpilot.commands.demo", "run the operator on local emulators, end to end"),
+    "render": ("cloudpilot.commands.render", "print the user data a pool would send"),
     "import-dirac-cfg": ("cloudpilot.commands.import_dirac_cfg", "CS cloud CEs to manifests"),
 }
 
