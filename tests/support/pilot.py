@@ -15,9 +15,15 @@ from __future__ import annotations
 
 import base64
 import bz2
+import gzip
 import random
+import subprocess
+import tempfile
 import textwrap
 from functools import cache
+from pathlib import Path
+
+import yaml
 
 _WORDS = (
     "pilot", "job", "queue", "site", "proxy", "token", "cvmfs", "payload", "matcher",
@@ -221,3 +227,48 @@ def pilot_wrapper(ce: str = "cloud.example.org", queue: str = "default", seed: i
 
 PILOT_WRAPPER = pilot_wrapper()
 FAKE_PROXY_PEM = fake_proxy_pem()
+
+
+# -- what a VM does with its user data (for end-to-end tests) ----------------------------------
+
+STAMP_BEGIN = "# --- CloudPilot pilot stamp"
+STAMP_END = "# --- end of pilot stamp"
+BOOT_SCRIPT = "/var/lib/cloudpilot/boot.sh"
+
+
+def decode_user_data(payload: bytes) -> str:
+    """User data as cloud-init reads it: gunzipped when it is gzip."""
+    return (gzip.decompress(payload) if payload[:2] == b"\x1f\x8b" else payload).decode()
+
+
+def boot_script(payload: bytes) -> str:
+    """The boot script a built-in template writes (``/var/lib/cloudpilot/boot.sh``)."""
+    config = yaml.safe_load(decode_user_data(payload))
+    return next(f["content"] for f in config["write_files"] if f["path"] == BOOT_SCRIPT)
+
+
+def stamp_on_vm(payload: bytes, instance_id: str) -> tuple[str, str]:
+    """Run the stamp code carried by ``payload`` as the VM with ``instance_id`` would at
+    boot (bash, with a fake ``cloud-init query`` answering the id) and return the
+    ``(PILOT_UUID, DIRAC_PILOT_STAMP)`` the pilot gets.
+
+    For the end-to-end test: the user data an emulated VM carries (``describe_user_data``)
+    must give that VM the stamp the operator records (``naming.pilot_stamp(vm.id)``).
+    """
+    script = boot_script(payload)
+    start, end = script.index(STAMP_BEGIN), script.index(STAMP_END)
+    functions = script[start:end]
+    with tempfile.TemporaryDirectory() as tmp:
+        fake = Path(tmp) / "cloud-init"
+        fake.write_text('#!/bin/sh\n[ "$1 $2" = "query v1.instance_id" ] || exit 2\n'
+                        'printf "%s\\n" "$FAKE_INSTANCE_ID"\n')
+        fake.chmod(0o755)
+        result = subprocess.run(
+            ["bash", "-c", functions + '\nid=$(cloudpilot_instance_id)\n'
+             'printf "cloud://%s\\n" "$id"\ncloudpilot_pilot_stamp "$id"\n'],
+            env={"PATH": f"{tmp}:/usr/bin:/bin", "FAKE_INSTANCE_ID": instance_id,
+                 "CLOUDPILOT_METADATA_URL": "http://127.0.0.1:9"},
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+    uuid, stamp = result.stdout.split()
+    return uuid, stamp

@@ -529,3 +529,18 @@ def test_cernvm_key_is_installed_only_with_the_pinned_fingerprint(
 
 def test_builtin_source_description() -> None:
     assert builtin("el9.yaml.j2").description == "built-in template el9.yaml.j2"
+
+
+def test_end_to_end_helper_runs_the_stamp_the_payload_carries() -> None:
+    from tests.support.pilot import stamp_on_vm
+
+    queue = make_queue()
+    payload = prepare_user_data(
+        queue, builtin_for(queue), namespace="grid", pool="pilots",
+        pilot_executable=PILOT_WRAPPER,
+    ).payload
+    assert payload[:2] == b"\x1f\x8b"  # EC2: gzip
+    for instance_id in ("i-0abc1234def567890", "i-0fedcba9876543210"):
+        assert stamp_on_vm(payload, instance_id) == (
+            f"cloud://{instance_id}", pilot_stamp(instance_id)
+        )
