@@ -1,0 +1,8 @@
+"""Scripts that run INSIDE the OpenStack peer's own virtualenv, never in CloudPilot's.
+
+keystone and mimic pin libraries that would break CloudPilot's environment, so they live in
+a separate venv (created by ``.ci/setup-openstack-peer.sh``). The modules here are started
+by :mod:`cloudpilot.devtools.openstack_peer` as ``<peer python> <script path> ...``; they
+import only the standard library plus keystone / mimic / Twisted / Werkzeug, and nothing
+from ``cloudpilot``. They are a package only so that they ship with the wheel.
+"""
