@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -462,3 +463,157 @@ def test_lease_timing_is_checked(timing: dict[str, float], message: str) -> None
     base: dict[str, Any] = {"lease_seconds": 30, "renew_deadline": 20, "retry_period": 4}
     with pytest.raises(ValueError, match=message):
         LeaseConfig(namespace=NS, name=LEASE, identity="x", **{**base, **timing})
+
+
+# -- the whole operator, twice, against one API and one cloud ------------------------------------
+
+
+class ElectedOperator:
+    """One operator "process": its own thread, event loop, API client and elector, running
+    CloudPilot's real runtime (kopf + reconciler) only while it holds the Lease."""
+
+    def __init__(self, identity: str, kubeconfig: Path, settings: Any, lease: str) -> None:
+        self.identity = identity
+        self.settings = settings
+        self.lease = lease
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+        self.client = kubernetes.client.ApiClient(config)
+        self.api = FaultyLeaseAPI(KubernetesLeaseAPI(self.client))
+        self.terms = 0  # how many times this replica started the operator
+        self.leading = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"op-{identity}", daemon=True)
+
+    def _main(self) -> None:
+        from cloudpilot.runtime import build_reconciler, run_operator
+
+        async def work(stop: asyncio.Event) -> None:
+            self.terms += 1
+            self.leading.set()
+            try:
+                await run_operator(
+                    self.settings, stop_flag=stop, reconciler=build_reconciler(self.settings)
+                )
+            finally:
+                self.leading.clear()
+
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._started.set()
+            await run_with_leader_election(
+                work,
+                namespace="pilots",
+                name=self.lease,
+                identity=self.identity,
+                lease_seconds=4,
+                renew_deadline=2.0,
+                retry_period=0.3,
+                stop_flag=self._stop,
+                api=self.api,
+            )
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._started.set()
+
+    def start(self) -> ElectedOperator:
+        self._thread.start()
+        assert self._started.wait(10)
+        return self
+
+    def stop(self) -> None:
+        self.api.release.set()
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+        self.client.close()
+        assert not self._thread.is_alive(), f"{self.identity} did not stop"
+
+
+@pytest.mark.slow
+def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
+    stack_without_operator: Any,
+) -> None:
+    """The issue's proof: two operator replicas with leader election, a failover in the
+    middle of the pool's life, and every VM the cloud ever saw accounted for exactly."""
+    from dataclasses import replace
+
+    from tests.support.kube import wait_for
+
+    stack = stack_without_operator
+    settings = replace(stack.settings, namespaces=(stack.namespace,), all_namespaces=False)
+    ops = [
+        ElectedOperator(name, stack.kubeconfig, settings, "cloudpilot-ha").start()
+        for name in ("replica-a", "replica-b")
+    ]
+    try:
+        first = wait_for(
+            lambda: next((o for o in ops if o.leading.is_set()), None), 20, message="a leader"
+        )
+        other = next(o for o in ops if o is not first)
+        stack.apply_pool("ha", replicas=4)
+        stack.wait_vms("ha", 4)
+        stack.wait_status("ha", lambda s: s.get("replicas") == 4, what="status says 4")
+        assert not other.leading.is_set() and other.terms == 0  # a warm standby only
+
+        # The leader is cut off from the API server: it must stop, the standby take over.
+        first.api.broken = True
+        wait_for(lambda: not first.leading.is_set(), 10, message="the old leader stops")
+        wait_for(lambda: other.leading.is_set(), 20, message="the standby takes over")
+        assert not first.leading.is_set()
+
+        # The new leader adopts the 4 VMs (no duplicates) and carries on: scale and replace.
+        stack.scale_pool("ha", 6)
+        stack.wait_vms("ha", 6)
+        victim = stack.live_vms("ha")[0]
+        stack.ec2.halt_instance(victim.id)
+        wait_for(
+            lambda: (
+                victim.id not in {vm.id for vm in stack.live_vms("ha")}
+                and len(stack.live_vms("ha")) == 6
+            ),
+            60,
+            message="the halted pilot's VM replaced",
+        )
+        first.api.broken = False  # healed: it rejoins as a standby and stays one
+        ever = stack.vms("ha", include_gone=True)
+        assert len(ever) == 4 + 2 + 1, [(vm.id, vm.state) for vm in ever]
+        assert other.leading.is_set() and not first.leading.is_set()
+        assert first.terms == 1 and other.terms == 1
+    finally:
+        for op in ops:
+            op.stop()
+    for op in ops:
+        assert op.error is None, op.error
+
+
+@pytest.mark.slow
+def test_without_leader_election_two_operators_do_create_duplicates(
+    stack_without_operator: Any,
+) -> None:
+    """The control experiment: the same two replicas *without* a Lease both act, so the
+    test above would notice if leader election stopped protecting the pool."""
+    from dataclasses import replace
+
+    from cloudpilot.runtime import OperatorThread, build_reconciler
+    from tests.support.kube import wait_for
+
+    stack = stack_without_operator
+    settings = replace(stack.settings, namespaces=(stack.namespace,), all_namespaces=False)
+    with (
+        OperatorThread(settings, reconciler_factory=lambda: build_reconciler(settings)),
+        OperatorThread(settings, reconciler_factory=lambda: build_reconciler(settings)),
+    ):
+        stack.apply_pool("twice", replicas=4)
+        wait_for(
+            lambda: len(stack.vms("twice", include_gone=True)) > 4,
+            30,
+            message="more than the 4 desired VMs created",
+        )
