@@ -31,10 +31,17 @@ class ErrorKind(StrEnum):
     TRANSIENT = "Transient"
     INVALID_REQUEST = "InvalidRequest"
     CONFIG = "InvalidConfig"
+    PROXY_EXPIRED = "ProxyExpired"
 
 
 PERSISTENT_KINDS = frozenset(
-    {ErrorKind.BAD_CREDENTIALS, ErrorKind.NOT_FOUND, ErrorKind.INVALID_REQUEST, ErrorKind.CONFIG}
+    {
+        ErrorKind.BAD_CREDENTIALS,
+        ErrorKind.NOT_FOUND,
+        ErrorKind.INVALID_REQUEST,
+        ErrorKind.CONFIG,
+        ErrorKind.PROXY_EXPIRED,
+    }
 )
 """Failures that need a human (a fixed spec or Secret): they make the pool Stalled."""
 

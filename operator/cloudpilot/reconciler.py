@@ -25,7 +25,8 @@ from cloudpilot.cloud import errors
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
 from cloudpilot.cloud.listing import LISTING_REUSE_FRACTION
 from cloudpilot.cloud.ratelimit import TokenBucket
-from cloudpilot.context.userdata import UserDataInputs, render_user_data
+from cloudpilot.context import build_user_data
+from cloudpilot.credentials.proxyfiles import ProxyFileStore
 from cloudpilot.credentials.resolve import credentials_from_secret
 from cloudpilot.inventory import owned_vms, queue_prefixes
 from cloudpilot.kube import secrets as kube_secrets
@@ -33,11 +34,13 @@ from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, eff
 from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import pool_prefix, vm_tags
+from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies
 from cloudpilot.status import StatusInputs, build_status, status_patch
 
 logger = logging.getLogger(__name__)
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, bytes]]]
+SecretGetter = Callable[[str], Awaitable[dict[str, bytes]]]
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class ReconcilerSettings:
     batch_size: int = constants.DEFAULT_BATCH_SIZE
     rate_limit: float = 20.0
     rate_burst: int = 40
+    proxy_warn_margin: float = 6 * 3600.0
+    """A pilot proxy this close to expiry raises the ProxyExpiring condition."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ class Reconciler:
         settings: ReconcilerSettings | None = None,
         *,
         read_secret: SecretReader = kube_secrets.read_secret,
+        read_configmap: Callable[[str, str], Awaitable[dict[str, str]]] = (
+            kube_secrets.read_configmap
+        ),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_cloud_call: Callable[[str, float, mem.CloudError | None], None] | None = None,
     ) -> None:
@@ -103,6 +111,14 @@ class Reconciler:
         self._limiters: dict[str, TokenBucket] = {}
         self._fingerprints: dict[tuple[str, CloudAccount], str] = {}
         self._due: dict[str, datetime] = {}
+        self._proxy_files = ProxyFileStore()
+        self._secret_owners: dict[str, set[str]] = {}
+        self._read_configmap = read_configmap
+
+    @property
+    def proxy_files(self) -> ProxyFileStore:
+        """Where PROXY credentials are written (0600 files in a private directory)."""
+        return self._proxy_files
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -116,7 +132,9 @@ class Reconciler:
     def forget(self, pool: PoolRef) -> None:
         for store in (self._memories, self._due):
             store.pop(pool.uid, None)
-        redaction.forget(f"{pool.key}:userdata")
+        for owner in self._secret_owners.pop(pool.uid, set()):
+            redaction.forget(owner)
+        self._proxy_files.release(pool.key)
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -137,41 +155,72 @@ class Reconciler:
             message = describe_validation_error(exc)
             return self._blocked(pool, previous, generation, now, mem.ErrorKind.CONFIG, message)
 
+        secret = _cycle_secrets(pool.namespace, self._read_secret)
+        try:
+            proxies = await load_queue_proxies(
+                queues, namespace=pool.namespace, owner=pool.key, secret=secret
+            )
+        except ConfigError as exc:
+            return self._blocked(pool, previous, generation, now, mem.ErrorKind.CONFIG, str(exc))
+        report = assess(
+            proxies,
+            now=now,
+            warn_margin=timedelta(seconds=self.settings.proxy_warn_margin),
+            previous_status=previous,
+        )
+
         memory = self._memories.get(pool.uid, mem.PoolMemory())
-        views = await self._list_accounts(pool, queues)
+        views = await self._list_accounts(pool, queues, secret, proxies)
         observed = self._observed(pool, queues, views)
         memory = mem.observe(memory, (vm.id for vm in observed), now)
         blocking = next((v.error for v in views.values() if v.error is not None), None)
 
         # Queues on an account that could not be listed are left alone this cycle.
         healthy = [q for q in queues if views[q.account].error is None]
+        rules = {
+            "limits": planner.PoolLimits(
+                spec.limits.max_instances if spec.limits else None,
+                spec.limits.max_starting if spec.limits else None,
+            ),
+            "removed_queue_policy": spec.scale_down_policy or planner.ScaleDownPolicy.DRAIN,
+        }
         the_plan = (
-            planner.plan(
-                healthy,
-                observed,
-                memory,
-                now,
-                limits=planner.PoolLimits(
-                    spec.limits.max_instances if spec.limits else None,
-                    spec.limits.max_starting if spec.limits else None,
-                ),
-                removed_queue_policy=spec.scale_down_policy or planner.ScaleDownPolicy.DRAIN,
-            )
+            planner.plan(healthy, observed, memory, now, **rules)
             if blocking is None
             else planner.Plan()
         )
+        if report.stopped_queues:
+            # An expired pilot proxy: new pilots could not work. Deletions go on.
+            the_plan = replace(
+                the_plan,
+                creations=tuple(
+                    c for c in the_plan.creations if c.queue not in report.stopped_queues
+                ),
+            )
+            if blocking is None and report.verdict is not None:
+                blocking = mem.CloudError(mem.ErrorKind.PROXY_EXPIRED, report.verdict.message)
 
         events: list[Event] = []
         by_queue = {q.name: q for q in queues}
         memory = await self._delete(pool, the_plan.deletions, views, by_queue, memory, events, now)
         memory = await self._create(
-            pool, spec, the_plan.creations, views, by_queue, memory, events, now
+            pool, spec, the_plan.creations, views, by_queue, memory, events, now, secret
         )
         self._memories[pool.uid] = memory
 
-        after = planner.plan(healthy, observed, memory, now) if blocking is None else the_plan
-        if blocking is not None:
+        after = (
+            planner.plan(healthy, observed, memory, now, **rules)
+            if views and all(v.error is None for v in views.values())
+            else the_plan
+        )
+        if (
+            blocking is not None
+            and (previous.get("lastError") or {}).get("message")
+            != blocking.message[: constants.MAX_MESSAGE_LENGTH]
+        ):
             events.append(Event("Warning", blocking.kind.value, blocking.message))
+        if report.event is not None:
+            events.append(Event(*report.event))
         status = build_status(
             StatusInputs(
                 generation=generation,
@@ -181,6 +230,8 @@ class Reconciler:
                 now=now,
                 error=blocking,
                 prefixes=queue_prefixes(queues),
+                extra={"proxy": report.status} if report.status else None,
+                extra_conditions=[report.verdict.condition] if report.verdict else (),
             ),
             previous,
         )
@@ -256,14 +307,30 @@ class Reconciler:
 
     # -- reading ----------------------------------------------------------------------------
 
-    async def _credentials(self, pool: PoolRef, account: CloudAccount, ce: str) -> Credentials:
-        data = await self._read_secret(pool.namespace, account.credentials_secret)
-        redaction.register(
-            f"{pool.namespace}/{account.credentials_secret}:credentials", data.values()
+    async def _credentials(
+        self,
+        pool: PoolRef,
+        account: CloudAccount,
+        queue: QueueConfig,
+        secret: SecretGetter,
+        proxy: QueueProxy | None,
+    ) -> Credentials:
+        data = await secret(account.credentials_secret)
+        provider = None
+        if proxy is not None:
+            provider = self._proxy_files.provider(
+                pool.key, account.credentials_secret, proxy.source, proxy.pem
+            )
+        credentials = credentials_from_secret(
+            data,
+            ce=queue.ce,
+            namespace=pool.namespace,
+            secret_name=account.credentials_secret,
+            proxy_path_provider=provider,
         )
-        return credentials_from_secret(
-            data, ce=ce, namespace=pool.namespace, secret_name=account.credentials_secret
-        )
+        if not credentials.uses_proxy:
+            self._proxy_files.release(pool.key, account.credentials_secret)
+        return credentials
 
     def _gateway(self, account: CloudAccount, credentials: Credentials) -> CloudGateway:
         key = (account, credentials.fingerprint)
@@ -290,13 +357,21 @@ class Reconciler:
         return gateway
 
     async def _list_accounts(
-        self, pool: PoolRef, queues: Sequence[QueueConfig]
+        self,
+        pool: PoolRef,
+        queues: Sequence[QueueConfig],
+        secret: SecretGetter | None = None,
+        proxies: Mapping[str, QueueProxy] | None = None,
     ) -> dict[CloudAccount, _AccountView]:
         accounts = {q.account: q for q in queues}
+        secret = secret or _cycle_secrets(pool.namespace, self._read_secret)
+        proxies = proxies or {}
 
         async def one(account: CloudAccount, queue: QueueConfig) -> _AccountView:
             try:
-                credentials = await self._credentials(pool, account, queue.ce)
+                credentials = await self._credentials(
+                    pool, account, queue, secret, proxies.get(queue.name)
+                )
                 gateway = self._gateway(account, credentials)
                 self._note_rotation(pool, account, credentials)
                 # One listing of the account serves every pool on it; this pool's VMs
@@ -401,13 +476,14 @@ class Reconciler:
         memory: mem.PoolMemory,
         events: list[Event],
         now: datetime,
+        secret: SecretGetter,
     ) -> mem.PoolMemory:
         async def one(creation: planner.Creation) -> tuple[planner.Creation, Any]:
             queue = queues[creation.queue]
             gateway = views[queue.account].gateway
             assert gateway is not None
             try:
-                user_data = await self._user_data(pool, queue)
+                user_data = await self._user_data(pool, queue, secret)
             except Exception as exc:
                 return creation, errors.classify(exc, "render")
             from cloudpilot.naming import new_vm_name
@@ -466,16 +542,19 @@ class Reconciler:
                 memory = mem.record_success(memory, creation.queue)
         return memory
 
-    async def _user_data(self, pool: PoolRef, queue: QueueConfig) -> bytes:
-        executable = None
-        if queue.executable_secret is not None:
-            ref = queue.executable_secret
-            data = await self._read_secret(pool.namespace, ref.name)
-            raw = kube_secrets.require_key("Secret", pool.namespace, ref.name, data, ref.key)
-            executable = raw.decode()
-        user_data = render_user_data(UserDataInputs(queue=queue, pilot_executable=executable))
-        redaction.register(f"{pool.key}:userdata", [executable])
-        return user_data
+    async def _user_data(self, pool: PoolRef, queue: QueueConfig, secret: SecretGetter) -> bytes:
+        """Rendered once per queue per cycle (and cached across cycles while the inputs
+        are unchanged); every VM of a batch gets the same bytes."""
+        rendered = await build_user_data(
+            queue,
+            namespace=pool.namespace,
+            pool=pool.name,
+            read_secret=lambda _namespace, name: secret(name),
+            read_configmap=self._read_configmap,
+        )
+        redaction.register(f"{pool.key}:userdata:{queue.name}", rendered.secret_values)
+        self._secret_owners.setdefault(pool.uid, set()).add(f"{pool.key}:userdata:{queue.name}")
+        return rendered.payload
 
     # -- teardown ---------------------------------------------------------------------------
 
@@ -509,7 +588,11 @@ class Reconciler:
         self, pool: PoolRef, queues: Sequence[QueueConfig]
     ) -> tuple[dict[CloudAccount, _AccountView], list[ObservedVM]]:
         """List every account of the pool; raise if one cannot be listed (teardown only)."""
-        views = await self._list_accounts(pool, queues)
+        secret = _cycle_secrets(pool.namespace, self._read_secret)
+        proxies = await load_queue_proxies(
+            queues, namespace=pool.namespace, owner=pool.key, secret=secret
+        )
+        views = await self._list_accounts(pool, queues, secret, proxies)
         failed = [v.error for v in views.values() if v.error is not None]
         if failed:
             raise RuntimeError(f"cannot list the pool's VMs: {failed[0].message}")
@@ -531,6 +614,19 @@ class Reconciler:
                 tags_supported=view.gateway.tags_supported,
             )
         return observed
+
+
+def _cycle_secrets(namespace: str, read: SecretReader) -> SecretGetter:
+    """Each Secret read at most once per cycle, however many queues and accounts use it
+    (and all of them see the same version of it)."""
+    cache: dict[str, dict[str, bytes]] = {}
+
+    async def secret(name: str) -> dict[str, bytes]:
+        if name not in cache:
+            cache[name] = await read(namespace, name)
+        return cache[name]
+
+    return secret
 
 
 def _listed(vm: ObservedVM) -> ListedNode:

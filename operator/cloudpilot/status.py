@@ -57,6 +57,8 @@ class StatusInputs:
     """The error that blocks the whole pool this cycle (invalid spec, credentials ...)."""
     prefixes: Mapping[str, str] | None = None
     extra: Mapping[str, Any] | None = None
+    extra_conditions: Sequence[Condition] = ()
+    """Conditions other parts decide (``ProxyExpiring``), shown after the kstatus ones."""
     """Sections other parts own (e.g. ``proxy``), passed through unchanged."""
 
 
@@ -158,7 +160,9 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
         ready = Condition("Ready", "False", reconciling.reason, reconciling.message)
     else:
         ready = _ready(plan)
-    return [c for c in (ready, reconciling, stalled) if c is not None]
+    return [c for c in (ready, reconciling, stalled) if c is not None] + list(
+        inputs.extra_conditions
+    )
 
 
 def _ready(plan: Plan) -> Condition:
@@ -275,6 +279,7 @@ STATUS_KEYS = (
     "conditions",
     "lastError",
     "nextRetryAt",
+    "proxy",
 )
 
 

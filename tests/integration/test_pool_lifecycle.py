@@ -3,15 +3,23 @@ libcloud's real EC2 driver against moto on 127.0.0.1."""
 
 from __future__ import annotations
 
+import gzip
 from datetime import timedelta
+
+import yaml
 
 from cloudpilot import constants, naming
 from cloudpilot.status import STATUS_KEYS
 from tests.support.ec2 import describe_user_data
 from tests.support.kube import wait_for
-from tests.support.stack import IMAGE, Stack
+from tests.support.pilot import stamp_on_vm
+from tests.support.stack import IMAGE, PILOT, Stack
 
 IMAGE_NAME = IMAGE.removeprefix("name:")
+
+
+def _decoded(user_data: bytes) -> bytes:
+    return gzip.decompress(user_data) if user_data[:2] == b"\x1f\x8b" else user_data
 
 
 def test_apply_creates_the_desired_vms_with_names_tags_and_user_data(stack: Stack) -> None:
@@ -25,8 +33,11 @@ def test_apply_creates_the_desired_vms_with_names_tags_and_user_data(stack: Stac
         assert tags[constants.TAG_POOL] == f"{stack.namespace}/alpha"
         assert tags[constants.TAG_QUEUE] == "default"
         assert tags[constants.TAG_CE] == "ce.cloudpilot.test"
+        # The batch shares one user data; run its stamp code as this VM would at boot.
         user_data = describe_user_data(driver, vm.id)
-        assert user_data.startswith(b"#cloud-config") or user_data[:2] == b"\x1f\x8b"
+        assert stamp_on_vm(user_data, vm.id) == (f"cloud://{vm.id}", naming.pilot_stamp(vm.id))
+        files = yaml.safe_load(_decoded(user_data))["write_files"]
+        assert PILOT in [f.get("content") for f in files], "the pilot wrapper is not on the VM"
     status = stack.wait_status(
         "alpha", lambda s: s.get("replicas") == 3 and s, what="status.replicas == 3"
     )

@@ -447,8 +447,13 @@ def test_patch_nulls_keys_no_longer_set() -> None:
 
 
 def test_patch_leaves_keys_owned_by_others_alone() -> None:
-    previous = {"proxy": {"expiresAt": "x"}, "replicas": 1}
+    previous = {"someoneElses": {"x": 1}, "replicas": 1}
     assert status_patch(previous, {"replicas": 1}) == {}
+
+
+def test_patch_removes_the_proxy_section_when_the_pool_no_longer_has_a_proxy() -> None:
+    previous = {"proxy": {"notAfter": "x"}, "replicas": 1}
+    assert status_patch(previous, {"replicas": 1}) == {"proxy": None}
 
 
 def test_first_patch_writes_everything() -> None:

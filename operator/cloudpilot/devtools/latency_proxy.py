@@ -171,7 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         params = _params(urlsplit(self.path).query, self.headers.get("Content-Type", ""), body)
         action = params.get("Action", "")
-        fault = proxy._on_request(action, params)
+        fault = proxy._check_access_key(self.headers.get("Authorization", ""))
+        fault = fault or proxy._on_request(action, params)
         if proxy._closing.is_set():
             fault = InjectedFault(503, "Unavailable", "The proxy is shutting down.")
         if fault is not None:
@@ -233,6 +234,8 @@ class LatencyProxy:
         self._counts: Counter[str] = Counter()
         self._faults_served: Counter[str] = Counter()
         self._faults: dict[str, list[InjectedFault]] = {}
+        self._access_keys: Counter[str] = Counter()
+        self._rejected_keys: set[str] = set()
         self._injected_delay = 0.0
         self._delayed_requests = 0
         self._closing = threading.Event()
@@ -415,6 +418,35 @@ class LatencyProxy:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+
+    # -- credentials --------------------------------------------------------------------
+
+    @property
+    def access_keys(self) -> dict[str, int]:
+        """Requests seen per access key id (from the SigV4 ``Credential=``): which
+        credentials the client really used, e.g. after a Secret was rotated."""
+        with self._lock:
+            return dict(self._access_keys)
+
+    def reject_access_key(self, key_id: str) -> None:
+        """Answer every request signed with ``key_id`` with 401 ``AuthFailure``, as EC2 does
+        for a revoked key (moto itself accepts any key)."""
+        with self._lock:
+            self._rejected_keys.add(key_id)
+
+    def _check_access_key(self, authorization: str) -> InjectedFault | None:
+        marker = "Credential="
+        if marker not in authorization:
+            return None
+        key_id = authorization.split(marker, 1)[1].split("/", 1)[0]
+        with self._lock:
+            self._access_keys[key_id] += 1
+            rejected = key_id in self._rejected_keys
+        if rejected:
+            return InjectedFault(
+                401, "AuthFailure", "AWS was not able to validate the provided access credentials"
+            )
+        return None
 
     # -- holding requests --------------------------------------------------------------
 
