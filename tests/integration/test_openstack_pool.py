@@ -9,11 +9,7 @@ from typing import Any
 from cloudpilot import constants, naming
 from cloudpilot.devtools.openstack_peer import OpenStackPeer
 from tests.support.kube import wait_for
-from tests.support.openstack import (  # noqa: F401  (fixtures)
-    make_driver,
-    openstack_peer,
-    openstack_peer_session,
-)
+from tests.support.openstack import make_driver
 from tests.support.stack import Stack
 
 
