@@ -178,14 +178,21 @@ class KubernetesLeaseAPI:
 
 
 def _default_api_client() -> Any:
-    """In-cluster first, then KUBECONFIG / ~/.kube/config (as the rest of the operator)."""
+    """In-cluster first, then KUBECONFIG / ~/.kube/config (as the rest of the operator).
+
+    A client of its own (not the operator's shared one), so that lease renewals never queue
+    behind the operator's requests in one connection pool.
+    """
     import kubernetes
 
     config = kubernetes.client.Configuration()
     try:
         kubernetes.config.load_incluster_config(client_configuration=config)
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(client_configuration=config)
+        # The client reads KUBECONFIG once, at import; read it now, as kubectl does.
+        kubernetes.config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=config
+        )
     return kubernetes.client.ApiClient(config)
 
 

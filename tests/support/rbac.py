@@ -195,8 +195,8 @@ def rbac_request(method: str, path: str, query: dict[str, str]) -> tuple[str, st
     real operator sends to the API emulator.
     """
     parts = [p for p in path.split("/") if p]
-    if not parts or parts[0] not in ("api", "apis"):
-        return None
+    if not parts or parts[0] not in ("api", "apis") or len(parts) < (2 if parts[0] == "api" else 3):
+        return None  # /version, /api, /apis, /apis/<group>: discovery
     rest = parts[2:] if parts[0] == "api" else parts[3:]
     group = "" if parts[0] == "api" else parts[1]
     if not rest:

@@ -992,3 +992,169 @@ def test_the_delivery_objects_point_at_real_paths_and_valid_values() -> None:
         if obj["kind"] == "HelmRelease":
             assert (ROOT / obj["spec"]["chart"]["spec"]["chart"]).is_dir()
             jsonschema.validate(obj["spec"]["values"], schema)
+
+
+# -- RBAC against the requests the real operator sends ------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_operator_sends_only_the_declared_calls(tmp_path: Path) -> None:
+    """Run the real operator (kopf, reconciler, leader election) against the API emulator
+    through a pool's whole life, record every request it sends, and compare them, as RBAC
+    would see them, with tests/support/rbac.py (which the chart's rules are checked against
+    above). The test drives the API with its own user agent, left out of the recording."""
+    import asyncio
+    import base64
+    import threading
+
+    import kubernetes
+
+    from cloudpilot import constants
+    from cloudpilot.devtools.ec2_emulator import EC2Emulator
+    from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
+    from cloudpilot.kube import client as kube_client
+    from cloudpilot.leader import run_with_leader_election
+    from cloudpilot.runtime import build_reconciler, run_operator
+    from cloudpilot.settings import OperatorSettings
+    from tests.support.kube import wait_for
+    from tests.support.rbac import rbac_request
+
+    driver_agent, namespace = "cloudpilot-test-driver", "pilots"
+    settings = OperatorSettings(
+        namespaces=(namespace,),
+        all_namespaces=False,
+        reconcile_interval=1.0,
+        converging_interval=0.5,
+        rate_limit=1000.0,
+        rate_burst=1000,
+    )
+    previous = os.environ.get("KUBECONFIG")
+    with ClusterEmulatorThread() as cluster, EC2Emulator() as ec2:
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
+        kube_client.reset()
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(
+            config_file=str(cluster.kubeconfig_path), client_configuration=config
+        )
+        driver = kubernetes.client.ApiClient(config)
+        driver.user_agent = driver_agent
+        core, custom = (
+            kubernetes.client.CoreV1Api(driver),
+            kubernetes.client.CustomObjectsApi(driver),
+        )
+        loop: list[asyncio.AbstractEventLoop] = []
+        stop: list[asyncio.Event] = []
+        started = threading.Event()
+
+        async def main() -> None:
+            loop.append(asyncio.get_running_loop())
+            stop.append(asyncio.Event())
+            started.set()
+            await run_with_leader_election(
+                lambda flag: run_operator(
+                    settings, stop_flag=flag, reconciler=build_reconciler(settings)
+                ),
+                namespace=namespace,
+                name="cloudpilot-rbac",
+                identity="recorder",
+                lease_seconds=4,
+                renew_deadline=2.0,
+                retry_period=0.3,
+                stop_flag=stop[0],
+            )
+
+        thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        try:
+            core.create_namespace({"metadata": {"name": namespace}})
+            key, secret = ec2.credentials
+            for name, data in (
+                ("ec2-credentials", {"key": key, "secret": secret}),
+                ("pilot", {"pilot.sh": "#!/bin/sh\necho pilot\n"}),
+            ):
+                core.create_namespaced_secret(
+                    namespace,
+                    {
+                        "metadata": {"name": name},
+                        "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+                    },
+                )
+            core.create_namespaced_config_map(
+                namespace,
+                {
+                    "metadata": {"name": "context"},
+                    "data": {"user-data.j2": '{% include "el9.yaml.j2" %}\n'},
+                },
+            )
+            thread.start()
+            assert started.wait(10)
+
+            def pool(name: str, **spec: Any) -> dict[str, Any]:
+                return {
+                    "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
+                    "kind": constants.KIND,
+                    "metadata": {"name": name},
+                    "spec": {
+                        "ce": "ce.cloudpilot.test",
+                        "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+                        "driver": ec2.driver_options(),
+                        "credentialsSecret": {"name": "ec2-credentials"},
+                        "instance": {
+                            "image": "name:AlmaLinux-9-GenericCloud-9.4-x86_64",
+                            "flavor": "t3.small",
+                        },
+                        "pilot": {"executableSecret": {"name": "pilot", "key": "pilot.sh"}},
+                        **spec,
+                    },
+                }
+
+            args = (constants.API_GROUP, constants.API_VERSION, namespace, constants.PLURAL)
+            custom.create_namespaced_custom_object(*args, pool("plain", replicas=2))
+            custom.create_namespaced_custom_object(
+                *args,
+                pool(
+                    "templated",
+                    replicas=1,
+                    context={"template": {"name": "context", "key": "user-data.j2"}},
+                ),
+            )
+
+            def status(name: str) -> dict[str, Any]:
+                return custom.get_namespaced_custom_object(*args, name).get("status") or {}
+
+            wait_for(lambda: status("plain").get("replicas") == 2, 60, message="2 VMs")
+            wait_for(lambda: status("templated").get("conditions"), 60, message="templated")
+            custom.patch_namespaced_custom_object_scale(*args, "plain", {"spec": {"replicas": 1}})
+            wait_for(lambda: status("plain").get("desiredReplicas") == 1, 60, message="scaled")
+            for name in ("plain", "templated"):
+                custom.delete_namespaced_custom_object(*args, name)
+
+            def gone() -> bool:
+                return not custom.list_namespaced_custom_object(*args)["items"]
+
+            wait_for(gone, 60, message="the pools released by the operator")
+        finally:
+            if loop and stop:
+                loop[0].call_soon_threadsafe(stop[0].set)
+            thread.join(30)
+            driver.close()
+            if previous is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = previous
+            kube_client.reset()
+        requests = cluster.call(lambda: list(cluster.emulator._requests))
+
+    made = set()
+    for request in requests:
+        if request.headers.get("User-Agent") == driver_agent:
+            continue
+        method = str(getattr(request.method, "value", request.method)).upper()
+        call = rbac_request(method, request.url.path, dict(request.params))
+        if call is not None:
+            made.add(call)
+    declared = {
+        (c.group, c.resource, c.verb)
+        for c in expected_calls(all_namespaces=False, cluster_discovery=True)
+    }
+    assert made - declared == set(), "calls the operator makes that RBAC does not grant"
+    assert declared - made == set(), "declared calls the operator never made here"
