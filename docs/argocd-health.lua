@@ -44,7 +44,7 @@ end
 
 if obj.metadata ~= nil and obj.metadata.deletionTimestamp ~= nil then
   hs.status = "Progressing"
-  hs.message = "Deleting: the operator is destroying the pool's VMs"
+  hs.message = "Deleting: waiting for the operator to release the pool (deletionPolicy)"
   return hs
 end
 
