@@ -599,21 +599,28 @@ def test_without_leader_election_two_operators_do_create_duplicates(
     stack_without_operator: Any,
 ) -> None:
     """The control experiment: the same two replicas *without* a Lease both act, so the
-    test above would notice if leader election stopped protecting the pool."""
+    test above would notice if leader election stopped protecting the pool. The cloud holds
+    every RunInstances until both operators have sent one: neither can see the other's VMs,
+    as in a real race, without depending on timing."""
     from dataclasses import replace
 
+    from cloudpilot.devtools.latency_proxy import LatencyProxy
     from cloudpilot.runtime import OperatorThread, build_reconciler
     from tests.support.kube import wait_for
 
     stack = stack_without_operator
     settings = replace(stack.settings, namespaces=(stack.namespace,), all_namespaces=False)
     with (
+        LatencyProxy(stack.ec2.endpoint) as proxy,
         OperatorThread(settings, reconciler_factory=lambda: build_reconciler(settings)),
         OperatorThread(settings, reconciler_factory=lambda: build_reconciler(settings)),
     ):
-        stack.apply_pool("twice", replicas=4)
+        proxy.hold("RunInstances")
+        stack.apply_pool("twice", replicas=4, driver=stack.ec2.driver_options(proxy.endpoint))
+        assert proxy.wait_for_held(2, timeout=30), "both operators ask the cloud for VMs"
+        proxy.release()
         wait_for(
-            lambda: len(stack.vms("twice", include_gone=True)) > 4,
+            lambda: len(stack.vms("twice", include_gone=True)) >= 8,
             30,
-            message="more than the 4 desired VMs created",
+            message="both batches of 4 created: 8 VMs for 4 desired",
         )
