@@ -44,14 +44,18 @@ import json
 import logging
 import os
 import random
+import signal
 import socket
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "ElectionSettings",
     "KubernetesLeaseAPI",
     "LeaderElector",
     "LeadershipLost",
@@ -112,6 +116,59 @@ class LeaseConfig:
         if self.stop_timeout is not None:
             return self.stop_timeout
         return self.lease_seconds - self.renew_deadline
+
+
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+@dataclass(frozen=True)
+class ElectionSettings:
+    """Leader-election settings from the environment the Helm chart sets.
+
+    ``CLOUDPILOT_LEADER_ELECTION`` (``true``/``false``, default false: a developer's
+    ``cloudpilot operator`` needs no Lease), ``CLOUDPILOT_LEADER_ELECTION_NAMESPACE`` (else
+    ``POD_NAMESPACE``, else the pod's service-account namespace, else ``default``),
+    ``CLOUDPILOT_LEADER_ELECTION_NAME``, ``_LEASE_SECONDS``, ``_RENEW_DEADLINE``,
+    ``_RETRY_PERIOD``. The identity is :func:`default_identity` (``POD_NAME`` based).
+    """
+
+    enabled: bool = False
+    namespace: str = "default"
+    name: str = "cloudpilot-operator"
+    lease_seconds: int = 30
+    renew_deadline: float = 20.0
+    retry_period: float = 4.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ElectionSettings:
+        env = os.environ if environ is None else environ
+        prefix = "CLOUDPILOT_LEADER_ELECTION"
+        namespace = env.get(f"{prefix}_NAMESPACE") or env.get("POD_NAMESPACE")
+        if not namespace:
+            try:
+                namespace = Path(_SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+            except OSError:
+                namespace = cls.namespace
+        settings = cls(
+            enabled=env.get(prefix, "").strip().lower() in ("1", "true", "yes", "on"),
+            namespace=namespace,
+            name=env.get(f"{prefix}_NAME") or cls.name,
+            lease_seconds=int(env.get(f"{prefix}_LEASE_SECONDS") or cls.lease_seconds),
+            renew_deadline=float(env.get(f"{prefix}_RENEW_DEADLINE") or cls.renew_deadline),
+            retry_period=float(env.get(f"{prefix}_RETRY_PERIOD") or cls.retry_period),
+        )
+        settings.lease_config("check")  # fail at start-up, not at the first election
+        return settings
+
+    def lease_config(self, identity: str | None = None) -> LeaseConfig:
+        return LeaseConfig(
+            namespace=self.namespace,
+            name=self.name,
+            identity=identity or default_identity(),
+            lease_seconds=self.lease_seconds,
+            renew_deadline=self.renew_deadline,
+            retry_period=self.retry_period,
+        )
 
 
 class LeaseAPI(Protocol):
@@ -435,7 +492,9 @@ class LeaderElector:
 
         ``work(stop)`` must return soon after ``stop`` is set. It is started afresh on each
         acquisition (no state from an earlier term survives). If ``work`` raises, the lease
-        is released and the exception propagates. With ``rejoin=False`` a lost lease raises
+        is released and the exception propagates. If it returns by itself (kopf returns
+        when it handles SIGTERM in the main thread), the lease is released and this returns:
+        the process is shutting down. With ``rejoin=False`` a lost lease raises
         :class:`LeadershipLost` (for a process that prefers to restart).
         """
         while await self.acquire(stop_flag):
@@ -499,7 +558,8 @@ class LeaderElector:
             self._renewed_at = None
         if outcome == "ended":
             task.result()  # re-raise the work's exception, if any
-            raise RuntimeError("the operator's work ended while leading")
+            logger.info("the operator's work ended by itself (e.g. kopf stopped on SIGTERM)")
+            return "stopped"
         return outcome
 
     async def _stop_work(self, task: asyncio.Future[None], work_stop: asyncio.Event) -> None:
@@ -521,31 +581,6 @@ class LeaderElector:
             logger.error("the operator's work ended with %s: %s", type(exc).__name__, exc)
 
 
-class _StandbyHealth:
-    """A bare ``/healthz`` (any path, 200) for standbys, which run no kopf to serve one."""
-
-    def __init__(self, port: int, host: str) -> None:
-        self.port, self.host = port, host
-        self._runner: Any = None
-
-    async def start(self) -> None:
-        from aiohttp import web
-
-        async def healthz(_: web.Request) -> web.Response:
-            return web.json_response({"leader": False, "state": "standby"})
-
-        app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", healthz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-
 async def run_with_leader_election(
     run: Work,
     *,
@@ -561,6 +596,7 @@ async def run_with_leader_election(
     standby_health_port: int | None = None,
     standby_health_host: str = "0.0.0.0",
     rejoin: bool = True,
+    handle_signals: bool = False,
 ) -> None:
     """Run ``run(stop)`` only while this process holds the Lease ``namespace/name``.
 
@@ -568,6 +604,9 @@ async def run_with_leader_election(
     ``on_leadership(bool)`` is told of every change (e.g. :func:`cloudpilot.metrics.set_leader`).
     With ``standby_health_port``, a minimal health endpoint answers on that port whenever
     this process is not leading (kopf serves the real one while it leads).
+    With ``handle_signals`` (main thread only), SIGTERM and SIGINT set ``stop_flag``, so a
+    standby exits cleanly too; while kopf runs, its own handlers take over and stop it, and
+    the lease is released either way.
     """
     elector = LeaderElector(
         LeaseConfig(
@@ -582,22 +621,76 @@ async def run_with_leader_election(
         on_leadership=on_leadership,
     )
     stop_flag = stop_flag if stop_flag is not None else asyncio.Event()
-    if standby_health_port is None:
-        await elector.run(run, stop_flag, rejoin=rejoin)
-        return
-
     health = _StandbyHealth(standby_health_port, standby_health_host)
+    signals = _Signals(stop_flag, enabled=handle_signals)
 
     async def work(stop: asyncio.Event) -> None:
         await health.stop()  # free the port for kopf's liveness endpoint
         try:
             await run(stop)
         finally:
+            signals.install()  # kopf replaced our handlers with its own while it ran
             if not stop_flag.is_set():
                 await health.start()  # back to standing by
 
+    signals.install()
     await health.start()
     try:
         await elector.run(work, stop_flag, rejoin=rejoin)
     finally:
         await health.stop()
+        signals.remove()
+
+
+class _Signals:
+    """SIGTERM/SIGINT set the stop flag (main thread only: elsewhere this does nothing)."""
+
+    def __init__(self, flag: asyncio.Event, *, enabled: bool) -> None:
+        self._flag = flag
+        self._enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._installed: list[signal.Signals] = []
+
+    def install(self) -> None:
+        if not self._enabled:
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, self._flag.set)
+                if sig not in self._installed:
+                    self._installed.append(sig)
+
+    def remove(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._installed:
+            loop.remove_signal_handler(sig)
+        self._installed.clear()
+
+
+class _StandbyHealth:
+    """A bare ``/healthz`` (any path, 200) for standbys, which run no kopf to serve one.
+    With no port, it does nothing."""
+
+    def __init__(self, port: int | None, host: str) -> None:
+        self.port, self.host = port, host
+        self._runner: Any = None
+
+    async def start(self) -> None:
+        if self.port is None or self._runner is not None:
+            return
+        from aiohttp import web
+
+        async def healthz(_: web.Request) -> web.Response:
+            return web.json_response({"leader": False, "state": "standby"})
+
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", healthz)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.host, self.port, reuse_address=True).start()
+        self._runner = runner
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

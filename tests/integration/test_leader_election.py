@@ -624,3 +624,109 @@ def test_without_leader_election_two_operators_do_create_duplicates(
             30,
             message="both batches of 4 created: 8 VMs for 4 desired",
         )
+
+
+# -- real processes and signals ---------------------------------------------------------------
+
+CHILD = """
+import asyncio, sys
+from cloudpilot.leader import ElectionSettings, run_with_leader_election
+
+async def work(stop):
+    print("LEADING", flush=True)
+    await stop.wait()
+    print("STOPPING", flush=True)
+
+async def main():
+    settings = ElectionSettings.from_env()
+    assert settings.enabled
+    elected = asyncio.create_task(run_with_leader_election(
+        work, namespace=settings.namespace, name=settings.name, identity=sys.argv[1],
+        lease_seconds=settings.lease_seconds, renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period, handle_signals=True,
+    ))
+    await asyncio.sleep(0)  # the task ran up to its first await: signal handlers are set
+    print("STARTED", flush=True)
+    await elected
+
+asyncio.run(main())
+print("EXITED", flush=True)
+"""
+
+
+def test_sigterm_stops_a_leader_and_a_standby_process_cleanly(
+    cluster: ClusterEmulatorThread, lease_name: str, tmp_path: Any
+) -> None:
+    """Two `operator` processes configured the way the chart configures them (environment):
+    SIGTERM makes the standby exit at once and the leader release the lease on its way out,
+    so a rolling update hands over without waiting for the lease to expire."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.kube import wait_for
+
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig_path),
+        "CLOUDPILOT_LEADER_ELECTION": "true",
+        "CLOUDPILOT_LEADER_ELECTION_NAMESPACE": NS,
+        "CLOUDPILOT_LEADER_ELECTION_NAME": lease_name,
+        "CLOUDPILOT_LEADER_ELECTION_LEASE_SECONDS": "30",  # long: only a release is fast
+        "CLOUDPILOT_LEADER_ELECTION_RENEW_DEADLINE": "20",
+        "CLOUDPILOT_LEADER_ELECTION_RETRY_PERIOD": "0.3",
+    }
+    logs = {name: (tmp_path / f"{name}.log").open("w+") for name in ("first", "second")}
+    procs = {}
+    try:
+        for name in ("first", "second"):
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-c", CHILD, name],
+                env=env,
+                stdout=logs[name],
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            if name == "first":
+                wait_for(
+                    lambda: "LEADING" in (tmp_path / "first.log").read_text(),
+                    20,
+                    message="the first process leads",
+                )
+
+        def holder() -> str:
+            return read_lease(cluster, lease_name)["spec"].get("holderIdentity") or ""
+
+        assert holder() == "first"
+        procs["second"].send_signal(signal.SIGTERM)  # the standby goes first: nothing to hand
+        assert procs["second"].wait(10) == 0
+        assert "LEADING" not in (tmp_path / "second.log").read_text()
+        assert holder() == "first" and procs["first"].poll() is None
+
+        procs["first"].send_signal(signal.SIGTERM)
+        assert procs["first"].wait(10) == 0
+        out = (tmp_path / "first.log").read_text()
+        assert "STOPPING" in out and "EXITED" in out, out
+        assert holder() == ""  # released, not left to expire
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for log in logs.values():
+            log.close()
+
+
+async def test_work_that_returns_by_itself_releases_the_lease_and_returns(
+    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str
+) -> None:
+    """kopf returns on its own when it handles SIGTERM in the main thread: a shutdown."""
+    a = candidates("op-a")
+
+    async def finishes(stop: asyncio.Event) -> None:
+        return None
+
+    await asyncio.wait_for(a.elector.run(finishes, a.stop), 10)
+    assert not read_lease(cluster, lease_name)["spec"].get("holderIdentity")
+    assert not a.elector.is_leading()

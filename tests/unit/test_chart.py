@@ -1158,3 +1158,22 @@ def test_the_operator_sends_only_the_declared_calls(tmp_path: Path) -> None:
     }
     assert made - declared == set(), "calls the operator makes that RBAC does not grant"
     assert declared - made == set(), "declared calls the operator never made here"
+
+
+def test_the_operator_reads_the_leader_election_settings_the_chart_passes(
+    rendered: dict[str, list[dict]],
+) -> None:
+    from cloudpilot.leader import ElectionSettings
+
+    for name, lease in (("cluster-wide-ha", "cloudpilot-leader"), ("defaults", FULLNAME)):
+        env = {k: v for k, v in env_of(rendered[name]).items() if isinstance(v, str)}
+        env["CLOUDPILOT_LEADER_ELECTION_NAMESPACE"] = NAMESPACE  # the downward API's value
+        settings = ElectionSettings.from_env(env)
+        assert settings.enabled and settings.name == lease and settings.namespace == NAMESPACE
+        assert (settings.lease_seconds, settings.renew_deadline, settings.retry_period) == (
+            30,
+            20.0,
+            4.0,
+        )
+    off = {k: v for k, v in env_of(rendered["single-no-election"]).items() if isinstance(v, str)}
+    assert not ElectionSettings.from_env(off).enabled
