@@ -1,0 +1,182 @@
+"""The shared listing: one cloud listing per account serves every pool that asks in time.
+
+What must hold: concurrent requests make one listing; a recent one is reused by pools that
+have not seen it; a pool is never handed the listing it already had (so sharing never hides
+progress); a failure is not cached; a cancelled pool does not cancel the others' listing;
+and each pool gets exactly its own VMs out of the snapshot. Clocks are fakes: no sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from dataclasses import dataclass
+
+import pytest
+
+from cloudpilot.cloud import listing as listing_module
+from cloudpilot.cloud.listing import SharedListing, shared_listing
+from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Cloud:
+    """A fake list call: counts calls; can be held open or made to fail."""
+
+    def __init__(self, nodes: tuple[Node, ...] = ()) -> None:
+        self.nodes = nodes
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+        self.fail: Exception | None = None
+
+    async def fetch(self) -> tuple[Node, ...]:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail is not None:
+            raise self.fail
+        return self.nodes
+
+
+async def test_concurrent_requests_make_one_listing() -> None:
+    cloud = Cloud((Node("a"),))
+    cloud.gate = asyncio.Event()
+    shared: SharedListing[Node] = SharedListing(max_age=0.0)
+    waiters = [asyncio.ensure_future(shared.get(f"pool-{i}", cloud.fetch)) for i in range(50)]
+    await asyncio.sleep(0)
+    cloud.gate.set()
+    snapshots = await asyncio.gather(*waiters)
+    assert cloud.calls == 1
+    assert {s.seq for s in snapshots} == {1}
+    assert shared.fetches == 1 and shared.served == 50
+
+
+async def test_a_recent_listing_serves_pools_that_have_not_seen_it() -> None:
+    clock = Clock()
+    cloud = Cloud()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
+    first = await shared.get("a", cloud.fetch)
+    clock.now += 29.0
+    assert await shared.get("b", cloud.fetch) is first
+    assert cloud.calls == 1
+    clock.now += 1.0  # 30 s old: too old for anyone
+    assert (await shared.get("c", cloud.fetch)).seq == 2
+    assert cloud.calls == 2
+
+
+async def test_a_pool_never_gets_the_same_listing_twice() -> None:
+    clock = Clock()
+    cloud = Cloud()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
+    first = await shared.get("a", cloud.fetch)
+    again = await shared.get("a", cloud.fetch)  # young, but "a" has seen it
+    assert again.seq == first.seq + 1
+    # "b" gets the newest, then "a" (which has the newest) makes another.
+    assert (await shared.get("b", cloud.fetch)).seq == again.seq
+    assert (await shared.get("a", cloud.fetch)).seq == again.seq + 1
+    assert cloud.calls == 3
+
+
+async def test_listings_reach_each_pool_in_the_order_they_were_made() -> None:
+    clock = Clock()
+    cloud = Cloud()
+    shared: SharedListing[Node] = SharedListing(max_age=5.0, clock=clock)
+    seen: dict[str, list[int]] = {}
+    for step in range(40):
+        pool = f"p{step % 3}"
+        clock.now += 1.0 + (step % 4)
+        seen.setdefault(pool, []).append((await shared.get(pool, cloud.fetch)).seq)
+    for seqs in seen.values():
+        assert seqs == sorted(set(seqs)), "a pool got an older or the same listing again"
+
+
+async def test_a_failed_listing_reaches_every_waiter_and_is_not_kept() -> None:
+    cloud = Cloud()
+    cloud.gate = asyncio.Event()
+    cloud.fail = RuntimeError("throttled")
+    shared: SharedListing[Node] = SharedListing(max_age=30.0)
+    waiters = [asyncio.ensure_future(shared.get(p, cloud.fetch)) for p in ("a", "b")]
+    await asyncio.sleep(0)
+    cloud.gate.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    cloud.fail = None
+    assert (await shared.get("a", cloud.fetch)).seq == 1
+    assert cloud.calls == 2
+
+
+async def test_a_cancelled_pool_does_not_cancel_the_listing_others_wait_for() -> None:
+    cloud = Cloud((Node("x"),))
+    cloud.gate = asyncio.Event()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0)
+    quitter = asyncio.ensure_future(shared.get("a", cloud.fetch))
+    stayer = asyncio.ensure_future(shared.get("b", cloud.fetch))
+    await asyncio.sleep(0)
+    quitter.cancel()
+    await asyncio.sleep(0)
+    cloud.gate.set()
+    assert (await stayer).nodes == (Node("x"),)
+    assert quitter.cancelled()
+    assert cloud.calls == 1
+
+
+async def test_each_pool_gets_its_own_vms_out_of_the_snapshot() -> None:
+    pools = [("pilots", "alpha"), ("pilots", "alpha-2"), ("other", "alpha"), ("pilots", "b")]
+    nodes = []
+    for namespace, pool in pools:
+        for queue in ("default", "gpu"):
+            nodes += [Node(new_vm_name(queue_prefix(namespace, pool, queue))) for _ in range(3)]
+    foreign = [Node("VMDIRAC3_1a2b3c4d"), Node("hand-made"), Node("")]
+    shared: SharedListing[Node] = SharedListing(max_age=30.0)
+    snapshot = await shared.get("x", Cloud((*nodes, *foreign)).fetch)
+    for namespace, pool in pools:
+        prefix = pool_prefix(namespace, pool)
+        mine = snapshot.with_prefix(prefix)
+        assert len(mine) == 6
+        assert mine == tuple(n for n in nodes if n.name.startswith(prefix))
+    assert snapshot.with_prefix(pool_prefix("pilots", "nobody")) == ()
+    # Any other prefix is answered by a scan; None means everything.
+    assert snapshot.with_prefix("VMDIRAC3_") == (foreign[0],)
+    assert len(snapshot.with_prefix(None)) == len(nodes) + len(foreign)
+
+
+async def test_the_seen_marks_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(listing_module, "MAX_TRACKED_CONSUMERS", 10)
+    shared: SharedListing[Node] = SharedListing(max_age=30.0)
+    cloud = Cloud()
+    for i in range(25):
+        await shared.get(f"pool-{i}", cloud.fetch)
+    assert len(shared._seen) == 10
+    assert cloud.calls == 1
+
+
+def test_listings_are_shared_per_scope_and_key_and_go_with_their_last_user() -> None:
+    class Scope:
+        pass
+
+    one, two = Scope(), Scope()
+    first = shared_listing(one, "ec2|creds", max_age=30.0)
+    assert shared_listing(one, "ec2|creds", max_age=30.0) is first
+    other = shared_listing(one, "ec2|other-creds", max_age=30.0)
+    assert other is not first
+    assert shared_listing(two, "ec2|creds", max_age=30.0) is not first
+    del first  # the last gateway using these credentials went (a rotated Secret)
+    gc.collect()
+    assert set(listing_module._REGISTRY[one]) == {"ec2|other-creds"}
+
+
+def test_max_age_must_not_be_negative() -> None:
+    with pytest.raises(ValueError):
+        SharedListing(max_age=-1.0)
