@@ -688,6 +688,8 @@ def test_sigterm_stops_a_leader_and_a_standby_process_cleanly(
                 stderr=subprocess.STDOUT,
                 text=True,
             )
+            log = tmp_path / f"{name}.log"
+            wait_for(lambda log=log: "STARTED" in log.read_text(), 20, message=f"{name} starts")
             if name == "first":
                 wait_for(
                     lambda: "LEADING" in (tmp_path / "first.log").read_text(),
@@ -700,7 +702,7 @@ def test_sigterm_stops_a_leader_and_a_standby_process_cleanly(
 
         assert holder() == "first"
         procs["second"].send_signal(signal.SIGTERM)  # the standby goes first: nothing to hand
-        assert procs["second"].wait(10) == 0
+        assert procs["second"].wait(10) == 0, (tmp_path / "second.log").read_text()
         assert "LEADING" not in (tmp_path / "second.log").read_text()
         assert holder() == "first" and procs["first"].poll() is None
 
