@@ -1,10 +1,12 @@
 """The Argo CD health check (docs/argocd-health.lua), run under a real Lua runtime (lupa).
 
 Argo CD runs a resource's health script with the live object as the global ``obj`` (the
-object's JSON as nested Lua tables, arrays 1-based) in a VM without ``os``, ``io`` or
-module loading, and reads the ``{status=..., message=...}`` table it returns. This test
-does the same, with conditions built by CloudPilot's own ``status.merge_conditions`` so that
-the field names the script reads are the ones the operator writes.
+object's JSON as nested Lua tables, arrays 1-based, every number a float, as gopher-lua
+decodes JSON) in a Lua 5.1 VM without ``os``, ``io`` or module loading, and reads the
+``{status=..., message=...}`` table it returns. This test does the same under Lua 5.1, and
+again under Lua 5.4 with integers, and requires the same answer; conditions are built by
+CloudPilot's own ``status.merge_conditions`` so that the field names the script reads are
+the ones the operator writes.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import lupa.lua51
+import lupa.lua54
 import pytest
-from lupa import LuaRuntime
 
 from cloudpilot.status import Condition, merge_conditions
 
@@ -23,21 +26,30 @@ NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 ARGO_STATUSES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
 
 
-def to_lua(lua: LuaRuntime, value: Any) -> Any:
+def to_lua(lua: Any, value: Any, *, floats: bool) -> Any:
     """Python JSON → Lua tables, as Argo CD's JSON-to-Lua conversion makes them."""
     if isinstance(value, dict):
-        return lua.table_from({k: to_lua(lua, v) for k, v in value.items()})
+        return lua.table_from({k: to_lua(lua, v, floats=floats) for k, v in value.items()})
     if isinstance(value, list):
-        return lua.table_from([to_lua(lua, v) for v in value])
+        return lua.table_from([to_lua(lua, v, floats=floats) for v in value])
+    if floats and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
     return value
 
 
 def health(obj: dict[str, Any]) -> dict[str, str]:
-    lua = LuaRuntime(unpack_returned_tuples=True)
+    """The script's verdict under Argo CD's Lua 5.1 (floats) and Lua 5.4 (integers)."""
+    argo = run_script(lupa.lua51.LuaRuntime(unpack_returned_tuples=True), obj, floats=True)
+    modern = run_script(lupa.lua54.LuaRuntime(unpack_returned_tuples=True), obj, floats=False)
+    assert argo == modern
+    return argo
+
+
+def run_script(lua: Any, obj: dict[str, Any], *, floats: bool) -> dict[str, str]:
     sandbox = lua.globals()
     for unsafe in ("os", "io", "require", "dofile", "loadfile", "load", "package", "debug"):
         sandbox[unsafe] = None  # Argo CD's VM offers none of these either
-    sandbox.obj = to_lua(lua, obj)
+    sandbox.obj = to_lua(lua, obj, floats=floats)
     result = lua.execute(SCRIPT)
     assert result is not None, "the script must return a table"
     out = dict(result.items())

@@ -62,7 +62,7 @@ end
 if status.observedGeneration == nil or (generation ~= nil and status.observedGeneration < generation) then
   hs.status = "Progressing"
   if generation ~= nil then
-    hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+    hs.message = "Waiting for the operator to observe generation " .. string.format("%d", generation)
   else
     hs.message = "Waiting for the operator to observe the spec"
   end
