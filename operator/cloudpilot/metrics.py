@@ -76,6 +76,7 @@ __all__ = [
     "set_leader",
     "set_pool_conditions",
     "set_pool_phases",
+    "set_pool_status",
     "start_metrics_server",
 ]
 
@@ -339,6 +340,14 @@ class OperatorMetrics:
                 1 if kind in true else 0
             )
 
+    def set_pool_status(self, pool_key: str, status: Mapping[str, Any]) -> None:
+        """Both of the above from a pool's whole ``status`` (as written to Kubernetes):
+        ``status.queues`` and ``status.conditions``. Missing sections are left as they are."""
+        if status.get("queues") is not None:
+            self.set_pool_phases(pool_key, status["queues"])
+        if status.get("conditions") is not None:
+            self.set_pool_conditions(pool_key, status["conditions"])
+
     # -- VM events (counters) ----------------------------------------------------------------------
 
     def count_vms_created(self, pool_key: str, queue: str, count: int = 1) -> None:
@@ -461,6 +470,10 @@ def set_pool_phases(pool_key: str, queue_summaries: Iterable[Any]) -> None:
 
 def set_pool_conditions(pool_key: str, conditions: Iterable[Any]) -> None:
     default().set_pool_conditions(pool_key, conditions)
+
+
+def set_pool_status(pool_key: str, status: Mapping[str, Any]) -> None:
+    default().set_pool_status(pool_key, status)
 
 
 def count_vms_created(pool_key: str, queue: str, count: int = 1) -> None:

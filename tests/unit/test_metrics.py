@@ -244,3 +244,20 @@ def test_odd_input_never_raises(m: OperatorMetrics) -> None:
         value(m, "cloudpilot_pilots", namespace="", pool="bare-name", queue="odd", phase="Running")
         == 0
     )
+
+
+def test_a_whole_status_sets_phases_and_conditions(m: OperatorMetrics) -> None:
+    m.set_pool_status(
+        POOL,
+        {
+            "observedGeneration": 2,
+            "queues": [{"name": "default", "desired": 3, "running": 2, "starting": 1}],
+            "conditions": [{"type": "Ready", "status": "True", "reason": "PilotsProvisioned"}],
+        },
+    )
+    labels = {"namespace": "grid", "pool": "lhcb-cern"}
+    assert value(m, "cloudpilot_pilots", **labels, queue="default", phase="Starting") == 1
+    assert value(m, "cloudpilot_pool_condition", **labels, type="Ready") == 1
+    m.set_pool_status(POOL, {"conditions": [{"type": "Stalled", "status": "True"}]})
+    assert value(m, "cloudpilot_pilots_desired", **labels, queue="default") == 3  # kept
+    assert value(m, "cloudpilot_pool_condition", **labels, type="Ready") == 0
