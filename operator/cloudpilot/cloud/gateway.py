@@ -5,7 +5,8 @@ Each worker uses its own driver instance (libcloud connections keep per-request 
 at most ``parallelism`` at once per account, and every call first takes a token from the
 endpoint's rate limiter. Where the provider has a batch API it is used: EC2 starts a whole
 batch in one ``RunInstances`` (``MinCount/MaxCount``) and terminates up to a thousand
-instances in one ``TerminateInstances``; elsewhere calls run concurrently. A batch is
+instances in one ``TerminateInstances``; elsewhere calls run concurrently. Batches of one
+scale-up go out concurrently too (bounded by ``parallelism``). A batch is
 all-or-nothing (``MinCount = MaxCount``): a quota refusal then fails the batch with a clear
 ``InstanceLimitExceeded`` instead of quietly starting fewer VMs (moto, the EC2 emulator,
 honours only ``MinCount``).
@@ -99,6 +100,10 @@ def _is_ec2(driver: NodeDriver) -> bool:
     from libcloud.compute.drivers.ec2 import BaseEC2NodeDriver
 
     return isinstance(driver, BaseEC2NodeDriver)
+
+
+class _NotSent(Exception):
+    """A call given up before it was sent (see ``CloudGateway._call``)."""
 
 
 def _describe_instances(driver: NodeDriver, token: str | None) -> tuple[list[Node], str | None]:
@@ -218,10 +223,22 @@ class CloudGateway:
     async def _in_thread(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, fn)
 
-    async def _call(self, operation: str, fn: Callable[[NodeDriver], T]) -> T:
-        """Run one API operation on a free driver, rate limited, and record its outcome."""
+    async def _call(
+        self,
+        operation: str,
+        fn: Callable[[NodeDriver], T],
+        *,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> T:
+        """Run one API operation on a free driver, rate limited, and record its outcome.
+
+        ``cancelled`` is asked once a driver is free: if it says yes, nothing is sent (and
+        no token taken) and :class:`_NotSent` is raised.
+        """
         loop = asyncio.get_running_loop()
         async with self._driver() as driver:
+            if cancelled is not None and cancelled():
+                raise _NotSent(operation)
             await self._limiter.acquire()
             started = loop.time()
             try:
@@ -317,16 +334,22 @@ class CloudGateway:
         return {**queue.create_options, **kwargs}
 
     async def _create_batched(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
-        created: list[ListedNode] = []
-        remaining = request.count
-        error: CloudError | None = None
-        batch_no = 0
-        while remaining > 0 and error is None:
-            size = min(remaining, self._batch_size)
-            token = f"{request.client_token}-{batch_no}" if request.client_token else None
-            batch_no += 1
+        """Batches of ``batch_size`` go out concurrently (at most ``parallelism`` at once).
 
-            def run(driver: NodeDriver, size: int = size, token: str | None = token) -> list[Node]:
+        A round trip is paid once for the whole scale-up instead of once per batch. Once a
+        batch has failed, batches not yet sent are not sent: a quota refusal would refuse
+        them too, and the reconciler backs the queue off.
+        """
+        sizes = [
+            min(self._batch_size, request.count - start)
+            for start in range(0, request.count, self._batch_size)
+        ]
+        failures: list[CloudError] = []
+
+        async def batch(batch_no: int, size: int) -> list[ListedNode]:
+            token = f"{request.client_token}-{batch_no}" if request.client_token else None
+
+            def run(driver: NodeDriver) -> list[Node]:
                 extra = {"ex_clienttoken": token} if token else {}
                 nodes = driver.create_node(
                     name=request.name, ex_mincount=size, ex_maxcount=size, **kwargs, **extra
@@ -334,13 +357,18 @@ class CloudGateway:
                 return nodes if isinstance(nodes, list) else [nodes]
 
             try:
-                nodes = await self._call("create", run)
+                nodes = await self._call("create", run, cancelled=lambda: bool(failures))
+            except _NotSent:
+                return []
             except Exception as exc:
-                error = errors.classify(exc, "create")
-                break
-            created.extend(_as_listed(n) for n in nodes)
-            remaining -= size
-        return CreateResult(request.queue.name, request.count, tuple(created), error)
+                failures.append(errors.classify(exc, "create"))
+                return []
+            return [_as_listed(n) for n in nodes]
+
+        results = await asyncio.gather(*(batch(i, size) for i, size in enumerate(sizes)))
+        created = tuple(node for nodes in results for node in nodes)
+        error = failures[0] if failures else None
+        return CreateResult(request.queue.name, request.count, created, error)
 
     async def _create_each(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
         async def one() -> ListedNode:
