@@ -63,6 +63,7 @@ __all__ = [
     "LeaseConfig",
     "LeaseConflict",
     "default_identity",
+    "may_act",
     "run_with_leader_election",
 ]
 
@@ -633,13 +634,32 @@ async def run_with_leader_election(
             if not stop_flag.is_set():
                 await health.start()  # back to standing by
 
+    global _current
+    previous, _current = _current, elector
     signals.install()
     await health.start()
     try:
         await elector.run(work, stop_flag, rejoin=rejoin)
     finally:
+        _current = previous
         await health.stop()
         signals.remove()
+
+
+_current: LeaderElector | None = None
+
+
+def may_act() -> bool:
+    """Whether this process may act on pools now: True without leader election, else only
+    while the lease is held and renewed within the deadline.
+
+    The work is stopped when the lease is lost, but a process that was paused (SIGSTOP, a
+    frozen VM, a long GC) resumes with its tasks all due at once, and one of them may reach
+    a cloud call before the elector's task runs and notices. This check reads the monotonic
+    clock, which kept counting through the pause, so calling it right before creating or
+    destroying a VM closes that gap.
+    """
+    return _current is None or _current.is_leading()
 
 
 class _Signals:

@@ -732,3 +732,134 @@ async def test_work_that_returns_by_itself_releases_the_lease_and_returns(
     await asyncio.wait_for(a.elector.run(finishes, a.stop), 10)
     assert not read_lease(cluster, lease_name)["spec"].get("holderIdentity")
     assert not a.elector.is_leading()
+
+
+CHILD_PAUSED = """
+import asyncio, sys, time
+from cloudpilot import leader
+
+async def work(stop):
+    print(f"LEADING {time.time():.6f}", flush=True)
+    while not stop.is_set():
+        if leader.may_act():  # what the reconciler checks right before a cloud write
+            print(f"ACTING {time.time():.6f}", flush=True)
+        try:
+            await asyncio.wait_for(stop.wait(), 0.02)
+        except TimeoutError:
+            pass
+    print(f"STOPPING {time.time():.6f}", flush=True)
+
+async def main():
+    settings = leader.ElectionSettings.from_env()
+    elected = asyncio.create_task(leader.run_with_leader_election(
+        work, namespace=settings.namespace, name=settings.name, identity=sys.argv[1],
+        lease_seconds=settings.lease_seconds, renew_deadline=settings.renew_deadline,
+        retry_period=settings.retry_period, handle_signals=True,
+    ))
+    await asyncio.sleep(0)
+    print("STARTED", flush=True)
+    await elected
+
+asyncio.run(main())
+"""
+
+
+def _stamps(text: str, word: str) -> list[float]:
+    return [float(line.split()[1]) for line in text.splitlines() if line.startswith(word + " ")]
+
+
+def test_a_paused_leader_does_not_act_after_resuming_once_another_leads(
+    cluster: ClusterEmulatorThread, lease_name: str, tmp_path: Any
+) -> None:
+    """The classic hazard of leases: the leader process is frozen (SIGSTOP: a VM pause, a
+    stuck node) past its lease, a standby takes over, and the old leader wakes up with all
+    its timers due at once. It must not act again. The elector's overdue deadline stops the
+    work before the work's own timers run, and `leader.may_act()` (checked before each
+    action, as the reconciler should before each cloud write) reads the monotonic clock,
+    which kept counting during the pause, so it is false from the first instant anyway."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support.kube import wait_for
+
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(cluster.kubeconfig_path),
+        "CLOUDPILOT_LEADER_ELECTION": "true",
+        "CLOUDPILOT_LEADER_ELECTION_NAMESPACE": NS,
+        "CLOUDPILOT_LEADER_ELECTION_NAME": lease_name,
+        "CLOUDPILOT_LEADER_ELECTION_LEASE_SECONDS": str(LEASE_SECONDS),
+        "CLOUDPILOT_LEADER_ELECTION_RENEW_DEADLINE": str(RENEW_DEADLINE),
+        "CLOUDPILOT_LEADER_ELECTION_RETRY_PERIOD": str(RETRY),
+    }
+    paths = {name: tmp_path / f"{name}.log" for name in ("old", "new")}
+    logs = {name: path.open("w+") for name, path in paths.items()}
+    procs: dict[str, subprocess.Popen[str]] = {}
+    try:
+        for name in ("old", "new"):
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-c", CHILD_PAUSED, name],
+                env=env,
+                stdout=logs[name],
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            path = paths[name]
+            wait_for(lambda path=path: "STARTED" in path.read_text(), 20, message=name)
+            if name == "old":
+                wait_for(lambda: "ACTING" in paths["old"].read_text(), 20, message="old leads")
+        procs["old"].send_signal(signal.SIGSTOP)
+        wait_for(lambda: "LEADING" in paths["new"].read_text(), 20, message="takeover")
+        procs["old"].send_signal(signal.SIGCONT)
+        wait_for(lambda: "STOPPING" in paths["old"].read_text(), 10, message="old stops")
+        wait_for(
+            lambda: len(_stamps(paths["new"].read_text(), "ACTING")) > 10,
+            10,
+            message="the new leader acts",
+        )
+
+        new_leads = _stamps(paths["new"].read_text(), "LEADING")[0]
+        old_acts = _stamps(paths["old"].read_text(), "ACTING")
+        assert old_acts and max(old_acts) < new_leads, "the old leader acted after the takeover"
+        assert len(_stamps(paths["old"].read_text(), "LEADING")) == 1  # back to standing by
+
+        for name in ("old", "new"):
+            procs[name].send_signal(signal.SIGTERM)
+            assert procs[name].wait(10) == 0, paths[name].read_text()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait(10)
+        for log in logs.values():
+            log.close()
+
+
+def test_may_act_without_leader_election_and_with_an_expired_term() -> None:
+    from cloudpilot import leader
+
+    assert leader.may_act()  # no election configured: a single operator may act
+    now = [100.0]
+    elector = LeaderElector(
+        LeaseConfig(
+            namespace=NS,
+            name="x",
+            identity="me",
+            lease_seconds=2,
+            renew_deadline=1.2,
+            retry_period=0.2,
+        ),
+        api=None,
+        clock=lambda: now[0],
+    )
+    elector._renewed_at = 100.0  # a renewal sent at t=100
+    previous, leader._current = leader._current, elector
+    try:
+        assert leader.may_act()
+        now[0] = 101.3  # past the renew deadline, whether or not any task has run since
+        assert not leader.may_act()
+    finally:
+        leader._current = previous
