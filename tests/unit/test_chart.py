@@ -26,13 +26,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-try:
-    from tests.support import helm as helm_support
-    from tests.support.rbac import LEASE_NAME, OPERATOR_CALLS, Call, expected_calls
-except ModuleNotFoundError:  # the repository root is not on sys.path (no conftest adds it)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from tests.support import helm as helm_support
-    from tests.support.rbac import LEASE_NAME, OPERATOR_CALLS, Call, expected_calls
+from tests.support import helm as helm_support
+from tests.support.ec2 import ec2_emulator_session  # noqa: F401 (a pytest fixture)
+from tests.support.rbac import LEASE_NAME, OPERATOR_CALLS, Call, expected_calls
 
 ROOT = helm_support.REPO_ROOT
 CHART = ROOT / "charts" / "cloudpilot-operator"
@@ -997,8 +993,15 @@ def test_the_delivery_objects_point_at_real_paths_and_valid_values() -> None:
 # -- RBAC against the requests the real operator sends ------------------------------------------
 
 
+@pytest.fixture
+def shared_ec2(ec2_emulator_session: Any) -> Any:  # noqa: F811 (the fixture imported above)
+    """The process's one EC2 emulator (moto's state is global), wiped for this test."""
+    ec2_emulator_session.reset()
+    return ec2_emulator_session
+
+
 @pytest.mark.slow
-def test_the_operator_sends_only_the_declared_calls(tmp_path: Path) -> None:
+def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any) -> None:
     """Run the real operator (kopf, reconciler, leader election) against the API emulator
     through a pool's whole life, record every request it sends, and compare them, as RBAC
     would see them, with tests/support/rbac.py (which the chart's rules are checked against
@@ -1010,7 +1013,6 @@ def test_the_operator_sends_only_the_declared_calls(tmp_path: Path) -> None:
     import kubernetes
 
     from cloudpilot import constants
-    from cloudpilot.devtools.ec2_emulator import EC2Emulator
     from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
     from cloudpilot.kube import client as kube_client
     from cloudpilot.leader import run_with_leader_election
@@ -1029,7 +1031,7 @@ def test_the_operator_sends_only_the_declared_calls(tmp_path: Path) -> None:
         rate_burst=1000,
     )
     previous = os.environ.get("KUBECONFIG")
-    with ClusterEmulatorThread() as cluster, EC2Emulator() as ec2:
+    with ClusterEmulatorThread() as cluster:
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
         kube_client.reset()
         config = kubernetes.client.Configuration()
@@ -1066,7 +1068,7 @@ def test_the_operator_sends_only_the_declared_calls(tmp_path: Path) -> None:
         thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
         try:
             core.create_namespace({"metadata": {"name": namespace}})
-            key, secret = ec2.credentials
+            key, secret = shared_ec2.credentials
             for name, data in (
                 ("ec2-credentials", {"key": key, "secret": secret}),
                 ("pilot", {"pilot.sh": "#!/bin/sh\necho pilot\n"}),
@@ -1096,7 +1098,7 @@ def test_the_operator_sends_only_the_declared_calls(tmp_path: Path) -> None:
                     "spec": {
                         "ce": "ce.cloudpilot.test",
                         "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
-                        "driver": ec2.driver_options(),
+                        "driver": shared_ec2.driver_options(),
                         "credentialsSecret": {"name": "ec2-credentials"},
                         "instance": {
                             "image": "name:AlmaLinux-9-GenericCloud-9.4-x86_64",
