@@ -209,11 +209,16 @@ def _b64(value: str) -> str:
 
 
 @contextlib.contextmanager
-def running_stack(*, with_operator: bool = True) -> Iterator[Stack]:
-    """Start everything; stop everything on exit, whatever happened."""
+def running_stack(*, with_operator: bool = True, ec2: EC2Emulator | None = None) -> Iterator[Stack]:
+    """Start everything; stop everything on exit, whatever happened.
+
+    moto's state is global to the process, so a running ``ec2`` emulator (the suite's
+    per-process one, reset for each test) is reused rather than a second one started.
+    """
     real = os.environ.get("CLOUDPILOT_TEST_KUBECONFIG")
     with contextlib.ExitStack() as stack:
-        ec2 = stack.enter_context(EC2Emulator())
+        if ec2 is None:
+            ec2 = stack.enter_context(EC2Emulator())
         if real:
             kubeconfig = Path(real)
             namespace = f"cloudpilot-test-{uuid.uuid4().hex[:8]}"
