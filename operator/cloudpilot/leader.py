@@ -635,13 +635,14 @@ async def run_with_leader_election(
                 await health.start()  # back to standing by
 
     global _current
-    previous, _current = _current, elector
+    _current = elector  # one elector per process (the last started, in tests)
     signals.install()
     await health.start()
     try:
         await elector.run(work, stop_flag, rejoin=rejoin)
     finally:
-        _current = previous
+        if _current is elector:
+            _current = None
         await health.stop()
         signals.remove()
 

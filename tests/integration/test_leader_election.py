@@ -33,6 +33,7 @@ from cloudpilot.leader import (
     LeaseConfig,
     run_with_leader_election,
 )
+from tests.support.ec2 import ec2_emulator_session  # noqa: F401 (a pytest fixture)
 
 NS, LEASE = "default", "cloudpilot-operator"
 LEASE_SECONDS, RENEW_DEADLINE, RETRY = 2, 1.2, 0.2
@@ -468,6 +469,38 @@ def test_lease_timing_is_checked(timing: dict[str, float], message: str) -> None
 # -- the whole operator, twice, against one API and one cloud ------------------------------------
 
 
+@pytest.fixture
+def ha_stack(ec2_emulator_session: Any) -> Iterator[Any]:  # noqa: F811 (imported fixture)
+    """The end-to-end stack without an operator (the tests start their own replicas): the
+    Kubernetes API emulator, and the process's one EC2 emulator wiped for this test (moto's
+    state is global, so it is shared with the other modules' EC2 tests)."""
+    import os
+
+    from cloudpilot.kube import client as kube_client
+    from tests.support.stack import PILOT, Stack
+
+    ec2 = ec2_emulator_session
+    ec2.reset()
+    previous = os.environ.get("KUBECONFIG")
+    with ClusterEmulatorThread() as cluster:
+        os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
+        kube_client.reset()
+        stack = Stack(ec2=ec2, kubeconfig=cluster.kubeconfig_path, namespace="pilots")
+        try:
+            stack.core.create_namespace({"metadata": {"name": stack.namespace}})
+            key, secret = ec2.credentials
+            stack.create_secret("ec2-credentials", {"key": key, "secret": secret})
+            stack.create_secret("pilot", {"pilot.sh": PILOT})
+            yield stack
+        finally:
+            stack.stop_operator()
+            if previous is None:
+                os.environ.pop("KUBECONFIG", None)
+            else:
+                os.environ["KUBECONFIG"] = previous
+            kube_client.reset()
+
+
 class ElectedOperator:
     """One operator "process": its own thread, event loop, API client and elector, running
     CloudPilot's real runtime (kopf + reconciler) only while it holds the Lease."""
@@ -539,7 +572,7 @@ class ElectedOperator:
 
 @pytest.mark.slow
 def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
-    stack_without_operator: Any,
+    ha_stack: Any,
 ) -> None:
     """The issue's proof: two operator replicas with leader election, a failover in the
     middle of the pool's life, and every VM the cloud ever saw accounted for exactly."""
@@ -547,7 +580,7 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
 
     from tests.support.kube import wait_for
 
-    stack = stack_without_operator
+    stack = ha_stack
     settings = replace(stack.settings, namespaces=(stack.namespace,), all_namespaces=False)
     ops = [
         ElectedOperator(name, stack.kubeconfig, settings, "cloudpilot-ha").start()
@@ -596,7 +629,7 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
 
 @pytest.mark.slow
 def test_without_leader_election_two_operators_do_create_duplicates(
-    stack_without_operator: Any,
+    ha_stack: Any,
 ) -> None:
     """The control experiment: the same two replicas *without* a Lease both act, so the
     test above would notice if leader election stopped protecting the pool. The cloud holds
@@ -608,7 +641,7 @@ def test_without_leader_election_two_operators_do_create_duplicates(
     from cloudpilot.runtime import OperatorThread, build_reconciler
     from tests.support.kube import wait_for
 
-    stack = stack_without_operator
+    stack = ha_stack
     settings = replace(stack.settings, namespaces=(stack.namespace,), all_namespaces=False)
     with (
         LatencyProxy(stack.ec2.endpoint) as proxy,
