@@ -43,6 +43,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "watch": {"allNamespaces": True},
         "replicaCount": 2,
         "leaderElection": {"enabled": True, "leaseName": "cloudpilot-leader"},
+        "podDisruptionBudget": {"enabled": True},
     },
     "namespaced": {"watch": {"allNamespaces": False, "namespaces": ["grid-a", "grid-b"]}},
     "namespaced-no-discovery": {
@@ -304,6 +305,17 @@ def test_value_sets_render_the_expected_objects(rendered: dict[str, list[dict]])
     assert "ServiceAccount" not in kinds["customised"]  # serviceAccount.create: false
     assert kinds["namespaced"].count("Role") == 3  # two watched namespaces + the lease
     assert "Role" not in kinds["single-no-election"]  # no lease, cluster-wide
+    assert "PodDisruptionBudget" in kinds["cluster-wide-ha"]
+    assert "PodDisruptionBudget" not in kinds["defaults"]
+    pdb = only(rendered["cluster-wide-ha"], "PodDisruptionBudget")
+    pod_labels = only(rendered["cluster-wide-ha"], "Deployment")["spec"]["template"]["metadata"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels["labels"].items()
+
+
+def test_the_chart_refuses_kubernetes_older_than_its_crd_needs(helm: Path) -> None:
+    old = run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", "1.27.3", check=False)
+    assert old.returncode != 0 and "kubeVersion" in old.stderr
+    run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", OLDEST_KUBERNETES + ".0")
 
 
 # -- the restricted Pod Security Standard -------------------------------------------------------
@@ -1001,7 +1013,8 @@ def shared_ec2(ec2_emulator_session: Any) -> Any:  # noqa: F811 (the fixture imp
 
 
 @pytest.mark.slow
-def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any) -> None:
+@pytest.mark.parametrize("all_namespaces", [False, True], ids=["namespaced", "cluster-wide"])
+def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any, all_namespaces: bool) -> None:
     """Run the real operator (kopf, reconciler, leader election) against the API emulator
     through a pool's whole life, record every request it sends, and compare them, as RBAC
     would see them, with tests/support/rbac.py (which the chart's rules are checked against
@@ -1023,8 +1036,8 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any) -> None:
 
     driver_agent, namespace = "cloudpilot-test-driver", "pilots"
     settings = OperatorSettings(
-        namespaces=(namespace,),
-        all_namespaces=False,
+        namespaces=() if all_namespaces else (namespace,),
+        all_namespaces=all_namespaces,
         reconcile_interval=1.0,
         converging_interval=0.5,
         rate_limit=1000.0,
@@ -1156,7 +1169,7 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any) -> None:
             made.add(call)
     declared = {
         (c.group, c.resource, c.verb)
-        for c in expected_calls(all_namespaces=False, cluster_discovery=True)
+        for c in expected_calls(all_namespaces=all_namespaces, cluster_discovery=True)
     }
     assert made - declared == set(), "calls the operator makes that RBAC does not grant"
     assert declared - made == set(), "declared calls the operator never made here"
