@@ -875,7 +875,25 @@ def test_the_images_default_command_is_accepted_by_the_operator() -> None:
 
 
 def test_the_wheel_the_image_installs_carries_templates_and_crds(tmp_path: Path) -> None:
-    """The Dockerfile's build step: a wheel of the repository, with its package data."""
+    """The Dockerfile's build step, on a build context made of exactly what its COPY lines
+    copy (so a file the package needs but the Dockerfile forgets fails here)."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for stage in _stages()[:1]:
+        for line in stage:
+            if not line.startswith("COPY ") or "--from=" in line:
+                continue
+            for source in line.split()[1:-1]:
+                for path in ROOT.glob(source.rstrip("/")):
+                    if path.is_dir():
+                        shutil.copytree(
+                            path,
+                            context / path.name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+                        )
+                    else:
+                        shutil.copy(path, context / path.name)
+    wheels = tmp_path / "wheels"
     result = subprocess.run(
         [
             sys.executable,
@@ -886,8 +904,8 @@ def test_the_wheel_the_image_installs_carries_templates_and_crds(tmp_path: Path)
             "--no-deps",
             "--disable-pip-version-check",
             "--wheel-dir",
-            str(tmp_path),
-            str(ROOT),
+            str(wheels),
+            str(context),
         ],
         capture_output=True,
         text=True,
@@ -900,7 +918,7 @@ def test_the_wheel_the_image_installs_carries_templates_and_crds(tmp_path: Path)
         pytest.skip(f"cannot build the wheel here: {result.stderr.strip()[-200:]}")
     import zipfile
 
-    (wheel,) = tmp_path.glob("cloudpilot-*.whl")
+    (wheel,) = wheels.glob("cloudpilot-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "cloudpilot/crds/cloudpilotpools.cloudpilot.io.yaml" in names
     assert any(n.startswith("cloudpilot/templates/") and n.endswith(".j2") for n in names)
