@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloudpilot import constants, planner, redaction
+from cloudpilot import constants, leader, metrics, planner, redaction
 from cloudpilot import memory as mem
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
@@ -202,6 +202,9 @@ class Reconciler:
 
         events: list[Event] = []
         by_queue = {q.name: q for q in queues}
+        if not leader.may_act():
+            # Fencing: this replica's Lease lapsed; whoever holds it now does the work.
+            the_plan = planner.Plan(queues=the_plan.queues)
         memory = await self._delete(pool, the_plan.deletions, views, by_queue, memory, events, now)
         memory = await self._create(
             pool, spec, the_plan.creations, views, by_queue, memory, events, now, secret
@@ -424,6 +427,8 @@ class Reconciler:
         memory = mem.record_deleting(memory, done, now)
         by_id = {d.vm.id: d for d in deletions}
         ok = [by_id[i] for i in done]
+        for deletion in ok:
+            metrics.count_vms_deleted(pool.key, deletion.vm.queue, deletion.reason.value)
         events += _capped(
             [
                 Event(
@@ -437,6 +442,8 @@ class Reconciler:
             "Deleted {n} more VM(s)",
         )
         failed = [(by_id[i], e) for i, e in results.items() if e is not None]
+        for deletion, error in failed:
+            metrics.count_vm_failures(pool.key, deletion.vm.queue, "destroy", error.kind.value)
         events += _capped(
             [
                 Event(
@@ -500,6 +507,7 @@ class Reconciler:
 
         for creation, result in await asyncio.gather(*(one(c) for c in creations)):
             if isinstance(result, mem.CloudError):
+                metrics.count_vm_failures(pool.key, creation.queue, "create", result.kind.value)
                 memory = mem.record_failure(
                     memory, creation.queue, result, now, **_backoff_args(spec)
                 )
@@ -507,6 +515,7 @@ class Reconciler:
                     Event("Warning", "CreateFailed", f"queue {creation.queue}: {result.message}")
                 )
                 continue
+            metrics.count_vms_created(pool.key, creation.queue, len(result.created))
             memory = mem.record_created(
                 memory,
                 (
@@ -527,6 +536,9 @@ class Reconciler:
                 "Created {n} more VM(s)",
             )
             if result.error is not None:
+                metrics.count_vm_failures(
+                    pool.key, creation.queue, "create", result.error.kind.value
+                )
                 memory = mem.record_failure(
                     memory, creation.queue, result.error, now, **_backoff_args(spec)
                 )

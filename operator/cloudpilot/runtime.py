@@ -9,14 +9,36 @@ from collections.abc import Callable
 
 import kopf
 
-from cloudpilot import redaction
+from cloudpilot import leader, metrics, redaction
 from cloudpilot.kube import handlers
 from cloudpilot.reconciler import Reconciler, ReconcilerSettings
 from cloudpilot.settings import OperatorSettings
 
 
-def configure_logging(level: int = logging.INFO) -> None:
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors (``CLOUDPILOT_LOG_FORMAT=json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry)
+
+
+def configure_logging(level: int = logging.INFO, log_format: str = "plain") -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(_JsonFormatter())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     redaction.install_log_filter()
@@ -31,8 +53,38 @@ def build_reconciler(settings: OperatorSettings) -> Reconciler:
             batch_size=settings.batch_size,
             rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst,
-        )
+            proxy_warn_margin=settings.proxy_warn_margin,
+        ),
+        on_cloud_call=metrics.observe_cloud_call,
     )
+
+
+async def run_operator_with_election(
+    settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None
+) -> None:
+    """``cloudpilot operator``: metrics, then the operator — under leader election when the
+    chart enables it (more than one replica), so only the Lease holder ever acts."""
+    server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port else None
+    election = leader.ElectionSettings.from_env()
+    try:
+        if not election.enabled:
+            await run_operator(settings, stop_flag=stop_flag)
+            return
+        await leader.run_with_leader_election(
+            lambda stop: run_operator(settings, stop_flag=stop),
+            namespace=election.namespace,
+            name=election.name,
+            lease_seconds=election.lease_seconds,
+            renew_deadline=election.renew_deadline,
+            retry_period=election.retry_period,
+            stop_flag=stop_flag,
+            on_leadership=metrics.set_leader,
+            standby_health_port=settings.health_port,
+            handle_signals=True,
+        )
+    finally:
+        if server is not None:
+            server.stop()
 
 
 async def run_operator(

@@ -31,6 +31,7 @@ class OperatorSettings:
     health_port: int | None = None
     metrics_port: int | None = None
     log_format: str = "plain"
+    proxy_warn_margin: float = 6 * 3600.0
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -47,4 +48,6 @@ class OperatorSettings:
             rate_limit=_env_float("CLOUDPILOT_RATE_LIMIT", 20.0),
             rate_burst=_env_int("CLOUDPILOT_RATE_BURST", 40),
             log_format=os.environ.get("CLOUDPILOT_LOG_FORMAT", "plain"),
+            metrics_port=_env_int("CLOUDPILOT_METRICS_PORT", 0) or None,
+            proxy_warn_margin=_env_float("CLOUDPILOT_PROXY_WARN_MARGIN", 6 * 3600.0),
         )

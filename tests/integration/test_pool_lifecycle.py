@@ -165,3 +165,32 @@ def test_kopf_bookkeeping_stays_in_cloudpilot_annotations(stack: Stack) -> None:
     assert all(key.startswith("cloudpilot.io/") for key in annotations)
     assert "kopf" not in pool["status"]
     assert set(pool["status"]) <= set(STATUS_KEYS) | {"proxy"}
+
+
+def test_the_operator_feeds_its_prometheus_series(stack: Stack) -> None:
+    """What a Grafana panel shows comes from the running operator, not from a unit test."""
+    import urllib.request
+
+    from cloudpilot import metrics
+
+    server = metrics.start_metrics_server(0, host="127.0.0.1")
+    try:
+        stack.apply_pool("watched", replicas=2)
+        stack.wait_status("watched", lambda s: s.get("running") == 2, what="2 running")
+
+        def scraped() -> str | None:
+            url = f"http://127.0.0.1:{server.port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            running = (
+                f'cloudpilot_pilots{{namespace="{stack.namespace}",phase="Running",'
+                f'pool="watched",queue="default"}} 2.0'
+            )
+            return text if running in text else None
+
+        text = wait_for(scraped, 30, message="pilots by phase exported")
+        assert f'cloudpilot_vms_created_total{{namespace="{stack.namespace}",pool="watched"' in text
+        assert 'cloudpilot_cloud_api_calls_total{operation="create"}' in text
+        assert "cloudpilot_reconcile_duration_seconds_count" in text
+    finally:
+        server.stop()

@@ -27,7 +27,9 @@ def driver_class(cloud_type: str) -> type[NodeDriver]:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise ConfigError(f"cloudType {cloud_type!r}: cannot import {module_name}: {exc}")
+            raise ConfigError(
+                f"cloudType {cloud_type!r}: cannot import {module_name}: {exc}"
+            ) from None
         cls = getattr(module, class_name, None)
         if not (isinstance(cls, type) and issubclass(cls, NodeDriver)):
             raise ConfigError(f"cloudType {cloud_type!r} is not a libcloud NodeDriver class")

@@ -26,6 +26,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reconcile-interval", type=float, help="seconds between quiet cycles")
     parser.add_argument("--parallelism", type=int, help="concurrent cloud calls per account")
     parser.add_argument("--health-port", type=int, help="serve /healthz on this port")
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
 
@@ -40,12 +41,15 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         changes["parallelism"] = args.parallelism
     if args.health_port:
         changes["health_port"] = args.health_port
+    if args.metrics_port:
+        changes["metrics_port"] = args.metrics_port
     return replace(settings, **changes)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloudpilot.runtime import configure_logging, run_operator
+    from cloudpilot.runtime import configure_logging, run_operator_with_election
 
-    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
-    asyncio.run(run_operator(settings_from_args(args)))
+    settings = settings_from_args(args)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO, settings.log_format)
+    asyncio.run(run_operator_with_election(settings))
     return 0

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections import defaultdict
 from typing import Any
 
 import kopf
 
-from cloudpilot import constants
+from cloudpilot import constants, metrics
 from cloudpilot.kube.status import patch_status
 from cloudpilot.reconciler import Event, PoolRef, Reconciler
 
@@ -49,6 +51,8 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.persistence.finalizer = constants.FINALIZER
     settings.posting.level = logging.WARNING  # log lines are not events; ours are explicit
     settings.watching.server_timeout = 300
+    # Namespaced installs may withhold cluster-wide list rights: no namespace discovery then.
+    settings.scanning.disabled = os.environ.get("CLOUDPILOT_CLUSTER_DISCOVERY") == "false"
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
@@ -71,14 +75,20 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         wakeup = wakeups[pool.uid]
         while not stopped:
             wakeup.clear()
+            started = time.monotonic()
             try:
                 outcome = await reconciler.reconcile(pool, body)
                 await patch_status(pool.namespace, pool.name, outcome.status_patch)
                 _post(body, outcome.events)
                 delay = outcome.next_delay
+                metrics.observe_reconcile(pool.key, time.monotonic() - started)
+                metrics.set_pool_status(
+                    pool.key, {**(body.get("status") or {}), **outcome.status_patch}
+                )
             except Exception:
                 # A bug or an API outage must not end the pool's loop for good.
                 logger.exception("reconcile of %s failed; retrying", pool.key)
+                metrics.observe_reconcile(pool.key, time.monotonic() - started, failed=True)
                 delay = constants.DEFAULT_CONVERGING_INTERVAL
             await _sleep(delay, wakeup, stopped)
         wakeups.pop(pool.uid, None)
@@ -94,6 +104,8 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         pool = _ref(body)
         remaining, events = await reconciler.finalize(pool, body)
         _post(body, events)
+        if not remaining:
+            metrics.forget_pool(pool.key)
         if remaining:
             raise kopf.TemporaryError(
                 f"waiting for {remaining} VM(s) of the pool to be destroyed",
