@@ -1,0 +1,296 @@
+"""Many pools on one account: API calls per cycle, and the operator's memory.
+
+* **steady state, reconciler**: 1, 100 or 1,000 pools on one account, every pool
+  reconciling once per cycle (all at once, as daemons started together do): cloud calls per
+  cycle, against what the original spends (one status call per pilot) and what one listing
+  per pool would (computed, labelled so).
+* **operator**: the real operator (``python -m cloudpilot operator``) in a *subprocess*,
+  against the Kubernetes emulator (a thread here) and the EC2 emulator behind the counting
+  proxy. 1,000 pools with 0 or 1 replicas are created; once every pool has a status the
+  operator's RSS is read from ``/proc/<pid>/status`` and ``DescribeInstances`` are counted
+  over a few reconcile intervals. Then the operator is restarted (all pools exist already,
+  so their daemons start together) and the same is measured again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.common import NAMESPACE, PILOT, Cloud, ReconcilerHarness, Timer, pool_spec
+from cloudpilot import constants
+from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
+from cloudpilot.kube import client as kube_client
+from cloudpilot.reconciler import ReconcilerSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# -- steady state through the reconciler ---------------------------------------------------
+
+
+@dataclass
+class SteadyResult:
+    pools: int
+    pilots: int
+    cycles: int
+    calls_per_cycle: float
+    describe_instances_per_cycle: float
+    original_calls_per_cycle: int
+    per_pool_listing_calls_per_cycle: int
+    cycle_seconds: float
+
+
+def steady_state(cloud: Cloud, pools: int, *, cycles: int = 3) -> SteadyResult:
+    return asyncio.run(_steady_state(cloud, pools, cycles=cycles))
+
+
+def _replicas(i: int, pools: int) -> int:
+    """One pilot per pool up to 100 pools; every tenth pool past that (0 or 1 replicas)."""
+    return 1 if pools <= 100 or i % 10 == 0 else 0
+
+
+async def _steady_state(cloud: Cloud, pools: int, *, cycles: int) -> SteadyResult:
+    cloud.fresh(0.0)
+    harness = ReconcilerHarness(cloud, settings=ReconcilerSettings(rate_limit=1000.0))
+    names = [f"pool-{i:04d}" for i in range(pools)]
+    wanted = {name: _replicas(i, pools) for i, name in enumerate(names)}
+    await asyncio.gather(*(harness.reconcile(n, r) for n, r in wanted.items()))
+    await asyncio.gather(*(harness.reconcile(n, r) for n, r in wanted.items()))  # settle
+    cloud.proxy.reset_counts()
+    with Timer() as t:
+        for _ in range(cycles):
+            await asyncio.gather(*(harness.reconcile(n, r) for n, r in wanted.items()))
+    counts = cloud.counts()
+    pilots = sum(wanted.values())
+    return SteadyResult(
+        pools=pools,
+        pilots=pilots,
+        cycles=cycles,
+        calls_per_cycle=round(cloud.calls() / cycles, 2),
+        describe_instances_per_cycle=round(counts.get("DescribeInstances", 0) / cycles, 2),
+        original_calls_per_cycle=pilots,
+        # libcloud's list_nodes: DescribeInstances + DescribeAddresses, once per pool.
+        per_pool_listing_calls_per_cycle=2 * pools,
+        cycle_seconds=round(t.seconds / cycles, 3),
+    )
+
+
+# -- the operator in a subprocess -----------------------------------------------------------
+
+
+@dataclass
+class OperatorResult:
+    phase: str
+    pools: int
+    pilots: int
+    rss_mb: float
+    peak_rss_mb: float
+    converge_seconds: float
+    interval: float
+    window_cycles: int
+    describe_instances_per_cycle: float
+    other_calls: dict[str, int]
+
+
+def _rss_mb(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    to_mb = lambda v: int(v.split()[0]) / 1024  # noqa: E731 - kB -> MiB
+    return round(to_mb(fields["VmRSS"]), 1), round(to_mb(fields["VmHWM"]), 1)
+
+
+@contextlib.contextmanager
+def _kubeconfig(path: Path) -> Iterator[None]:
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(path)
+    kube_client.reset()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        kube_client.reset()
+
+
+@contextlib.contextmanager
+def _operator(kubeconfig: Path, interval: float, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "CLOUDPILOT_RECONCILE_INTERVAL": str(interval),
+        "CLOUDPILOT_CONVERGING_INTERVAL": str(max(interval / 4, 1.0)),
+        "CLOUDPILOT_RATE_LIMIT": "1000",
+        "CLOUDPILOT_RATE_BURST": "1000",
+        "PYTHONPATH": str(REPO / "operator"),
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudpilot", "operator", "--namespace", NAMESPACE],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def _create_pools(cloud: Cloud, pools: int) -> dict[str, int]:
+    import kubernetes
+
+    core = kube_client.core_v1()
+    custom = kube_client.custom_objects()
+    with contextlib.suppress(kubernetes.client.ApiException):
+        core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": NAMESPACE}))
+    key, secret = cloud.ec2.credentials
+    for name, data in (
+        ("ec2-credentials", {"key": key, "secret": secret}),
+        ("pilot", {"pilot.sh": PILOT}),
+    ):
+        with contextlib.suppress(kubernetes.client.ApiException):
+            core.create_namespaced_secret(
+                NAMESPACE,
+                # data, not stringData: the emulator stores what it is given (no API
+                # server conversion), and the operator reads .data.
+                kubernetes.client.V1Secret(
+                    metadata={"name": name},
+                    data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+                ),
+            )
+    wanted = {}
+    for i in range(pools):
+        name = f"pool-{i:04d}"
+        wanted[name] = _replicas(i, pools)
+        custom.create_namespaced_custom_object(
+            constants.API_GROUP,
+            constants.API_VERSION,
+            NAMESPACE,
+            constants.PLURAL,
+            {
+                "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
+                "kind": constants.KIND,
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": pool_spec(cloud, wanted[name]),
+            },
+        )
+    return wanted
+
+
+def _all_reconciled(wanted: dict[str, int]) -> bool:
+    listing = kube_client.custom_objects().list_namespaced_custom_object(
+        constants.API_GROUP, constants.API_VERSION, NAMESPACE, constants.PLURAL
+    )
+    done = 0
+    for item in listing["items"]:
+        status = item.get("status") or {}
+        if status.get("replicas") == wanted.get(item["metadata"]["name"]) and status.get(
+            "observedGeneration"
+        ):
+            done += 1
+    return done == len(wanted)
+
+
+def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the operator exited ({proc.returncode}) while waiting: {what}")
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(5.0)  # polling period of a bounded wait (a list of every pool)
+    raise TimeoutError(f"not within {timeout:g} s: {what}")
+
+
+def _measure(
+    phase: str,
+    cloud: Cloud,
+    proc: subprocess.Popen[bytes],
+    wanted: dict[str, int],
+    *,
+    interval: float,
+    window_cycles: int,
+    timeout: float,
+) -> OperatorResult:
+    converge = _wait(lambda: _all_reconciled(wanted), timeout, "every pool reconciled", proc)
+    time.sleep(interval)  # let the last converging pools settle into their quiet interval
+    cloud.proxy.reset_counts()
+    time.sleep(interval * window_cycles)  # the measurement window itself
+    counts = cloud.counts()
+    rss, peak = _rss_mb(proc.pid)
+    listings = counts.pop("DescribeInstances", 0)
+    return OperatorResult(
+        phase=phase,
+        pools=len(wanted),
+        pilots=sum(wanted.values()),
+        rss_mb=rss,
+        peak_rss_mb=peak,
+        converge_seconds=round(converge, 1),
+        interval=interval,
+        window_cycles=window_cycles,
+        describe_instances_per_cycle=round(listings / window_cycles, 2),
+        other_calls=counts,
+    )
+
+
+def operator_at_scale(
+    cloud: Cloud, pools: int, *, interval: float, window_cycles: int, timeout: float = 600.0
+) -> tuple[float, list[OperatorResult], Path]:
+    """Returns (idle RSS in MiB with no pool, results per phase, the operator's log)."""
+    cloud.fresh(0.0)
+    workdir = Path(tempfile.mkdtemp(prefix="cloudpilot-bench-"))
+    log = workdir / "operator.log"
+    results: list[OperatorResult] = []
+    with (
+        ClusterEmulatorThread(kubeconfig_path=workdir / "kubeconfig") as cluster,
+        _kubeconfig(cluster.kubeconfig_path),
+    ):
+        with _operator(cluster.kubeconfig_path, interval, log) as proc:
+            time.sleep(5.0)  # start-up: imports, login, first (empty) list
+            idle_rss, _ = _rss_mb(proc.pid)
+            wanted = _create_pools(cloud, pools)
+            results.append(
+                _measure(
+                    "pools created while running",
+                    cloud,
+                    proc,
+                    wanted,
+                    interval=interval,
+                    window_cycles=window_cycles,
+                    timeout=timeout,
+                )
+            )
+        with _operator(cluster.kubeconfig_path, interval, log) as proc:
+            results.append(
+                _measure(
+                    "operator restarted with the pools in place",
+                    cloud,
+                    proc,
+                    wanted,
+                    interval=interval,
+                    window_cycles=window_cycles,
+                    timeout=timeout,
+                )
+            )
+    return idle_rss, results, log
