@@ -7,7 +7,7 @@ asserted; the targets are reported as met or not.
 --quick   bring-up N = 50, 200, 500 at 0, 100, 500 ms with long baselines *sampled* (first
           20 one-at-a-time calls timed, the rest extrapolated); status and scale-to-zero at
           100 ms for N = 50, 200; steady state with 1, 100, 1,000 pools; operator RSS with
-          1,000 pools. About 8 minutes on 2 cores.
+          --pools pools (default 200). About 8 minutes on 2 cores plus the operator run.
 --full    the same with every baseline run in full (the 500-pilot x 500 ms baseline alone
           is over four minutes), status and scale-to-zero also for N = 500. About 25 minutes.
 """
