@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -634,20 +635,22 @@ async def run_with_leader_election(
             if not stop_flag.is_set():
                 await health.start()  # back to standing by
 
-    global _current
-    _current = elector  # one elector per process (the last started, in tests)
+    # The work's tasks (kopf and every pool daemon) are created from here on and inherit
+    # this context: each sees its own elector, even with two operators in one process.
+    _current.set(elector)
     signals.install()
     await health.start()
     try:
         await elector.run(work, stop_flag, rejoin=rejoin)
     finally:
-        if _current is elector:
-            _current = None
+        _current.set(None)
         await health.stop()
         signals.remove()
 
 
-_current: LeaderElector | None = None
+_current: contextvars.ContextVar[LeaderElector | None] = contextvars.ContextVar(
+    "cloudpilot_leader_elector", default=None
+)
 
 
 def may_act() -> bool:
@@ -660,7 +663,8 @@ def may_act() -> bool:
     clock, which kept counting through the pause, so calling it right before creating or
     destroying a VM closes that gap.
     """
-    return _current is None or _current.is_leading()
+    elector = _current.get()
+    return elector is None or elector.is_leading()
 
 
 class _Signals:

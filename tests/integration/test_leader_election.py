@@ -889,10 +889,10 @@ def test_may_act_without_leader_election_and_with_an_expired_term() -> None:
         clock=lambda: now[0],
     )
     elector._renewed_at = 100.0  # a renewal sent at t=100
-    previous, leader._current = leader._current, elector
+    token = leader._current.set(elector)
     try:
         assert leader.may_act()
         now[0] = 101.3  # past the renew deadline, whether or not any task has run since
         assert not leader.may_act()
     finally:
-        leader._current = previous
+        leader._current.reset(token)
