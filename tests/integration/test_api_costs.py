@@ -322,6 +322,27 @@ async def test_the_listing_leaves_out_terminated_and_foreign_instances_server_si
     assert all(n.tags.get(constants.TAG_MANAGED_BY) == "cloudpilot" for n in listed)
 
 
+async def test_after_a_refused_batch_the_batches_not_yet_sent_are_not_sent(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """Batches go out concurrently, but a quota refusal stops the ones still waiting: they
+    would be refused too, and the queue backs off."""
+    ec2, proxy = cloud
+    h = Harness(ec2, proxy, settings=ReconcilerSettings(batch_size=10, parallelism=1))
+    proxy.fail_next("RunInstances", "InstanceLimitExceeded")
+    status = await h.reconcile("quota", 25)
+    assert h.counts()["RunInstances"] == 1
+    assert status["replicas"] == 0
+    assert _live(ec2) == []
+    h.proxy.reset_counts()
+    # With room for all batches at once, one refusal leaves the others' VMs standing.
+    h2 = Harness(ec2, proxy, settings=ReconcilerSettings(batch_size=10, parallelism=8))
+    proxy.fail_next("RunInstances", "InstanceLimitExceeded")
+    await h2.reconcile("quota2", 25)
+    assert h2.counts()["RunInstances"] == 3
+    assert len(_live(ec2)) in (15, 20)  # the refused batch was one of 10 or the one of 5
+
+
 def test_a_quiet_cycle_writes_nothing_to_kubernetes(stack_without_operator: Stack) -> None:
     """Status is patched only when it changes, and nothing else writes on a quiet cycle.
 
@@ -360,24 +381,3 @@ def _cluster_version(stack: Stack) -> str:
         constants.API_GROUP, constants.API_VERSION, stack.namespace, constants.PLURAL
     )
     return str(listing["metadata"]["resourceVersion"])
-
-
-async def test_after_a_refused_batch_the_batches_not_yet_sent_are_not_sent(
-    cloud: tuple[EC2Emulator, LatencyProxy],
-) -> None:
-    """Batches go out concurrently, but a quota refusal stops the ones still waiting: they
-    would be refused too, and the queue backs off."""
-    ec2, proxy = cloud
-    h = Harness(ec2, proxy, settings=ReconcilerSettings(batch_size=10, parallelism=1))
-    proxy.fail_next("RunInstances", "InstanceLimitExceeded")
-    status = await h.reconcile("quota", 25)
-    assert h.counts()["RunInstances"] == 1
-    assert status["replicas"] == 0
-    assert _live(ec2) == []
-    h.proxy.reset_counts()
-    # With room for all batches at once, one refusal leaves the others' VMs standing.
-    h2 = Harness(ec2, proxy, settings=ReconcilerSettings(batch_size=10, parallelism=8))
-    proxy.fail_next("RunInstances", "InstanceLimitExceeded")
-    await h2.reconcile("quota2", 25)
-    assert h2.counts()["RunInstances"] == 3
-    assert len(_live(ec2)) in (15, 20)  # the refused batch was one of 10 or the one of 5
