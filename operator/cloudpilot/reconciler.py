@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import secrets as pysecrets
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -112,8 +113,27 @@ class Reconciler:
         self._fingerprints: dict[tuple[str, CloudAccount], str] = {}
         self._due: dict[str, datetime] = {}
         self._proxy_files = ProxyFileStore()
+        self._secret_cache: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
+        self._secret_max_age = self.settings.interval * LISTING_REUSE_FRACTION
         self._secret_owners: dict[str, set[str]] = {}
         self._read_configmap = read_configmap
+
+    async def _read_secret_shared(self, namespace: str, name: str) -> dict[str, bytes]:
+        """Secret reads shared by every pool for a short while (half the reconcile
+        interval, as the cloud listing): a thousand pools on one credentials Secret make one
+        GET per interval, not a thousand. Concurrent reads of one Secret wait for the first."""
+        key = (namespace, name)
+        now = time.monotonic()
+        cached = self._secret_cache.get(key)
+        if cached is not None and now - cached[0] < self._secret_max_age:
+            return await cached[1]
+        reading = asyncio.ensure_future(self._read_secret(namespace, name))
+        self._secret_cache[key] = (now, reading)
+        try:
+            return await reading
+        except BaseException:
+            self._secret_cache.pop(key, None)  # a failed read is never served from cache
+            raise
 
     @property
     def proxy_files(self) -> ProxyFileStore:
@@ -155,7 +175,7 @@ class Reconciler:
             message = describe_validation_error(exc)
             return self._blocked(pool, previous, generation, now, mem.ErrorKind.CONFIG, message)
 
-        secret = _cycle_secrets(pool.namespace, self._read_secret)
+        secret = _cycle_secrets(pool.namespace, self._read_secret_shared)
         try:
             proxies = await load_queue_proxies(
                 queues, namespace=pool.namespace, owner=pool.key, secret=secret
@@ -367,7 +387,7 @@ class Reconciler:
         proxies: Mapping[str, QueueProxy] | None = None,
     ) -> dict[CloudAccount, _AccountView]:
         accounts = {q.account: q for q in queues}
-        secret = secret or _cycle_secrets(pool.namespace, self._read_secret)
+        secret = secret or _cycle_secrets(pool.namespace, self._read_secret_shared)
         proxies = proxies or {}
 
         async def one(account: CloudAccount, queue: QueueConfig) -> _AccountView:
@@ -600,7 +620,7 @@ class Reconciler:
         self, pool: PoolRef, queues: Sequence[QueueConfig]
     ) -> tuple[dict[CloudAccount, _AccountView], list[ObservedVM]]:
         """List every account of the pool; raise if one cannot be listed (teardown only)."""
-        secret = _cycle_secrets(pool.namespace, self._read_secret)
+        secret = _cycle_secrets(pool.namespace, self._read_secret_shared)
         proxies = await load_queue_proxies(
             queues, namespace=pool.namespace, owner=pool.key, secret=secret
         )

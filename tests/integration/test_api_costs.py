@@ -43,9 +43,9 @@ NAMESPACE = "pilots"
 
 
 @pytest.fixture
-def cloud() -> Iterator[tuple[EC2Emulator, LatencyProxy]]:
-    """moto on 127.0.0.1 and a counting proxy in front of it (no latency)."""
-    with EC2Emulator() as ec2, LatencyProxy(ec2.endpoint) as proxy:
+def cloud(ec2: EC2Emulator) -> Iterator[tuple[EC2Emulator, LatencyProxy]]:
+    """The suite's moto on 127.0.0.1 (reset) and a counting proxy in front of it."""
+    with LatencyProxy(ec2.endpoint) as proxy:
         yield ec2, proxy
 
 

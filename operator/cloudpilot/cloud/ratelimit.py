@@ -29,7 +29,9 @@ class TokenBucket:
     async def acquire(self) -> None:
         async with self._lock:
             self._refill()
-            while self._tokens < 1:
+            # The epsilon stops float rounding from asking for a sleep shorter than the
+            # clock can measure, which would spin.
+            while self._tokens < 1 - 1e-9:
                 await asyncio.sleep((1 - self._tokens) / self.rate)
                 self._refill()
             self._tokens -= 1
