@@ -890,3 +890,34 @@ class ClusterEmulatorThread:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(wrapper(), self._loop).result(self._timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cloudpilot.devtools.kube_emulator --kubeconfig PATH``: serve on loopback
+    in a process of its own until SIGTERM/SIGINT (benchmarks that must not share a GIL
+    with it). Prints the URL once serving."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--kubeconfig", required=True, type=Path)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with serve_cluster(host=args.host, port=args.port) as served:
+            served.write_kubeconfig(args.kubeconfig)
+            print(served.url, flush=True)
+            await stop.wait()
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
