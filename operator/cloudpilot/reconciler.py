@@ -116,6 +116,7 @@ class Reconciler:
         self._secret_cache: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
         self._secret_max_age = self.settings.interval * LISTING_REUSE_FRACTION
         self._secret_owners: dict[str, set[str]] = {}
+        self._last_valid: dict[str, tuple[PoolSpec, list[QueueConfig]]] = {}
         self._read_configmap = read_configmap
 
     async def _read_secret_shared(self, namespace: str, name: str) -> dict[str, bytes]:
@@ -150,7 +151,7 @@ class Reconciler:
         self._due.pop(pool.uid, None)
 
     def forget(self, pool: PoolRef) -> None:
-        for store in (self._memories, self._due):
+        for store in (self._memories, self._due, self._last_valid):
             store.pop(pool.uid, None)
         for owner in self._secret_owners.pop(pool.uid, set()):
             redaction.forget(owner)
@@ -171,6 +172,7 @@ class Reconciler:
         try:
             spec = parse_spec(dict(body.get("spec") or {}))
             queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
+            self._last_valid[pool.uid] = (spec, queues)
         except (ValueError, ConfigError) as exc:
             message = describe_validation_error(exc)
             return self._blocked(pool, previous, generation, now, mem.ErrorKind.CONFIG, message)
@@ -593,11 +595,10 @@ class Reconciler:
     async def finalize(self, pool: PoolRef, body: Mapping[str, Any]) -> tuple[int, list[Event]]:
         """Deleting a pool: destroy its VMs (policy Delete). Returns how many remain."""
         async with self._locks[pool.uid]:
-            spec = parse_spec(dict(body.get("spec") or {}))
+            spec, queues = self._teardown_spec(pool, body)
             if spec.deletion_policy is DeletionPolicy.ORPHAN:
                 self.forget(pool)
                 return 0, [Event("Normal", "Orphaned", "VMs left running (deletionPolicy: Orphan)")]
-            queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
             views, observed = await self._owned(pool, queues)
             now = self._clock()
             memory = mem.observe(
@@ -615,6 +616,24 @@ class Reconciler:
             if not observed:
                 self.forget(pool)
             return len(observed), events
+
+    def _teardown_spec(
+        self, pool: PoolRef, body: Mapping[str, Any]
+    ) -> tuple[PoolSpec, list[QueueConfig]]:
+        """The spec to tear down with: the pool's own, or, if an edit broke it before the
+        delete, the last valid one this process reconciled (the VMs were made with it)."""
+        try:
+            spec = parse_spec(dict(body.get("spec") or {}))
+            return spec, effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
+        except (ValueError, ConfigError) as exc:
+            last = self._last_valid.get(pool.uid)
+            if last is None:
+                raise ConfigError(
+                    f"cannot delete the pool's VMs: its spec is invalid "
+                    f"({describe_validation_error(exc)}) and no valid spec is known; fix the "
+                    f"spec, or remove the finalizer {constants.FINALIZER} to leave the VMs"
+                ) from None
+            return last
 
     async def _owned(
         self, pool: PoolRef, queues: Sequence[QueueConfig]

@@ -194,3 +194,27 @@ def test_the_operator_feeds_its_prometheus_series(stack: Stack) -> None:
         assert "cloudpilot_reconcile_duration_seconds_count" in text
     finally:
         server.stop()
+
+
+def test_an_invalid_edit_stalls_the_pool_keeps_its_vms_and_delete_still_cleans_up(
+    stack: Stack,
+) -> None:
+    """The emulator, like a cluster whose CRD predates a rule, lets a bad spec through:
+    the operator must say so, keep what it knows, and still tear down on delete."""
+    stack.apply_pool("edited", replicas=2)
+    vms = stack.wait_vms("edited", 2)
+    stack.patch_pool("edited", {"bootTimeout": 1})  # below the minimum of 30
+    stalled = wait_for(
+        lambda: (
+            (c := stack.condition("edited", "Stalled")) and c["reason"] == "InvalidConfig" and c
+        ),
+        30,
+        message="Stalled InvalidConfig",
+    )
+    assert "bootTimeout" in stalled["message"]
+    status = stack.status("edited")
+    assert status["replicas"] == 2 and len(status["instances"]) == 2, "what was known is lost"
+    assert {vm.id for vm in stack.live_vms("edited")} == {vm.id for vm in vms}
+    stack.delete_pool("edited")
+    wait_for(lambda: stack.pool("edited") is None, 60, message="pool gone")
+    assert stack.live_vms("edited") == []

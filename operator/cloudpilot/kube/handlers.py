@@ -23,6 +23,7 @@ import kopf
 
 from cloudpilot import constants, metrics
 from cloudpilot.kube.status import patch_status
+from cloudpilot.models.queues import ConfigError
 from cloudpilot.reconciler import Event, PoolRef, Reconciler
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,11 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def pool_deleted(body: kopf.Body, **_: Any) -> None:
         pool = _ref(body)
-        remaining, events = await reconciler.finalize(pool, body)
+        try:
+            remaining, events = await reconciler.finalize(pool, body)
+        except ConfigError as exc:
+            kopf.warn(body, reason="TeardownBlocked", message=str(exc))
+            raise kopf.TemporaryError(str(exc), delay=60) from None
         _post(body, events)
         if not remaining:
             metrics.forget_pool(pool.key)
