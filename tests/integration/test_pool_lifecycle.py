@@ -218,3 +218,29 @@ def test_an_invalid_edit_stalls_the_pool_keeps_its_vms_and_delete_still_cleans_u
     stack.delete_pool("edited")
     wait_for(lambda: stack.pool("edited") is None, 60, message="pool gone")
     assert stack.live_vms("edited") == []
+
+
+def test_a_broken_site_template_is_named_with_its_line_and_no_vm_is_created(
+    stack: Stack,
+) -> None:
+    import kubernetes
+
+    template = "#cloud-config\nwrite_files:\n  - path: /x\n    content: {{ no_such_variable }}\n"
+    stack.core.create_namespaced_config_map(
+        stack.namespace,
+        kubernetes.client.V1ConfigMap(
+            metadata=kubernetes.client.V1ObjectMeta(name="site-template"),
+            data={"pilot.yaml.j2": template},
+        ),
+    )
+    stack.apply_pool(
+        "templated",
+        replicas=2,
+        context={"template": {"name": "site-template", "key": "pilot.yaml.j2"}},
+    )
+    stalled = wait_for(
+        lambda: (c := stack.condition("templated", "Stalled")) and c, 30, message="Stalled"
+    )
+    assert "site-template" in stalled["message"] and "line 4" in stalled["message"]
+    assert any(e.reason == "CreateFailed" and "site-template" in e.message for e in stack.events())
+    assert stack.vms("templated") == []

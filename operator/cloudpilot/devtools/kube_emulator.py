@@ -903,6 +903,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", required=True, type=Path)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--request-log",
+        type=int,
+        default=50,
+        help="requests kept for inspection; kmock matches every request against the whole "
+        "log, so a long one makes each request slower (default 50)",
+    )
     args = parser.parse_args(argv)
 
     async def serve() -> None:
@@ -910,7 +917,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with serve_cluster(host=args.host, port=args.port) as served:
+        emulator = ClusterEmulator(request_log_limit=args.request_log)
+        async with serve_cluster(host=args.host, port=args.port, emulator=emulator) as served:
             served.write_kubeconfig(args.kubeconfig)
             print(served.url, flush=True)
             await stop.wait()
