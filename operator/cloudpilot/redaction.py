@@ -10,7 +10,9 @@ travels) with ``***``. A logging filter applies it to every record the operator 
 from __future__ import annotations
 
 import base64
+import functools
 import logging
+import re
 import threading
 from collections.abc import Iterable
 
@@ -18,12 +20,25 @@ MASK = "***"
 _MIN_LENGTH = 6
 """Shorter values would mask ordinary words; no real credential is that short."""
 
+_LONG_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]|%2[BbFf]){200,}(?:=|%3[Dd]){0,2}")
+"""Any run of 200+ base64 characters (also URL-encoded, as in an EC2 query string) is
+masked whatever it encodes: user data travels as one base64 text, so a cloud that echoes
+the request (whole or in part) echoes the pilot wrapper and proxy in a form no registered
+needle can match. Nothing a user needs to read in a message is 200 characters of base64."""
+
 _lock = threading.Lock()
 _secrets: dict[str, frozenset[str]] = {}
 _needles: tuple[str, ...] = ()
 
 
-def _variants(value: str) -> set[str]:
+@functools.lru_cache(maxsize=512)
+def _variants(value: str) -> frozenset[str]:
+    """Cached: every pool that uses one Secret (the same pilot wrapper, the same proxy)
+    shares one set of variants instead of holding its own copy of them all."""
+    return frozenset(_compute_variants(value))
+
+
+def _compute_variants(value: str) -> set[str]:
     # Long values (a proxy in PEM) are also matched line by line, so a message that quotes
     # only part of the value (or user data where YAML re-flowed it) is still masked.
     plain = {value}
@@ -78,15 +93,13 @@ def redact(text: str) -> str:
     for needle in _needles:
         if needle in text:
             text = text.replace(needle, MASK)
-    return text
+    return _LONG_BASE64.sub(MASK, text)
 
 
 class RedactingFilter(logging.Filter):
     """Masks registered secrets in every log record, whoever logged it (libcloud included)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _needles:
-            return True
         message = record.getMessage()
         masked = redact(message)
         if masked != message:

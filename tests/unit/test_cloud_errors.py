@@ -211,9 +211,15 @@ def registered() -> Iterator[str]:
 
 def test_scrub_cuts_long_messages() -> None:
     """Clouds echo whole requests (user data included) back in their errors."""
-    text = scrub("InvalidParameterValue: " + "A" * 100_000)
+    text = scrub("InvalidParameterValue: " + "A long echo. " * 10_000)
     assert len(text) == constants.MAX_MESSAGE_LENGTH
     assert text.endswith("…")
+
+
+def test_scrub_masks_an_echoed_base64_request_body() -> None:
+    """User data travels as base64: an echo of it is masked whatever it encodes."""
+    text = scrub("InvalidParameterValue: UserData=" + "QUJD" * 200 + " is too long")
+    assert text == "InvalidParameterValue: UserData=*** is too long"
 
 
 def test_scrub_leaves_short_messages_whole() -> None:
