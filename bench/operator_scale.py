@@ -112,21 +112,6 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def _kubeconfig(path: Path) -> Iterator[None]:
-    previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(path)
-    kube_client.reset()
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = previous
-        kube_client.reset()
-
-
-@contextlib.contextmanager
 def _operator(kubeconfig: Path, interval: float, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
@@ -291,7 +276,7 @@ def operator_at_scale(
     results: list[OperatorResult] = []
     with (
         _emulator_process(workdir / "kubeconfig") as kubeconfig,
-        _kubeconfig(kubeconfig),
+        kube_client.using_kubeconfig(kubeconfig),
     ):
         with _operator(kubeconfig, interval, log) as proc:
             time.sleep(5.0)  # start-up: imports, login, first (empty) list

@@ -36,7 +36,7 @@ from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import pool_prefix, vm_tags
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies
-from cloudpilot.status import StatusInputs, build_status, status_patch
+from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
 
 logger = logging.getLogger(__name__)
 
@@ -290,20 +290,7 @@ class Reconciler:
             previous,
         )
         # Keep what is known about the VMs: an invalid edit must not make them look gone.
-        for key in (
-            "replicas",
-            "desiredReplicas",
-            "starting",
-            "running",
-            "done",
-            "failed",
-            "unknown",
-            "queues",
-            "instances",
-            "instanceCount",
-        ):
-            if key in previous:
-                status[key] = previous[key]
+        status.update({k: previous[k] for k in OBSERVATION_KEYS if k in previous})
         return Outcome(
             status_patch=status_patch(previous, status),
             events=[Event("Warning", "InvalidSpec", error.message)],

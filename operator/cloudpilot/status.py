@@ -264,6 +264,20 @@ def _next_retry(memory: PoolMemory, now: datetime) -> datetime | None:
     return min(upcoming) if upcoming else None
 
 
+OBSERVATION_KEYS = (
+    "replicas",
+    "desiredReplicas",
+    "starting",
+    "running",
+    "done",
+    "failed",
+    "unknown",
+    "queues",
+    "instances",
+    "instanceCount",
+)
+"""What the operator last saw of the VMs: kept as is while the spec cannot be acted on."""
+
 STATUS_KEYS = (
     "observedGeneration",
     "replicas",

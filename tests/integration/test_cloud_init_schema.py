@@ -69,7 +69,10 @@ def schema_check(
     payload.write_bytes(rendered.payload)
     found = subprocess.run(
         [python, "-c", PARTS, str(payload), str(tmp_path)],
-        check=True, capture_output=True, text=True, timeout=60,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     parts = json.loads(found.stdout)
     configs = [text for kind, text in parts if kind == "text/cloud-config"]
@@ -79,7 +82,9 @@ def schema_check(
         path.write_text(text if text.startswith("#cloud-config") else "#cloud-config\n" + text)
         result = subprocess.run(
             [cloud_init, "schema", "--config-file", str(path), "--annotate"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         output = result.stdout + result.stderr
         assert result.returncode == 0, output
@@ -89,9 +94,14 @@ def schema_check(
 
 def make_queue(**changes: object) -> QueueConfig:
     queue = QueueConfig(
-        pool_namespace="grid", pool_name="pilots", name="main", replicas=1,
-        ce="cloud.example.org", account=CloudAccount("ec2", (), "creds", "grid"),
-        image=Lookup(False, "ami-1"), flavor=Lookup(False, "t3.large"),
+        pool_namespace="grid",
+        pool_name="pilots",
+        name="main",
+        replicas=1,
+        ce="cloud.example.org",
+        account=CloudAccount("ec2", (), "creds", "grid"),
+        image=Lookup(False, "ami-1"),
+        flavor=Lookup(False, "t3.large"),
     )
     return replace(queue, **changes)  # type: ignore[arg-type]
 
@@ -106,14 +116,26 @@ def _fresh_cache() -> None:
 @pytest.mark.parametrize("proxy", [None, FAKE_PROXY_PEM], ids=["bundled-proxy", "proxy-secret"])
 @pytest.mark.parametrize("cloud_type", ["ec2", "OPENSTACK"])
 def test_default_templates_pass_cloud_init_schema(
-    family: TemplateFamily, packages: tuple[str, ...], proxy: str | None, cloud_type: str,
-    cloud_init: str, cloud_init_python: str, tmp_path: Path,
+    family: TemplateFamily,
+    packages: tuple[str, ...],
+    proxy: str | None,
+    cloud_type: str,
+    cloud_init: str,
+    cloud_init_python: str,
+    tmp_path: Path,
 ) -> None:
-    queue = make_queue(template_family=family, ext_packages=packages,
-                       account=CloudAccount(cloud_type, (), "creds", "grid"))
+    queue = make_queue(
+        template_family=family,
+        ext_packages=packages,
+        account=CloudAccount(cloud_type, (), "creds", "grid"),
+    )
     rendered = prepare_user_data(
-        queue, builtin_for(queue), namespace="grid", pool="pilots",
-        pilot_executable=PILOT_WRAPPER, pilot_proxy=proxy,
+        queue,
+        builtin_for(queue),
+        namespace="grid",
+        pool="pilots",
+        pilot_executable=PILOT_WRAPPER,
+        pilot_proxy=proxy,
     )
     assert rendered.compressed == (cloud_type == "ec2")
     (config,) = schema_check(rendered, cloud_init, cloud_init_python, tmp_path)
@@ -135,8 +157,11 @@ def test_site_template_extending_the_default_passes(
     )
     queue = make_queue()
     rendered = prepare_user_data(
-        queue, site_template("grid", "site", "user-data", text), namespace="grid",
-        pool="pilots", pilot_executable=PILOT_WRAPPER,
+        queue,
+        site_template("grid", "site", "user-data", text),
+        namespace="grid",
+        pool="pilots",
+        pilot_executable=PILOT_WRAPPER,
     )
     (config,) = schema_check(rendered, cloud_init, cloud_init_python, tmp_path)
     assert "CVMFS_QUOTA_LIMIT=20000" in config
@@ -155,8 +180,11 @@ def test_site_mime_multipart_passes(
         "#!/bin/sh\necho {{ queue | sh }}\n--==B==--\n"
     )
     rendered = prepare_user_data(
-        make_queue(), site_template("grid", "site", "k", text), namespace="grid",
-        pool="pilots", pilot_executable=PILOT_WRAPPER,
+        make_queue(),
+        site_template("grid", "site", "k", text),
+        namespace="grid",
+        pool="pilots",
+        pilot_executable=PILOT_WRAPPER,
     )
     schema_check(rendered, cloud_init, cloud_init_python, tmp_path)
 
@@ -165,7 +193,11 @@ def test_the_check_is_real(cloud_init: str, tmp_path: Path) -> None:
     """cloud-init does reject what it should: a runcmd that is not a list."""
     path = tmp_path / "bad.yaml"
     path.write_text("#cloud-config\nruncmd: 3\n")
-    result = subprocess.run([cloud_init, "schema", "--config-file", str(path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [cloud_init, "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "runcmd" in result.stdout + result.stderr

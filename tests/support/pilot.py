@@ -26,10 +26,37 @@ from pathlib import Path
 import yaml
 
 _WORDS = (
-    "pilot", "job", "queue", "site", "proxy", "token", "cvmfs", "payload", "matcher",
-    "agent", "watchdog", "cpu", "wallclock", "logger", "status", "command", "install",
-    "configure", "check", "platform", "architecture", "release", "project", "timeleft",
-    "slots", "memory", "environment", "setup", "extension", "version", "directory",
+    "pilot",
+    "job",
+    "queue",
+    "site",
+    "proxy",
+    "token",
+    "cvmfs",
+    "payload",
+    "matcher",
+    "agent",
+    "watchdog",
+    "cpu",
+    "wallclock",
+    "logger",
+    "status",
+    "command",
+    "install",
+    "configure",
+    "check",
+    "platform",
+    "architecture",
+    "release",
+    "project",
+    "timeleft",
+    "slots",
+    "memory",
+    "environment",
+    "setup",
+    "extension",
+    "version",
+    "directory",
     "server",
 )
 
@@ -43,13 +70,16 @@ def _pem(kind: str, rng: random.Random, size: int) -> str:
 def fake_proxy_pem(seed: int = 3) -> str:
     """A proxy as DIRAC writes it: proxy certificate, its private key, the user certificate."""
     rng = random.Random(seed)
-    return "\n".join(
-        [
-            _pem("CERTIFICATE", rng, 820),
-            _pem("RSA PRIVATE KEY", rng, 1190),
-            _pem("CERTIFICATE", rng, 1010),
-        ]
-    ) + "\n"
+    return (
+        "\n".join(
+            [
+                _pem("CERTIFICATE", rng, 820),
+                _pem("RSA PRIVATE KEY", rng, 1190),
+                _pem("CERTIFICATE", rng, 1010),
+            ]
+        )
+        + "\n"
+    )
 
 
 def _pilot_files_blob(rng: random.Random, size: int) -> str:
@@ -260,15 +290,27 @@ def stamp_on_vm(payload: bytes, instance_id: str) -> tuple[str, str]:
     functions = script[start:end]
     with tempfile.TemporaryDirectory() as tmp:
         fake = Path(tmp) / "cloud-init"
-        fake.write_text('#!/bin/sh\n[ "$1 $2" = "query v1.instance_id" ] || exit 2\n'
-                        'printf "%s\\n" "$FAKE_INSTANCE_ID"\n')
+        fake.write_text(
+            '#!/bin/sh\n[ "$1 $2" = "query v1.instance_id" ] || exit 2\n'
+            'printf "%s\\n" "$FAKE_INSTANCE_ID"\n'
+        )
         fake.chmod(0o755)
         result = subprocess.run(
-            ["bash", "-c", functions + '\nid=$(cloudpilot_instance_id)\n'
-             'printf "cloud://%s\\n" "$id"\ncloudpilot_pilot_stamp "$id"\n'],
-            env={"PATH": f"{tmp}:/usr/bin:/bin", "FAKE_INSTANCE_ID": instance_id,
-                 "CLOUDPILOT_METADATA_URL": "http://127.0.0.1:9"},
-            capture_output=True, text=True, timeout=60, check=True,
+            [
+                "bash",
+                "-c",
+                functions + "\nid=$(cloudpilot_instance_id)\n"
+                'printf "cloud://%s\\n" "$id"\ncloudpilot_pilot_stamp "$id"\n',
+            ],
+            env={
+                "PATH": f"{tmp}:/usr/bin:/bin",
+                "FAKE_INSTANCE_ID": instance_id,
+                "CLOUDPILOT_METADATA_URL": "http://127.0.0.1:9",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         )
     uuid, stamp = result.stdout.split()
     return uuid, stamp

@@ -226,7 +226,7 @@ def running_stack(*, with_operator: bool = True, ec2: EC2Emulator | None = None)
             cluster = stack.enter_context(ClusterEmulatorThread())
             kubeconfig = cluster.kubeconfig_path
             namespace = "pilots"
-        stack.enter_context(_kubeconfig_env(kubeconfig))
+        stack.enter_context(kube_client.using_kubeconfig(kubeconfig))
         result = Stack(ec2=ec2, kubeconfig=kubeconfig, namespace=namespace)
         _prepare_cluster(result, real=bool(real))
         stack.callback(result.stop_operator)
@@ -239,21 +239,6 @@ def running_stack(*, with_operator: bool = True, ec2: EC2Emulator | None = None)
         if with_operator:
             result.start_operator()
         yield result
-
-
-@contextlib.contextmanager
-def _kubeconfig_env(path: Path) -> Iterator[None]:
-    previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = str(path)
-    kube_client.reset()
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = previous
-        kube_client.reset()
 
 
 def _prepare_cluster(stack: Stack, *, real: bool) -> None:

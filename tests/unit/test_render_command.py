@@ -39,8 +39,14 @@ spec:
 
 def secret_doc(name: str, data: dict[str, str], namespace: str = "grid") -> str:
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
-    return yaml.safe_dump({"apiVersion": "v1", "kind": "Secret",
-                           "metadata": {"name": name, "namespace": namespace}, "data": encoded})
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": encoded,
+        }
+    )
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -102,24 +108,49 @@ def test_secret_files_and_separate_secret_manifests(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pool = tmp_path / "pool.yaml"
-    pool.write_text(POOL.replace(
-        "executableSecret: {name: pilot, key: wrapper.sh}",
-        "executableSecret: {name: pilot, key: wrapper.sh}\n"
-        "    proxySecret: {name: proxy, key: proxy.pem}",
-    ))
+    pool.write_text(
+        POOL.replace(
+            "executableSecret: {name: pilot, key: wrapper.sh}",
+            "executableSecret: {name: pilot, key: wrapper.sh}\n"
+            "    proxySecret: {name: proxy, key: proxy.pem}",
+        )
+    )
     wrapper = tmp_path / "wrapper.sh"
     wrapper.write_text(PILOT_WRAPPER)
     secrets = tmp_path / "secrets.yaml"
     secrets.write_text(secret_doc("proxy", {"proxy.pem": FAKE_PROXY_PEM}))
-    status, out, err = run(["-f", str(pool), "-f", str(secrets), "-q", "main",
-                            "--secret-file", f"pilot={wrapper}", "--show-secrets"], capsys)
+    status, out, err = run(
+        [
+            "-f",
+            str(pool),
+            "-f",
+            str(secrets),
+            "-q",
+            "main",
+            "--secret-file",
+            f"pilot={wrapper}",
+            "--show-secrets",
+        ],
+        capsys,
+    )
     assert status == 0, err
     files = {f["path"]: f["content"] for f in yaml.safe_load(out)["write_files"]}
     assert files["/var/lib/cloudpilot/run_pilot.sh"] == PILOT_WRAPPER
     assert files["/var/lib/cloudpilot/proxy.pem"] == FAKE_PROXY_PEM
 
-    status, out, _ = run(["-f", str(pool), "-f", str(secrets), "-q", "main",
-                          "--secret-file", f"pilot/wrapper.sh={wrapper}"], capsys)
+    status, out, _ = run(
+        [
+            "-f",
+            str(pool),
+            "-f",
+            str(secrets),
+            "-q",
+            "main",
+            "--secret-file",
+            f"pilot/wrapper.sh={wrapper}",
+        ],
+        capsys,
+    )
     assert status == 0
     assert "-----BEGIN" not in out
     assert "<masked: Secret grid/proxy key proxy.pem, 4,267 bytes" in out
@@ -135,8 +166,11 @@ def test_missing_secret_is_a_warning_and_missing_template_an_error(
     assert "queue main: Secret grid/pilot key wrapper.sh not given" in err
     assert "executableSecret is not set" in out
 
-    pool.write_text(POOL.replace("  pilot:\n", "  context:\n    template: {name: site, "
-                                 "key: user-data}\n  pilot:\n"))
+    pool.write_text(
+        POOL.replace(
+            "  pilot:\n", "  context:\n    template: {name: site, key: user-data}\n  pilot:\n"
+        )
+    )
     status, _, err = run(["-f", str(pool), "-q", "main"], capsys)
     assert status == 1
     assert "ConfigMap grid/site key user-data not given (add it with -f)" in err
@@ -145,13 +179,22 @@ def test_missing_secret_is_a_warning_and_missing_template_an_error(
 def test_site_template_errors_exit_1_with_template_and_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    configmap = yaml.safe_dump({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "site", "namespace": "grid"},
-        "data": {"user-data": "#cloud-config\nruncmd:\n  - [echo, {{ nope }}]\n"},
-    })
+    configmap = yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "site", "namespace": "grid"},
+            "data": {"user-data": "#cloud-config\nruncmd:\n  - [echo, {{ nope }}]\n"},
+        }
+    )
     pool = tmp_path / "pool.yaml"
-    pool.write_text(POOL.replace("  pilot:\n", "  context:\n    template: {name: site, "
-                                 "key: user-data}\n  pilot:\n") + "---\n" + configmap)
+    pool.write_text(
+        POOL.replace(
+            "  pilot:\n", "  context:\n    template: {name: site, key: user-data}\n  pilot:\n"
+        )
+        + "---\n"
+        + configmap
+    )
     status, out, err = run(["-f", str(pool), "-q", "main"], capsys)
     assert status == 1 and out == ""
     assert "ConfigMap grid/site key user-data, line 3: undefined: 'nope' is undefined" in err
@@ -160,8 +203,9 @@ def test_site_template_errors_exit_1_with_template_and_line(
 def test_too_big_exits_1_naming_size_and_limit(
     manifests: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = manifests.read_text().replace("cloudType: ec2", "cloudType: ec2\n  context:\n"
-                                         "    userDataLimit: 4096")
+    text = manifests.read_text().replace(
+        "cloudType: ec2", "cloudType: ec2\n  context:\n    userDataLimit: 4096"
+    )
     manifests.write_text(text)
     status, out, err = run(["-f", str(manifests), "-q", "main"], capsys)
     assert status == 1 and out == ""

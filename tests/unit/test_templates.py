@@ -42,17 +42,25 @@ SHELLS = [s for s in ("bash", "dash") if shutil.which(s)]
 
 def make_queue(**changes: Any) -> QueueConfig:
     queue = QueueConfig(
-        pool_namespace="grid", pool_name="pilots", name="main", replicas=1,
-        ce="cloud.example.org", account=CloudAccount("ec2", (), "creds", "grid"),
-        image=Lookup(False, "ami-1"), flavor=Lookup(False, "t3.large"),
+        pool_namespace="grid",
+        pool_name="pilots",
+        name="main",
+        replicas=1,
+        ce="cloud.example.org",
+        account=CloudAccount("ec2", (), "creds", "grid"),
+        image=Lookup(False, "ami-1"),
+        flavor=Lookup(False, "t3.large"),
     )
     return replace(queue, **changes)
 
 
 def variables(queue: QueueConfig | None = None, **changes: Any) -> dict[str, Any]:
     values = template_variables(
-        queue or make_queue(), namespace="grid", pool="pilots",
-        pilot_executable=PILOT_WRAPPER, pilot_proxy=None,
+        queue or make_queue(),
+        namespace="grid",
+        pool="pilots",
+        pilot_executable=PILOT_WRAPPER,
+        pilot_proxy=None,
     )
     values.update(changes)
     return values
@@ -65,8 +73,12 @@ def _fresh_cache() -> None:
 
 def rendered_config(queue: QueueConfig, proxy: str | None = None) -> dict[str, Any]:
     result = prepare_user_data(
-        queue, builtin_for(queue), namespace="grid", pool="pilots",
-        pilot_executable=PILOT_WRAPPER, pilot_proxy=proxy,
+        queue,
+        builtin_for(queue),
+        namespace="grid",
+        pool="pilots",
+        pilot_executable=PILOT_WRAPPER,
+        pilot_proxy=proxy,
     )
     assert result.text.startswith("#cloud-config\n")
     config = yaml.safe_load(result.text)
@@ -83,8 +95,15 @@ def files_of(config: dict[str, Any]) -> dict[str, str]:
 
 def test_both_families_and_their_shared_parts_are_shipped() -> None:
     names = builtin_names()
-    for name in ("el9.yaml.j2", "centos7.yaml.j2", "pilot-vm.yaml.j2", "boot.sh.j2",
-                 "startup.sh.j2", "pilot-stamp.sh.j2", "cvmfs-keys.sh.j2"):
+    for name in (
+        "el9.yaml.j2",
+        "centos7.yaml.j2",
+        "pilot-vm.yaml.j2",
+        "boot.sh.j2",
+        "startup.sh.j2",
+        "pilot-stamp.sh.j2",
+        "cvmfs-keys.sh.j2",
+    ):
         assert name in names
     assert builtin_for(make_queue()).name == "el9.yaml.j2"
     assert builtin_for(make_queue(template_family=TemplateFamily.CENTOS7)).name == (
@@ -273,9 +292,10 @@ def test_site_template_can_extend_the_default_and_fill_its_blocks() -> None:
     )
     text = render(site, variables(), name="site.j2").decode()
     config = yaml.safe_load(text)
-    assert "CVMFS_HTTP_PROXY=http://squid.example.org:3128" in files_of(config)[
-        "/etc/cvmfs/default.local"
-    ]
+    assert (
+        "CVMFS_HTTP_PROXY=http://squid.example.org:3128"
+        in files_of(config)["/etc/cvmfs/default.local"]
+    )
     assert files_of(config)["/etc/site.conf"] == "cloud.example.org"
     runcmd = config["runcmd"]
     boot = runcmd.index(["bash", "/var/lib/cloudpilot/boot.sh"])
@@ -285,8 +305,12 @@ def test_site_template_can_extend_the_default_and_fill_its_blocks() -> None:
 def test_syntax_error_names_the_template_and_line() -> None:
     site = "#cloud-config\nruncmd:\n  - [echo, {{ queue }]\n"
     with pytest.raises(UserDataError) as info:
-        render(site, variables(), name="configmap:grid/site:user-data",
-               description="ConfigMap grid/site key user-data")
+        render(
+            site,
+            variables(),
+            name="configmap:grid/site:user-data",
+            description="ConfigMap grid/site key user-data",
+        )
     message = str(info.value)
     assert message.startswith("ConfigMap grid/site key user-data, line 3: syntax error")
 
@@ -294,8 +318,9 @@ def test_syntax_error_names_the_template_and_line() -> None:
 def test_undefined_variable_names_the_template_and_line() -> None:
     site = "#cloud-config\nruncmd:\n  - [echo, ok]\n  - [echo, {{ queue_name }}]\n"
     with pytest.raises(UserDataError) as info:
-        render(site, variables(), name="configmap:grid/site:k",
-               description="ConfigMap grid/site key k")
+        render(
+            site, variables(), name="configmap:grid/site:k", description="ConfigMap grid/site key k"
+        )
     assert str(info.value) == (
         "ConfigMap grid/site key k, line 4: undefined: 'queue_name' is undefined"
     )
@@ -305,8 +330,12 @@ def test_error_inside_an_included_template_names_that_template() -> None:
     values = variables()
     del values["pilot_timeout"]  # used by startup.sh.j2, included by pilot-vm.yaml.j2
     with pytest.raises(UserDataError) as info:
-        render('{% extends "el9.yaml.j2" %}', values, name="configmap:grid/site:k",
-               description="ConfigMap grid/site key k")
+        render(
+            '{% extends "el9.yaml.j2" %}',
+            values,
+            name="configmap:grid/site:k",
+            description="ConfigMap grid/site key k",
+        )
     message = str(info.value)
     assert "built-in template startup.sh.j2" in message
     assert "line 9" in message and "'pilot_timeout' is undefined" in message
@@ -335,8 +364,12 @@ def test_sandbox_refuses_python_internals() -> None:
 def test_errors_never_quote_secrets(template: str) -> None:
     values = variables(pilot_proxy=FAKE_PROXY_PEM)
     with pytest.raises(UserDataError) as info:
-        render(template, values, name="t.j2",
-               secrets=[values["pilot_executable"], values["pilot_proxy"]])
+        render(
+            template,
+            values,
+            name="t.j2",
+            secrets=[values["pilot_executable"], values["pilot_proxy"]],
+        )
     message = str(info.value)
     assert len(message) <= 300
     for secret in (PILOT_WRAPPER, FAKE_PROXY_PEM):
@@ -364,9 +397,11 @@ def stamp_env(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "cloud-init"
-    fake.write_text('#!/bin/sh\n[ -n "$FAKE_INSTANCE_ID" ] || exit 1\n'
-                    '[ "$1 $2" = "query v1.instance_id" ] || exit 2\n'
-                    'printf "%s\\n" "$FAKE_INSTANCE_ID"\n')
+    fake.write_text(
+        '#!/bin/sh\n[ -n "$FAKE_INSTANCE_ID" ] || exit 1\n'
+        '[ "$1 $2" = "query v1.instance_id" ] || exit 2\n'
+        'printf "%s\\n" "$FAKE_INSTANCE_ID"\n'
+    )
     fake.chmod(0o755)
     return {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
@@ -379,8 +414,12 @@ def stamp_env(tmp_path: Path) -> dict[str, str]:
 def run_stamp(shell: str, env: dict[str, str], command: str) -> str:
     script = variables()["pilot_stamp_script"]
     result = subprocess.run(
-        [shell, "-c", f"{script}\n{command}"], env=env, capture_output=True, text=True,
-        timeout=60, check=True,
+        [shell, "-c", f"{script}\n{command}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     return result.stdout
 
@@ -403,11 +442,16 @@ def test_instance_id_from_instance_data_then_cloud_dir(
     shell: str, stamp_env: dict[str, str], tmp_path: Path
 ) -> None:
     data = tmp_path / "instance-data.json"
-    data.write_text(json.dumps(
-        {"ds": {"meta_data": {"instance-id": "i-from-ds"}},
-         "v1": {"instance-id": "i-from-json", "instance_id": "i-from-json"}},
-        indent=1, sort_keys=True,
-    ))
+    data.write_text(
+        json.dumps(
+            {
+                "ds": {"meta_data": {"instance-id": "i-from-ds"}},
+                "v1": {"instance-id": "i-from-json", "instance_id": "i-from-json"},
+            },
+            indent=1,
+            sort_keys=True,
+        )
+    )
     env = {**stamp_env, "CLOUDPILOT_INSTANCE_DATA": str(data)}
     assert run_stamp(shell, env, "cloudpilot_instance_id") == "i-from-json"
 
@@ -492,31 +536,57 @@ def test_cernvm_key_is_installed_only_with_the_pinned_fingerprint(
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     gpg = ["gpg", "--homedir", str(home), "--batch", "--quiet"]
-    subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "Test <t@example.org>",
-                    "ed25519", "sign", "never"], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            *gpg,
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "Test <t@example.org>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     key = tmp_path / "served-key.asc"
-    key.write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True,
-                                   capture_output=True).stdout)
-    listing = subprocess.run([*gpg, "--with-colons", "--list-keys"], check=True,
-                             capture_output=True, text=True).stdout
-    fingerprint = next(line.split(":")[9] for line in listing.splitlines()
-                       if line.startswith("fpr:"))
+    key.write_bytes(
+        subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True).stdout
+    )
+    listing = subprocess.run(
+        [*gpg, "--with-colons", "--list-keys"], check=True, capture_output=True, text=True
+    ).stdout
+    fingerprint = next(
+        line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:")
+    )
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     curl = bin_dir / "curl"  # "downloads" the served key: copies it to the -o target
-    curl.write_text('#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done\n'
-                    f'cp {key} "$out"\n')
+    curl.write_text(
+        f'#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out=$2; shift; done\ncp {key} "$out"\n'
+    )
     curl.chmod(0o755)
     keys_dir = tmp_path / "rpm-gpg"
 
     def run(pinned: str) -> subprocess.CompletedProcess[str]:
         keys_dir.mkdir(exist_ok=True)
-        values = variables(cernvm_gpg_keys=[
-            {"name": "RPM-GPG-KEY-Test", "url": "https://keys.example.org/k", "fingerprint": pinned}
-        ])
+        values = variables(
+            cernvm_gpg_keys=[
+                {
+                    "name": "RPM-GPG-KEY-Test",
+                    "url": "https://keys.example.org/k",
+                    "fingerprint": pinned,
+                }
+            ]
+        )
         script = environment().get_template("cvmfs-keys.sh.j2").render(values)
         return subprocess.run(
-            [shell, "-c", script], capture_output=True, text=True, timeout=120,
+            [shell, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=120,
             env={"PATH": f"{bin_dir}:/usr/bin:/bin", "CLOUDPILOT_RPM_GPG_DIR": str(keys_dir)},
         )
 
@@ -536,11 +606,15 @@ def test_end_to_end_helper_runs_the_stamp_the_payload_carries() -> None:
 
     queue = make_queue()
     payload = prepare_user_data(
-        queue, builtin_for(queue), namespace="grid", pool="pilots",
+        queue,
+        builtin_for(queue),
+        namespace="grid",
+        pool="pilots",
         pilot_executable=PILOT_WRAPPER,
     ).payload
     assert payload[:2] == b"\x1f\x8b"  # EC2: gzip
     for instance_id in ("i-0abc1234def567890", "i-0fedcba9876543210"):
         assert stamp_on_vm(payload, instance_id) == (
-            f"cloud://{instance_id}", pilot_stamp(instance_id)
+            f"cloud://{instance_id}",
+            pilot_stamp(instance_id),
         )

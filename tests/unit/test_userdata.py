@@ -38,9 +38,14 @@ PROXY = SecretKeyRef(name="pilot", key="proxy.pem")
 
 def make_queue(cloud_type: str = "ec2", **changes: Any) -> QueueConfig:
     queue = QueueConfig(
-        pool_namespace="grid", pool_name="pilots", name="main", replicas=3,
-        ce="cloud.example.org", account=CloudAccount(cloud_type, (), "creds", "grid"),
-        image=Lookup(False, "ami-1"), flavor=Lookup(False, "t3.large"),
+        pool_namespace="grid",
+        pool_name="pilots",
+        name="main",
+        replicas=3,
+        ce="cloud.example.org",
+        account=CloudAccount(cloud_type, (), "creds", "grid"),
+        image=Lookup(False, "ami-1"),
+        flavor=Lookup(False, "t3.large"),
         executable_secret=EXECUTABLE,
     )
     return replace(queue, **changes)
@@ -52,7 +57,8 @@ class FakeCluster:
     def __init__(self) -> None:
         self.secrets: dict[tuple[str, str], dict[str, bytes]] = {
             ("grid", "pilot"): {
-                "wrapper.sh": PILOT_WRAPPER.encode(), "proxy.pem": FAKE_PROXY_PEM.encode()
+                "wrapper.sh": PILOT_WRAPPER.encode(),
+                "proxy.pem": FAKE_PROXY_PEM.encode(),
             }
         }
         self.configmaps: dict[tuple[str, str], dict[str, str]] = {}
@@ -71,8 +77,11 @@ class FakeCluster:
 
     async def build(self, queue: QueueConfig) -> RenderedUserData:
         return await build_user_data(
-            queue, namespace="grid", pool="pilots",
-            read_secret=self.read_secret, read_configmap=self.read_configmap,
+            queue,
+            namespace="grid",
+            pool="pilots",
+            read_secret=self.read_secret,
+            read_configmap=self.read_configmap,
         )
 
 
@@ -110,7 +119,8 @@ def test_provider_from_cloud_type(cloud_type: str, provider: Provider) -> None:
 def test_known_limits() -> None:
     assert (LIMITS[Provider.EC2].limit, LIMITS[Provider.EC2].after_base64) == (16_384, False)
     assert (LIMITS[Provider.OPENSTACK].limit, LIMITS[Provider.OPENSTACK].after_base64) == (
-        65_535, True
+        65_535,
+        True,
     )
     assert (LIMITS[Provider.GCE].limit, LIMITS[Provider.GCE].gzip_allowed) == (262_144, False)
     assert LIMITS[Provider.AZURE].limit == base64_length(65_535) == 87_380
@@ -136,8 +146,9 @@ def _raw_size_for(limit: int, after_base64: bool) -> int:
     """The largest raw size whose measure is still within the limit."""
     if not after_base64:
         return limit
-    return max(n for n in range(limit * 3 // 4 - 3, limit * 3 // 4 + 3)
-               if base64_length(n) <= limit)
+    return max(
+        n for n in range(limit * 3 // 4 - 3, limit * 3 // 4 + 3) if base64_length(n) <= limit
+    )
 
 
 @pytest.mark.parametrize("provider", list(Provider))
@@ -215,8 +226,7 @@ def test_gzip_is_deterministic_and_cloud_init_readable() -> None:
 async def test_realistic_wrapper_fits_ec2_with_the_default_template(cluster: FakeCluster) -> None:
     for family in TemplateFamily:
         for proxy in (None, PROXY):
-            queue = make_queue(template_family=family, proxy_secret=proxy,
-                               ext_packages=("htop",))
+            queue = make_queue(template_family=family, proxy_secret=proxy, ext_packages=("htop",))
             result = await cluster.build(queue)
             assert result.compressed, "a 12.5 KB wrapper plus the template needs gzip on EC2"
             assert result.sent_size <= 16_384 < result.raw_size
@@ -315,9 +325,7 @@ async def test_invalid_output_is_refused(
 
 
 async def test_yaml_errors_do_not_quote_the_offending_line(cluster: FakeCluster) -> None:
-    template = (
-        "#cloud-config\nwrite_files:\n  - path: /x\n    content: {{ pilot_executable }}\n"
-    )
+    template = "#cloud-config\nwrite_files:\n  - path: /x\n    content: {{ pilot_executable }}\n"
     cluster.configmaps[("grid", "site")] = {"k": template}
     with pytest.raises(UserDataError) as info:
         await cluster.build(make_queue(template=ConfigMapKeyRef(name="site", key="k")))
@@ -420,8 +428,9 @@ def test_render_is_a_pure_function() -> None:
 
 def test_prepare_user_data_without_executable_uses_the_failing_stub() -> None:
     queue = make_queue(executable_secret=None)
-    result = prepare_user_data(queue, userdata.builtin_for(queue), namespace="grid",
-                               pool="pilots", pilot_executable=None)
+    result = prepare_user_data(
+        queue, userdata.builtin_for(queue), namespace="grid", pool="pilots", pilot_executable=None
+    )
     assert "executableSecret is not set" in result.text
     assert result.secret_values == []
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
-import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 DEMO_NAMESPACE = "pilots"
@@ -40,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     import logging
 
+    from cloudpilot.kube import client
     from cloudpilot.runtime import configure_logging
 
     configure_logging(logging.WARNING if args.quiet else logging.INFO)
@@ -48,26 +47,9 @@ def run(args: argparse.Namespace) -> int:
     with (
         ClusterEmulatorThread() as cluster,
         EC2Emulator() as ec2,
-        _kubeconfig(str(cluster.kubeconfig_path)),
+        client.using_kubeconfig(cluster.kubeconfig_path),
     ):
         return Demo(ec2, replicas=args.replicas).run()
-
-
-@contextlib.contextmanager
-def _kubeconfig(path: str) -> Iterator[None]:
-    from cloudpilot.kube import client
-
-    previous = os.environ.get("KUBECONFIG")
-    os.environ["KUBECONFIG"] = path
-    client.reset()
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("KUBECONFIG", None)
-        else:
-            os.environ["KUBECONFIG"] = previous
-        client.reset()
 
 
 class Demo:

@@ -31,19 +31,39 @@ _MISSING = object()
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-f", "--filename", action="append", required=True, metavar="FILE",
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE",
         help="pool manifest, and the Secrets and ConfigMaps it uses (multi-document YAML; "
         "repeatable; - reads stdin)",
     )
-    parser.add_argument("--queue", "-q", action="append", default=[], metavar="Q",
-                        help="only this queue (repeatable)")
-    parser.add_argument("--pool", metavar="NAME", help="only this pool, when files hold several")
-    parser.add_argument("--namespace", "-n", metavar="NS",
-                        help="namespace of manifests that have none (default: default)")
-    parser.add_argument("--show-secrets", action="store_true",
-                        help="print the pilot wrapper and proxy instead of masking them")
     parser.add_argument(
-        "--secret-file", action="append", default=[], metavar="NAME[/KEY]=PATH",
+        "--queue",
+        "-q",
+        action="append",
+        default=[],
+        metavar="Q",
+        help="only this queue (repeatable)",
+    )
+    parser.add_argument("--pool", metavar="NAME", help="only this pool, when files hold several")
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        metavar="NS",
+        help="namespace of manifests that have none (default: default)",
+    )
+    parser.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print the pilot wrapper and proxy instead of masking them",
+    )
+    parser.add_argument(
+        "--secret-file",
+        action="append",
+        default=[],
+        metavar="NAME[/KEY]=PATH",
         help="use the file's content as key KEY of Secret NAME (any key the pool asks of "
         "NAME when /KEY is left out); repeatable",
     )
@@ -136,8 +156,11 @@ def render_pools(inputs: Inputs, args: argparse.Namespace, out: TextIO, err: Tex
     from cloudpilot.models.queues import ConfigError, effective_queues
     from cloudpilot.models.spec import describe_validation_error, parse_spec
 
-    pools = [p for p in inputs.pools
-             if args.pool is None or (p.get("metadata") or {}).get("name") == args.pool]
+    pools = [
+        p
+        for p in inputs.pools
+        if args.pool is None or (p.get("metadata") or {}).get("name") == args.pool
+    ]
     if not pools:
         wanted = f" named {args.pool}" if args.pool else ""
         raise InputError(f"no {constants.KIND}{wanted} in the given files")
@@ -157,16 +180,23 @@ def render_pools(inputs: Inputs, args: argparse.Namespace, out: TextIO, err: Tex
     status = 0
     for namespace, name, queue in jobs:
         if len(jobs) > 1:
-            print(f"# ---- cloudpilot render: pool {namespace}/{name}, queue {queue.name} ----",
-                  file=out)
+            print(
+                f"# ---- cloudpilot render: pool {namespace}/{name}, queue {queue.name} ----",
+                file=out,
+            )
         ok = _render_queue(inputs, namespace, name, queue, args.show_secrets, out, err)
         status = status or (0 if ok else 1)
     return status
 
 
 def _render_queue(
-    inputs: Inputs, namespace: str, pool: str, queue: Any, show_secrets: bool,
-    out: TextIO, err: TextIO,
+    inputs: Inputs,
+    namespace: str,
+    pool: str,
+    queue: Any,
+    show_secrets: bool,
+    out: TextIO,
+    err: TextIO,
 ) -> bool:
     from cloudpilot.context import UserDataError, builtin_for, prepare_user_data, site_template
     from cloudpilot.context.templating import render_source
@@ -179,8 +209,11 @@ def _render_queue(
             continue
         value = _secret(inputs, namespace, ref.name, ref.key)
         if value is None:
-            print(f"warning: {label}: Secret {namespace}/{ref.name} key {ref.key} not given "
-                  f"(add it with -f or --secret-file); its size is not counted", file=err)
+            print(
+                f"warning: {label}: Secret {namespace}/{ref.name} key {ref.key} not given "
+                f"(add it with -f or --secret-file); its size is not counted",
+                file=err,
+            )
             value = b""
         secrets[role] = (ref, value)
     try:
@@ -192,15 +225,22 @@ def _render_queue(
         if queue.template is not None:
             data = inputs.configmaps.get((namespace, queue.template.name))
             if data is None or queue.template.key not in data:
-                print(f"error: {label}: ConfigMap {namespace}/{queue.template.name} key "
-                      f"{queue.template.key} not given (add it with -f)", file=err)
+                print(
+                    f"error: {label}: ConfigMap {namespace}/{queue.template.name} key "
+                    f"{queue.template.key} not given (add it with -f)",
+                    file=err,
+                )
                 return False
-            source = site_template(namespace, queue.template.name, queue.template.key,
-                                   data[queue.template.key])
+            source = site_template(
+                namespace, queue.template.name, queue.template.key, data[queue.template.key]
+            )
         else:
             source = builtin_for(queue)
         rendered = prepare_user_data(
-            queue, source, namespace=namespace, pool=pool,
+            queue,
+            source,
+            namespace=namespace,
+            pool=pool,
             pilot_executable=texts.get("executable") or None,
             pilot_proxy=texts.get("proxy") or None,
         )
@@ -211,10 +251,14 @@ def _render_queue(
     if show_secrets:
         shown = rendered.text
     else:
-        placeholders = {role: _placeholder(namespace, ref.name, ref.key, value)
-                        for role, (ref, value) in secrets.items()}
+        placeholders = {
+            role: _placeholder(namespace, ref.name, ref.key, value)
+            for role, (ref, value) in secrets.items()
+        }
         variables = template_variables(
-            queue, namespace=namespace, pool=pool,
+            queue,
+            namespace=namespace,
+            pool=pool,
             pilot_executable=placeholders["executable"] if texts.get("executable") else None,
             pilot_proxy=placeholders["proxy"] if texts.get("proxy") else None,
         )
@@ -238,8 +282,10 @@ def _secret(inputs: Inputs, namespace: str, name: str, key: str) -> bytes | None
 
 def _placeholder(namespace: str, name: str, key: str, value: bytes) -> str:
     digest = hashlib.sha256(value).hexdigest()[:12]
-    return (f"<masked: Secret {namespace}/{name} key {key}, {len(value):,} bytes, "
-            f"sha256 {digest}; --show-secrets prints it>\n")
+    return (
+        f"<masked: Secret {namespace}/{name} key {key}, {len(value):,} bytes, "
+        f"sha256 {digest}; --show-secrets prints it>\n"
+    )
 
 
 def _report(label: str, rendered: Any, queue: Any, err: TextIO) -> None:
@@ -251,8 +297,11 @@ def _report(label: str, rendered: Any, queue: Any, err: TextIO) -> None:
     print(f"{label} ({rendered.template}): {rendered.summary}", file=err)
     print(f"  {'cloud':<12}{'limit':<26}{'plain':>10}{'gzip':>10}  decision", file=err)
     for provider, default in LIMITS.items():
-        limit = size_limit(queue.account.cloud_type, queue.user_data_limit) \
-            if provider is own else default
+        limit = (
+            size_limit(queue.account.cloud_type, queue.user_data_limit)
+            if provider is own
+            else default
+        )
         try:
             fitted = fit(plain, limit, template=rendered.template)
             decision = "gzip" if fitted.compressed else "plain"
@@ -262,5 +311,8 @@ def _report(label: str, rendered: Any, queue: Any, err: TextIO) -> None:
         packed = limit.measure(gzip_bytes(plain)) if limit.gzip_allowed else None
         unit = " after base64" if limit.after_base64 else ""
         name = str(provider) + (" *" if provider is own else "")
-        print(f"  {name:<12}{f'{limit.limit:,}{unit}':<26}{measured:>10,}"
-              f"{'-' if packed is None else f'{packed:,}':>10}  {decision}", file=err)
+        print(
+            f"  {name:<12}{f'{limit.limit:,}{unit}':<26}{measured:>10,}"
+            f"{'-' if packed is None else f'{packed:,}':>10}  {decision}",
+            file=err,
+        )

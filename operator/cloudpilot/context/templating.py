@@ -218,9 +218,7 @@ def render_source(
         text = env.get_template(source.name).render(dict(variables))
     except jinja2.TemplateSyntaxError as exc:
         where = _where(source, exc.name or exc.filename, exc.lineno)
-        raise UserDataError(
-            mask(f"{where}: syntax error: {exc.message}", secrets)
-        ) from None
+        raise UserDataError(mask(f"{where}: syntax error: {exc.message}", secrets)) from None
     except jinja2.TemplateNotFound as exc:
         raise UserDataError(
             mask(f"{source.description}: no template named {exc.name!r} to include", secrets)

@@ -114,8 +114,12 @@ async def build_user_data(
     else:
         source = builtin_for(queue)
     return prepare_user_data(
-        queue, source, namespace=namespace, pool=pool,
-        pilot_executable=executable, pilot_proxy=proxy,
+        queue,
+        source,
+        namespace=namespace,
+        pool=pool,
+        pilot_executable=executable,
+        pilot_proxy=proxy,
     )
 
 
@@ -150,8 +154,11 @@ def prepare_user_data(
     cached by the hash of everything that goes into the result."""
     limit = size_limit(queue.account.cloud_type, queue.user_data_limit)
     variables = template_variables(
-        queue, namespace=namespace, pool=pool,
-        pilot_executable=pilot_executable, pilot_proxy=pilot_proxy,
+        queue,
+        namespace=namespace,
+        pool=pool,
+        pilot_executable=pilot_executable,
+        pilot_proxy=pilot_proxy,
     )
     key = _cache_key(source, variables, limit)
     hit = _cache.get(key)
@@ -188,7 +195,8 @@ def _result(fitted: Fitted, source: TemplateSource, secrets: list[str]) -> Rende
 def _cache_key(source: TemplateSource, variables: dict[str, object], limit: SizeLimit) -> str:
     blob = json.dumps(
         [source.name, source.text, variables, limit.provider, limit.limit, limit.after_base64],
-        sort_keys=True, default=str,
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -215,6 +223,9 @@ def render_user_data(inputs: UserDataInputs) -> bytes:
         else TemplateSource("site-template", inputs.template_text, "site template")
     )
     return prepare_user_data(
-        queue, source, namespace=queue.pool_namespace, pool=queue.pool_name,
+        queue,
+        source,
+        namespace=queue.pool_namespace,
+        pool=queue.pool_name,
         pilot_executable=inputs.pilot_executable,
     ).payload

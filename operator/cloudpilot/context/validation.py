@@ -23,19 +23,21 @@ import yaml
 from cloudpilot.context.errors import UserDataError
 
 CLOUD_CONFIG_HEADER = "#cloud-config"
-MIME_PART_TYPES = frozenset({
-    "text/cloud-config",
-    "text/x-shellscript",
-    "text/x-shellscript-per-boot",
-    "text/x-shellscript-per-instance",
-    "text/x-shellscript-per-once",
-    "text/cloud-boothook",
-    "text/cloud-config-archive",
-    "text/jinja2",
-    "text/part-handler",
-    "text/x-include-url",
-    "text/x-include-once-url",
-})
+MIME_PART_TYPES = frozenset(
+    {
+        "text/cloud-config",
+        "text/x-shellscript",
+        "text/x-shellscript-per-boot",
+        "text/x-shellscript-per-instance",
+        "text/x-shellscript-per-once",
+        "text/cloud-boothook",
+        "text/cloud-config-archive",
+        "text/jinja2",
+        "text/part-handler",
+        "text/x-include-url",
+        "text/x-include-once-url",
+    }
+)
 """The part types cloud-init handles; anything else it would skip silently."""
 
 _LIST_KEYS = ("bootcmd", "runcmd", "packages", "write_files", "users", "groups", "mounts")

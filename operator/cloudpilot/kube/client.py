@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -38,3 +40,20 @@ def custom_objects() -> Any:
 def reset() -> None:
     """Forget the configuration (a test or the demo points the operator at a new server)."""
     api_client.cache_clear()
+
+
+@contextlib.contextmanager
+def using_kubeconfig(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Point this process (kopf's login and the official client) at ``path`` for a while:
+    the demo, the tests and the benchmark run against emulators they started."""
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(path)
+    reset()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        reset()
