@@ -338,7 +338,13 @@ async def test_after_a_refused_batch_the_batches_not_yet_sent_are_not_sent(
     # With room for all batches at once, one refusal leaves the others' VMs standing.
     h2 = Harness(ec2, proxy, settings=ReconcilerSettings(batch_size=10, parallelism=8))
     proxy.fail_next("RunInstances", "InstanceLimitExceeded")
-    await h2.reconcile("quota2", 25)
+    # Hold the batches at the proxy until all three are on the wire, so the refusal cannot
+    # arrive before the others were sent (that order is the case under test).
+    proxy.hold("RunInstances")
+    reconcile = asyncio.ensure_future(h2.reconcile("quota2", 25))
+    assert await asyncio.to_thread(proxy.wait_for_held, 3, 30), "3 batches not in flight"
+    proxy.release()
+    await reconcile
     assert h2.counts()["RunInstances"] == 3
     assert len(_live(ec2)) in (15, 20)  # the refused batch was one of 10 or the one of 5
 
