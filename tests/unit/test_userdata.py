@@ -26,7 +26,7 @@ from cloudpilot.context import (
     userdata,
 )
 from cloudpilot.context.limits import base64_length, decode_payload, gzip_bytes
-from cloudpilot.context.userdata import UserDataInputs, clear_cache, render_user_data
+from cloudpilot.context.userdata import clear_cache
 from cloudpilot.kube.secrets import MissingReferenceError
 from cloudpilot.models.queues import CloudAccount, ConfigError, Lookup, QueueConfig
 from cloudpilot.models.spec import ConfigMapKeyRef, SecretKeyRef, TemplateFamily
@@ -433,12 +433,3 @@ def test_prepare_user_data_without_executable_uses_the_failing_stub() -> None:
     )
     assert "executableSecret is not set" in result.text
     assert result.secret_values == []
-
-
-def test_deprecated_entry_point_still_serves_the_reconciler() -> None:
-    payload = render_user_data(UserDataInputs(queue=make_queue(), pilot_executable=PILOT_WRAPPER))
-    assert len(payload) <= 16_384
-    config = yaml.safe_load(decode_payload(payload))
-    assert {f["path"]: f["content"] for f in config["write_files"]}[
-        "/var/lib/cloudpilot/run_pilot.sh"
-    ] == PILOT_WRAPPER

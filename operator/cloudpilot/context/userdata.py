@@ -199,33 +199,3 @@ def _cache_key(source: TemplateSource, variables: dict[str, object], limit: Size
         default=str,
     )
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-# -- until the reconciler calls build_user_data ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UserDataInputs:
-    """Deprecated: the placeholder's inputs. Use :func:`build_user_data`."""
-
-    queue: QueueConfig
-    pilot_executable: str | None
-    template_text: str | None = None
-
-
-def render_user_data(inputs: UserDataInputs) -> bytes:
-    """Deprecated synchronous entry point kept for the reconciler until it awaits
-    :func:`build_user_data`: renders the built-in template (or ``template_text``)."""
-    queue = inputs.queue
-    source = (
-        builtin_for(queue)
-        if inputs.template_text is None
-        else TemplateSource("site-template", inputs.template_text, "site template")
-    )
-    return prepare_user_data(
-        queue,
-        source,
-        namespace=queue.pool_namespace,
-        pool=queue.pool_name,
-        pilot_executable=inputs.pilot_executable,
-    ).payload
