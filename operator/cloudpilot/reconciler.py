@@ -111,6 +111,7 @@ class Reconciler:
         self._gateways: dict[tuple[CloudAccount, str], CloudGateway] = {}
         self._limiters: dict[str, TokenBucket] = {}
         self._fingerprints: dict[tuple[str, CloudAccount], str] = {}
+        self._gateway_used: dict[tuple[CloudAccount, str], float] = {}
         self._due: dict[str, datetime] = {}
         self._proxy_files = ProxyFileStore()
         self._secret_cache: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
@@ -156,6 +157,11 @@ class Reconciler:
         for owner in self._secret_owners.pop(pool.uid, set()):
             redaction.forget(owner)
         self._proxy_files.release(pool.key)
+        for key in [k for k in self._fingerprints if k[0] == pool.uid]:
+            del self._fingerprints[key]
+        # Called under the pool's lock by teardown; kopf has already stopped the pool's
+        # daemon, so nothing else waits on it and it can go with the pool.
+        self._locks.pop(pool.uid, None)
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -362,10 +368,20 @@ class Reconciler:
                 # Pools on one endpoint and credentials share a listing this young.
                 listing_max_age=self.settings.interval * LISTING_REUSE_FRACTION,
             )
-            # A rotated Secret replaces the gateway (and its drivers); the old one goes.
-            for old in [k for k in self._gateways if k[0] == account]:
-                del self._gateways[old]
             self._gateways[key] = gateway
+        # A rotated Secret makes a new gateway; the old one goes once no pool has used it
+        # for two intervals. Not at once: pools sharing a Secret may resolve it to
+        # different credentials (PROXY with each pool's own proxy), and would otherwise
+        # rebuild each other's drivers every cycle.
+        now = time.monotonic()
+        self._gateway_used[key] = now
+        for stale in [
+            k
+            for k, used in self._gateway_used.items()
+            if k[0] == account and now - used > 2 * self.settings.interval
+        ]:
+            self._gateways.pop(stale, None)
+            del self._gateway_used[stale]
         return gateway
 
     async def _list_accounts(
