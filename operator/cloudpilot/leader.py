@@ -442,9 +442,10 @@ class LeaderElector:
         answered in time; a renewal counts from before its request was sent."""
         sent = self._clock()
         try:
-            written = await asyncio.wait_for(
-                asyncio.to_thread(self._write_attempt, limit), timeout=limit
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+            # that arrives as the inner call completes, and the elector then never stops.
+            async with asyncio.timeout(limit):
+                written = await asyncio.to_thread(self._write_attempt, limit)
         except TimeoutError:
             logger.warning(
                 "leader lease %s/%s: no answer within %.1fs",
@@ -551,10 +552,8 @@ class LeaderElector:
             self._notify(False)
             if outcome != "lost":
                 with contextlib.suppress(Exception):
-                    released = await asyncio.wait_for(
-                        asyncio.to_thread(self.release, cfg.retry_period),
-                        timeout=cfg.retry_period,
-                    )
+                    async with asyncio.timeout(cfg.retry_period):
+                        released = await asyncio.to_thread(self.release, cfg.retry_period)
                     if released:
                         logger.info("leader lease %s/%s released", cfg.namespace, cfg.name)
             self._renewed_at = None
