@@ -42,14 +42,16 @@ DEFAULT_CONVERGING_INTERVAL: Final = 10.0
 """Seconds between reconciles while a pool is still converging (VMs starting, creations
 pending), so that progress shows quickly without polling a quiet pool."""
 
-TIMER_TICK: Final = 2.0
-"""How often kopf wakes each pool's timer. A tick costs no API call: the reconciler only
-does work when a reconcile is due (interval, back-off, or a spec change)."""
+MAX_CONCURRENT_RECONCILES: Final = 64
+"""Pools reconciled at the same time by the operator's one scheduler. A reconcile mostly
+waits (a shared listing, a create, a status patch), so 64 keeps a 2-core pod busy without
+queueing a thousand status patches behind six worker threads; pools sharing an account
+share one listing whatever this is."""
 
-DAEMON_CANCELLATION_TIMEOUT: Final = 5.0
-"""Seconds a pool's loop may finish its cycle after kopf asks it to stop (pool deleted,
-operator exiting) before it is cancelled. Cancelling mid-cycle is safe: the next cycle, in
-this process or another, re-reads the cloud."""
+SCHEDULER_STOP_TIMEOUT: Final = 5.0
+"""Seconds running reconciles may finish when the operator stops (or loses its Lease)
+before they are cancelled. Cancelling mid-cycle is safe: the next cycle, in this process
+or another, re-reads the cloud."""
 
 DEFAULT_CREATE_PARALLELISM: Final = 8
 """Concurrent create/destroy calls per cloud account where the provider has no batch API.

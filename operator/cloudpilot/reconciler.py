@@ -112,7 +112,6 @@ class Reconciler:
         self._limiters: dict[str, TokenBucket] = {}
         self._fingerprints: dict[tuple[str, CloudAccount], str] = {}
         self._gateway_used: dict[tuple[CloudAccount, str], float] = {}
-        self._due: dict[str, datetime] = {}
         self._proxy_files = ProxyFileStore()
         self._secret_cache: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
         self._secret_max_age = self.settings.interval * LISTING_REUSE_FRACTION
@@ -142,34 +141,31 @@ class Reconciler:
         """Where PROXY credentials are written (0600 files in a private directory)."""
         return self._proxy_files
 
-    # -- scheduling -------------------------------------------------------------------------
-
-    def is_due(self, pool: PoolRef) -> bool:
-        due = self._due.get(pool.uid)
-        return due is None or self._clock() >= due
-
-    def mark_due(self, pool: PoolRef) -> None:
-        self._due.pop(pool.uid, None)
+    # -- lifecycle --------------------------------------------------------------------------
 
     def forget(self, pool: PoolRef) -> None:
-        for store in (self._memories, self._due, self._last_valid):
+        for store in (self._memories, self._last_valid):
             store.pop(pool.uid, None)
         for owner in self._secret_owners.pop(pool.uid, set()):
             redaction.forget(owner)
         self._proxy_files.release(pool.key)
         for key in [k for k in self._fingerprints if k[0] == pool.uid]:
             del self._fingerprints[key]
-        # Called under the pool's lock by teardown; kopf has already stopped the pool's
-        # daemon, so nothing else waits on it and it can go with the pool.
+        # Called under the pool's lock by teardown. A reconcile that was already waiting
+        # for the lock sees the deletionTimestamp and does nothing (see reconcile).
         self._locks.pop(pool.uid, None)
 
     # -- the cycle --------------------------------------------------------------------------
 
     async def reconcile(self, pool: PoolRef, body: Mapping[str, Any]) -> Outcome:
+        """One cycle: list, plan, act, and say what status to write and when to come back."""
         async with self._locks[pool.uid]:
-            outcome = await self._reconcile(pool, body)
-            self._due[pool.uid] = self._clock() + timedelta(seconds=outcome.next_delay)
-            return outcome
+            if (body.get("metadata") or {}).get("deletionTimestamp"):
+                # ``body`` is live: deletion was requested while this cycle waited for the
+                # lock, and teardown (``finalize``) owns the pool now. Acting could create
+                # VMs for a pool whose finalizer is about to go.
+                return Outcome(status_patch={}, next_delay=self.settings.interval)
+            return await self._reconcile(pool, body)
 
     async def _reconcile(self, pool: PoolRef, body: Mapping[str, Any]) -> Outcome:
         now = self._clock()

@@ -1,29 +1,36 @@
 """kopf handlers: a table of contents from ``kubectl apply`` to VMs and back to status.
 
-* a **daemon** per pool runs the reconcile loop: reconcile, write status if it changed,
-  post events, sleep until the next reconcile is due (a minute when quiet, seconds while
-  converging or backing off), wake early on a spec change or when stopped;
-* a spec **update** (including ``kubectl scale``) wakes the pool's daemon at once;
+* every **watch event** of a pool updates CloudPilot's slim copy of it
+  (:class:`~cloudpilot.pool_bodies.PoolBodies`); a new pool or a new spec (including
+  ``kubectl scale``) is reconciled at once, a pool being deleted is no longer scheduled;
+* one **scheduler** (:mod:`cloudpilot.kube.scheduler`), started and stopped with the
+  operator, reconciles each pool when it is due: reconcile, write status if it changed,
+  post events, schedule the next reconcile (a minute when quiet, seconds while converging
+  or backing off);
 * a **delete** handler (it makes kopf hold the pool's finalizer) destroys the pool's VMs,
   or leaves them with ``deletionPolicy: Orphan``, and keeps the pool until they are gone.
 
-Logic lives in :class:`cloudpilot.reconciler.Reconciler`; these functions only adapt.
+One scheduler rather than a kopf daemon per pool: a daemon costs a task, its frames, a
+stopper and a logger for each pool, most of the operator's memory at a thousand pools
+(docs/performance.md). Logic lives in :class:`cloudpilot.reconciler.Reconciler`; these
+functions only adapt.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from collections import defaultdict
 from typing import Any
 
 import kopf
 
 from cloudpilot import constants, metrics
+from cloudpilot.kube.events import post_events
+from cloudpilot.kube.scheduler import PoolScheduler
 from cloudpilot.kube.status import patch_status
 from cloudpilot.models.queues import ConfigError
+from cloudpilot.pool_bodies import Change, PoolBodies
 from cloudpilot.reconciler import Event, PoolRef, Reconciler
 
 logger = logging.getLogger(__name__)
@@ -57,7 +64,29 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
-    wakeups: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+    bodies = PoolBodies()
+
+    async def reconcile_pool(uid: str) -> float | None:
+        body = bodies.get(uid)
+        if body is None:
+            return None  # deleted while it waited for its turn
+        pool = _ref(body)
+        started = time.monotonic()
+        try:
+            outcome = await reconciler.reconcile(pool, body)
+            await patch_status(pool.namespace, pool.name, outcome.status_patch)
+            bodies.record_status(uid, outcome.status_patch)
+            await post_events(body, outcome.events)
+        except Exception:
+            # A bug or an API outage must not end the pool's reconciles for good.
+            logger.exception("reconcile of %s failed; retrying", pool.key)
+            metrics.observe_reconcile(pool.key, time.monotonic() - started, failed=True)
+            return constants.DEFAULT_CONVERGING_INTERVAL
+        metrics.observe_reconcile(pool.key, time.monotonic() - started)
+        metrics.set_pool_status(pool.key, body.get("status") or {})
+        return outcome.next_delay
+
+    scheduler = PoolScheduler(reconcile_pool)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -65,40 +94,22 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
     @kopf.on.startup(registry=registry)
-    def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
+        scheduler.start()
 
-    @kopf.daemon(
-        *RESOURCE, registry=registry, cancellation_timeout=constants.DAEMON_CANCELLATION_TIMEOUT
-    )
-    async def reconcile_loop(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
-        pool = _ref(body)
-        wakeup = wakeups[pool.uid]
-        while not stopped:
-            wakeup.clear()
-            started = time.monotonic()
-            try:
-                outcome = await reconciler.reconcile(pool, body)
-                await patch_status(pool.namespace, pool.name, outcome.status_patch)
-                _post(body, outcome.events)
-                delay = outcome.next_delay
-                metrics.observe_reconcile(pool.key, time.monotonic() - started)
-                metrics.set_pool_status(
-                    pool.key, {**(body.get("status") or {}), **outcome.status_patch}
-                )
-            except Exception:
-                # A bug or an API outage must not end the pool's loop for good.
-                logger.exception("reconcile of %s failed; retrying", pool.key)
-                metrics.observe_reconcile(pool.key, time.monotonic() - started, failed=True)
-                delay = constants.DEFAULT_CONVERGING_INTERVAL
-            await _sleep(delay, wakeup, stopped)
-        wakeups.pop(pool.uid, None)
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await scheduler.stop()
 
-    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
-    def spec_changed(body: kopf.Body, **_: Any) -> None:
-        pool = _ref(body)
-        reconciler.mark_due(pool)
-        wakeups[pool.uid].set()
+    @kopf.on.event(*RESOURCE, registry=registry)
+    async def pool_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        uid = body.get("metadata", {}).get("uid", "")
+        change = bodies.observe(event.get("type"), body)
+        if change in (Change.NEW, Change.SPEC_CHANGED):
+            scheduler.due_now(uid)
+        elif change in (Change.DELETING, Change.GONE):
+            scheduler.drop(uid)
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def pool_deleted(body: kopf.Body, **_: Any) -> None:
@@ -116,18 +127,3 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
                 f"waiting for {remaining} VM(s) of the pool to be destroyed",
                 delay=TEARDOWN_RETRY,
             )
-
-
-async def _sleep(delay: float, wakeup: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
-    """Sleep until the delay ends, the spec changes, or kopf stops the daemon."""
-
-    async def halt() -> None:
-        await stopped.wait()
-
-    woken = asyncio.ensure_future(wakeup.wait())
-    halted = asyncio.ensure_future(halt())
-    try:
-        await asyncio.wait({woken, halted}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        woken.cancel()
-        halted.cancel()

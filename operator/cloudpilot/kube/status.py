@@ -1,7 +1,7 @@
 """Write a pool's status through the ``/status`` subresource, only when something changed.
 
-The per-pool daemon runs for the pool's whole life, and kopf applies a daemon's patch only
-when the daemon returns, so the daemon writes status itself. The patch is a JSON merge
+Reconciles run in CloudPilot's scheduler, outside kopf's handlers (which could only patch
+status when they return), so status is written here. The patch is a JSON merge
 patch computed by ``status.status_patch``: an empty patch is never sent.
 """
 
@@ -22,6 +22,7 @@ def _patch(namespace: str, name: str, patch: dict[str, Any]) -> None:
         constants.PLURAL,
         name,
         {"status": patch},
+        _preload_content=False,  # the answer is the whole pool: nothing here reads it
     )
 
 

@@ -1,0 +1,131 @@
+"""One task reconciles every pool when it is due: the operator's only loop.
+
+kopf's watch keeps :class:`~cloudpilot.pool_bodies.PoolBodies` current and tells the
+scheduler when a pool is new or its spec changed; the scheduler takes whichever pools are
+due from a :class:`~cloudpilot.scheduling.DueQueue`, runs at most ``concurrency`` reconciles
+at once, and schedules each pool again after the delay its reconcile returns (a minute when
+quiet, seconds while converging or backing off).
+
+A pool is never reconciled twice at once: a wake-up that arrives while it runs is kept and
+served as soon as that run ends. Stopping waits a few seconds for running reconciles and then
+cancels them, which is safe: the next reconcile, here or in another replica, re-reads the
+cloud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from cloudpilot import constants
+from cloudpilot.scheduling import DueQueue
+
+logger = logging.getLogger(__name__)
+
+ReconcileOne = Callable[[str], Awaitable[float | None]]
+"""Reconcile the pool with this uid; return the seconds until its next reconcile, or None
+when the pool is gone and must not be scheduled again."""
+
+
+class PoolScheduler:
+    def __init__(
+        self,
+        reconcile_one: ReconcileOne,
+        *,
+        concurrency: int = constants.MAX_CONCURRENT_RECONCILES,
+        retry_delay: float = constants.DEFAULT_CONVERGING_INTERVAL,
+        grace: float = constants.SCHEDULER_STOP_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._reconcile_one = reconcile_one
+        self._concurrency = concurrency
+        self._retry_delay = retry_delay
+        self._grace = grace
+        self._clock = clock
+        self._queue: DueQueue[str] = DueQueue()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._rerun: set[str] = set()
+        self._dropped: set[str] = set()
+        self._changed = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # -- what the watch tells it ------------------------------------------------------------
+
+    def due_now(self, uid: str) -> None:
+        """Reconcile ``uid`` as soon as a slot is free (a new pool, a changed spec)."""
+        self._dropped.discard(uid)
+        if uid in self._running:
+            self._rerun.add(uid)
+        else:
+            self._queue.advance(uid, self._clock())
+        self._changed.set()
+
+    def drop(self, uid: str) -> None:
+        """Stop scheduling ``uid`` (deletion requested or the pool is gone)."""
+        self._queue.remove(uid)
+        self._rerun.discard(uid)
+        if uid in self._running:
+            self._dropped.add(uid)
+
+    def is_scheduled(self, uid: str) -> bool:
+        return uid in self._queue or uid in self._running
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="cloudpilot-scheduler")
+
+    async def stop(self) -> None:
+        """Stop scheduling; give running reconciles a few seconds, then cancel them."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+            self._loop_task = None
+        running = list(self._running.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=self._grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            self._changed.clear()
+            now = self._clock()
+            free = self._concurrency - len(self._running)
+            for uid in self._queue.pop_due(now, limit=max(free, 0)):
+                self._running[uid] = asyncio.create_task(self._run(uid), name=f"reconcile {uid}")
+            next_at = self._queue.next_at()
+            timeout = None
+            if next_at is not None and len(self._running) < self._concurrency:
+                timeout = max(next_at - self._clock(), 0.0)
+            try:
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that lands as the event fires, and stop() would then hang.
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+            except TimeoutError:
+                pass
+
+    async def _run(self, uid: str) -> None:
+        delay: float | None = self._retry_delay
+        try:
+            delay = await self._reconcile_one(uid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug or an API outage must not end the pool's reconciles for good.
+            logger.exception("reconcile of pool %s failed; retrying", uid)
+        finally:
+            self._running.pop(uid, None)
+            self._changed.set()
+        if uid in self._dropped or delay is None:
+            self._dropped.discard(uid)
+            self._rerun.discard(uid)
+            return
+        if uid in self._rerun:
+            self._rerun.discard(uid)
+            delay = 0.0
+        self._queue.schedule(uid, self._clock() + delay)

@@ -1,0 +1,108 @@
+"""The pools this operator serves, as the reconciler needs them and no more.
+
+kopf hands every watch event to :func:`PoolBodies.observe`; the scheduler reads the pool's
+body back when it is due. What is kept is the slice a reconcile, an event and a status patch
+use: ``apiVersion``, ``kind``, the identifying metadata, ``spec`` and ``status``. A real API
+server also sends ``managedFields`` and ``kubectl``'s last-applied annotation (a second copy
+of the spec): at 1,000 pools those would be most of the store.
+
+Bodies are updated *in place*, so a reconcile waiting for its pool's lock reads the pool as
+it is when it runs (for instance, with the ``deletionTimestamp`` that arrived meanwhile),
+not as it was when it was scheduled.
+
+Pure: plain dicts in, plain answers out; unit-tested without kopf or a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
+
+
+class Change(enum.Enum):
+    """What a watch event means for the schedule."""
+
+    NEW = "new"  # first sight (creation, or the operator's start-up listing): reconcile now
+    SPEC_CHANGED = "spec-changed"  # a new generation (``kubectl apply``/``scale``): now
+    DELETING = "deleting"  # deletion requested: the finalizer handler takes over
+    GONE = "gone"  # the object is gone from the API
+    OTHER = "other"  # status, labels, our own writes: keep the schedule as it is
+
+
+def slim_body(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a pool's body that CloudPilot reads (deep-copied: nothing is shared with
+    kopf's own copy of the event)."""
+    metadata = raw.get("metadata") or {}
+    return {
+        "apiVersion": raw.get("apiVersion"),
+        "kind": raw.get("kind"),
+        "metadata": {k: copy.deepcopy(metadata[k]) for k in KEPT_METADATA if k in metadata},
+        "spec": copy.deepcopy(dict(raw.get("spec") or {})),
+        "status": copy.deepcopy(dict(raw.get("status") or {})),
+    }
+
+
+def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """Apply a JSON merge patch (RFC 7386) to ``target`` in place: what the API server does
+    with the status patches CloudPilot sends."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping):
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+class PoolBodies:
+    """Slim, live bodies by pool uid."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def get(self, uid: str) -> dict[str, Any] | None:
+        return self._bodies.get(uid)
+
+    def observe(self, event_type: str | None, raw: Mapping[str, Any]) -> Change:
+        """Record one watch event (``ADDED``, ``MODIFIED``, ``DELETED``, or None for the
+        start-up listing) and say what it changes."""
+        uid = (raw.get("metadata") or {}).get("uid", "")
+        if event_type == "DELETED":
+            self._bodies.pop(uid, None)
+            return Change.GONE
+        body = slim_body(raw)
+        known = self._bodies.get(uid)
+        if known is None:
+            self._bodies[uid] = body
+        else:
+            generation = known["metadata"].get("generation")
+            known.clear()
+            known.update(body)
+            body = known
+        if body["metadata"].get("deletionTimestamp"):
+            return Change.DELETING
+        if known is None:
+            return Change.NEW
+        if body["metadata"].get("generation") != generation:
+            return Change.SPEC_CHANGED
+        return Change.OTHER
+
+    def record_status(self, uid: str, patch: Mapping[str, Any]) -> None:
+        """Apply a status patch that was just written, so the next reconcile compares
+        against it even if the watch event that echoes it has not arrived yet (otherwise a
+        slow watch would make a quiet cycle write the same status again)."""
+        body = self._bodies.get(uid)
+        if body is not None and patch:
+            merge_patch(body.setdefault("status", {}), patch)
+
+    def forget(self, uid: str) -> None:
+        self._bodies.pop(uid, None)
