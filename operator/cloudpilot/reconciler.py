@@ -15,7 +15,7 @@ import random
 import secrets as pysecrets
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -194,7 +194,8 @@ class Reconciler:
         )
 
         memory = self._memories.get(pool.uid, mem.PoolMemory())
-        views = await self._list_accounts(pool, queues, secret, proxies)
+        warm = {q.name for q in queues if q.replicas > 0 and q.name not in memory.backoff}
+        views = await self._list_accounts(pool, queues, secret, proxies, warm)
         observed = self._observed(pool, queues, views)
         memory = mem.observe(memory, (vm.id for vm in observed), now)
         blocking = next((v.error for v in views.values() if v.error is not None), None)
@@ -386,7 +387,13 @@ class Reconciler:
         queues: Sequence[QueueConfig],
         secret: SecretGetter | None = None,
         proxies: Mapping[str, QueueProxy] | None = None,
+        warm: Collection[str] = (),
     ) -> dict[CloudAccount, _AccountView]:
+        """List every account the pool's queues use, once each (shared with other pools).
+
+        ``warm``: queues that may create VMs this cycle. Their image, flavor and network
+        lookups run beside the listing, so a new pool pays one round trip for both.
+        """
         accounts = {q.account: q for q in queues}
         secret = secret or _cycle_secrets(pool.namespace, self._read_secret_shared)
         proxies = proxies or {}
@@ -400,8 +407,13 @@ class Reconciler:
                 self._note_rotation(pool, account, credentials)
                 # One listing of the account serves every pool on it; this pool's VMs
                 # are cut out of it by their name prefix.
-                listing = await gateway.list_shared(
-                    pool.uid, prefix=pool_prefix(pool.namespace, pool.name)
+                listing, *_ = await asyncio.gather(
+                    gateway.list_shared(pool.uid, prefix=pool_prefix(pool.namespace, pool.name)),
+                    *(
+                        gateway.prepare(q)
+                        for q in queues
+                        if q.account == account and q.name in warm
+                    ),
                 )
             except Exception as exc:
                 return _AccountView(None, [], errors.classify(exc, "list"))

@@ -183,6 +183,31 @@ async def test_a_name_image_is_looked_up_once_across_scale_ups(
     assert len(_live(h.ec2)) == 20
 
 
+async def test_a_new_pools_image_lookup_runs_beside_its_listing_not_after_it(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """A new pool pays one round trip for listing and lookup, not two in a row: the
+    ``DescribeImages`` is answered while the ``DescribeInstances`` is still held."""
+    h = Harness(*cloud)
+    h.proxy.hold("DescribeInstances")
+    cycle = asyncio.ensure_future(h.reconcile("fresh", 3))
+    try:
+        held = await asyncio.to_thread(h.proxy.wait_for_held, 1)
+        assert held, "the listing never reached the cloud"
+        await asyncio.to_thread(
+            wait_for,
+            lambda: h.counts().get("DescribeImages") == 1,
+            10,
+            message="the image lookup while the listing is held",
+        )
+        assert "RunInstances" not in h.counts()  # nothing is created before the listing
+    finally:
+        h.proxy.release()
+    await cycle
+    assert h.counts() == {"DescribeInstances": 1, "DescribeImages": 1, "RunInstances": 1}
+    assert len(_live(h.ec2)) == 3
+
+
 async def test_a_raw_image_id_costs_no_lookup_at_all(
     cloud: tuple[EC2Emulator, LatencyProxy],
 ) -> None:

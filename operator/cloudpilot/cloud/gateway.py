@@ -293,6 +293,23 @@ class CloudGateway:
         snapshot = await self.listing.get(consumer, self.list_nodes)
         return list(snapshot.with_prefix(prefix))
 
+    async def prepare(self, queue: QueueConfig) -> None:
+        """Look the queue's ``name:`` image, flavor and networks up ahead of a create.
+
+        The reconciler runs this beside the cycle's listing, so a new pool pays one round
+        trip for both instead of one after the other. Nothing is sent when everything is
+        cached or a raw id; a failure is left for the create to meet and report.
+        """
+        try:
+            self.resolver.create_arguments(self.probe(), queue, offline=True)
+            return
+        except NeedsLookupError:
+            pass
+        except Exception:
+            return
+        with contextlib.suppress(Exception):
+            await self._call("resolve", lambda d: self.resolver.create_arguments(d, queue))
+
     async def create(self, request: CreateRequest) -> CreateResult:
         """Start ``request.count`` VMs; partial success is reported, never raised."""
         try:
