@@ -59,6 +59,8 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = [
     "MAX_LABEL_VALUES",
@@ -158,6 +160,98 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
+def _count(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+CONDITION_TYPES: Final = ("Ready", "Reconciling", "Stalled")
+
+
+class PoolGauges(Collector):
+    """The per-pool gauges (pilots by phase, desired, back-off, conditions) as plain tuples,
+    turned into metric families when Prometheus scrapes.
+
+    Same names, labels and values as ``Gauge`` children would give, for a fraction of the
+    memory: what a pool costs here is one small tuple per queue and one for its conditions.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # pool key -> queue -> (Starting, Running, Done, Failed, Unknown, desired, backoff)
+        self._queues: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._conditions: dict[str, tuple[int, ...]] = {}
+
+    def set_queues(self, pool_key: str, queues: dict[str, tuple[int, ...]]) -> None:
+        with self._lock:
+            self._queues[pool_key] = queues
+
+    def set_conditions(self, pool_key: str, flags: tuple[int, ...]) -> None:
+        with self._lock:
+            self._conditions[pool_key] = flags
+
+    def forget(self, pool_key: str) -> None:
+        with self._lock:
+            self._queues.pop(pool_key, None)
+            self._conditions.pop(pool_key, None)
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            queues = dict(self._queues)
+            conditions = dict(self._conditions)
+        return self._families(queues, conditions)
+
+    @staticmethod
+    def _families(
+        queues: Mapping[str, Mapping[str, tuple[int, ...]]] | None = None,
+        conditions: Mapping[str, tuple[int, ...]] | None = None,
+    ) -> list[Metric]:
+        pool = ["namespace", "pool"]
+        pilots = GaugeMetricFamily(
+            f"{PREFIX}_pilots",
+            "Pilot VMs by pool, queue and phase.",
+            labels=[*pool, "queue", "phase"],
+        )
+        desired = GaugeMetricFamily(
+            f"{PREFIX}_pilots_desired",
+            "Desired live pilot VMs by pool and queue.",
+            labels=[*pool, "queue"],
+        )
+        backoff = GaugeMetricFamily(
+            f"{PREFIX}_queue_backoff",
+            "1 while a queue's creations are held in back-off after failures, else 0.",
+            labels=[*pool, "queue"],
+        )
+        in_backoff = GaugeMetricFamily(
+            f"{PREFIX}_queues_in_backoff", "Queues of the pool held in back-off.", labels=pool
+        )
+        condition = GaugeMetricFamily(
+            f"{PREFIX}_pool_condition",
+            "1 while the pool's condition (Ready, Reconciling, Stalled) is True, else 0.",
+            labels=[*pool, "type"],
+        )
+        for key, by_queue in (queues or {}).items():
+            namespace, name = _pool_labels(key)
+            for queue, values in by_queue.items():
+                for phase, count in zip(PHASES, values, strict=False):
+                    pilots.add_metric([namespace, name, queue, phase], count)
+                desired.add_metric([namespace, name, queue], values[len(PHASES)])
+                backoff.add_metric([namespace, name, queue], values[len(PHASES) + 1])
+            in_backoff.add_metric(
+                [namespace, name], sum(v[len(PHASES) + 1] for v in by_queue.values())
+            )
+        for key, flags in (conditions or {}).items():
+            namespace, name = _pool_labels(key)
+            for kind, flag in zip(CONDITION_TYPES, flags, strict=True):
+                condition.add_metric([namespace, name, kind], flag)
+        return [pilots, desired, backoff, in_backoff, condition]
+
+
 class OperatorMetrics:
     """All of CloudPilot's series on one private registry.
 
@@ -168,36 +262,11 @@ class OperatorMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         pool = ["namespace", "pool"]
-        self.pilots = Gauge(
-            f"{PREFIX}_pilots",
-            "Pilot VMs by pool, queue and phase.",
-            [*pool, "queue", "phase"],
-            registry=r,
-        )
-        self.pilots_desired = Gauge(
-            f"{PREFIX}_pilots_desired",
-            "Desired live pilot VMs by pool and queue.",
-            [*pool, "queue"],
-            registry=r,
-        )
-        self.queue_backoff = Gauge(
-            f"{PREFIX}_queue_backoff",
-            "1 while a queue's creations are held in back-off after failures, else 0.",
-            [*pool, "queue"],
-            registry=r,
-        )
-        self.queues_in_backoff = Gauge(
-            f"{PREFIX}_queues_in_backoff",
-            "Queues of the pool held in back-off.",
-            pool,
-            registry=r,
-        )
-        self.pool_condition = Gauge(
-            f"{PREFIX}_pool_condition",
-            "1 while the pool's condition (Ready, Reconciling, Stalled) is True, else 0.",
-            [*pool, "type"],
-            registry=r,
-        )
+        # Per-pool gauges are plain numbers turned into series at scrape time: a
+        # prometheus_client child per series costs ~1 KB, 11 series a pool, 11 MiB at
+        # 1,000 pools (docs/performance.md).
+        self.pool_gauges = PoolGauges()
+        r.register(self.pool_gauges)
         self.vms_created = Counter(
             f"{PREFIX}_vms_created",
             "VMs created.",
@@ -308,24 +377,13 @@ class OperatorMetrics:
         dicts (same field names: ``name``, ``desired``, ``starting`` ... ``held``). Queues
         absent from this call (removed from the spec and drained) lose their series.
         """
-        namespace, name = _pool_labels(pool_key)
-        present: set[str] = set()
-        in_backoff = 0
+        queues: dict[str, tuple[int, ...]] = {}
         for summary in queue_summaries:
             queue = self._queue(pool_key, _get(summary, "name"))
-            present.add(queue)
-            for phase in PHASES:
-                count = _get(summary, phase.lower(), 0) or 0
-                self._child(pool_key, self.pilots, namespace, name, queue, phase).set(count)
-            desired = _get(summary, "desired", 0) or 0
-            self._child(pool_key, self.pilots_desired, namespace, name, queue).set(desired)
+            counts = tuple(_count(_get(summary, phase.lower(), 0)) for phase in PHASES)
             backing_off = _text(_get(summary, "held")) == "BackOff"
-            in_backoff += backing_off
-            self._child(pool_key, self.queue_backoff, namespace, name, queue).set(
-                1 if backing_off else 0
-            )
-        self._child(pool_key, self.queues_in_backoff, namespace, name).set(in_backoff)
-        self._drop_queues(pool_key, keep=present)
+            queues[queue] = (*counts, _count(_get(summary, "desired", 0)), int(backing_off))
+        self.pool_gauges.set_queues(pool_key, queues)
 
     def set_pool_conditions(self, pool_key: str, conditions: Iterable[Any]) -> None:
         """Publish ``status.conditions`` (dicts or ``status.Condition`` objects).
@@ -333,12 +391,10 @@ class OperatorMetrics:
         Ready, Reconciling and Stalled are always all three published (0 when absent), since
         kstatus drops Reconciling and Stalled while false.
         """
-        namespace, name = _pool_labels(pool_key)
         true = {_text(_get(c, "type")) for c in conditions if _text(_get(c, "status")) == "True"}
-        for kind in ("Ready", "Reconciling", "Stalled"):
-            self._child(pool_key, self.pool_condition, namespace, name, kind).set(
-                1 if kind in true else 0
-            )
+        self.pool_gauges.set_conditions(
+            pool_key, tuple(int(kind in true) for kind in CONDITION_TYPES)
+        )
 
     def set_pool_status(self, pool_key: str, status: Mapping[str, Any]) -> None:
         """Both of the above from a pool's whole ``status`` (as written to Kubernetes):
@@ -399,19 +455,7 @@ class OperatorMetrics:
             self._queues.pop(pool_key, None)
         for metric, labels in series:
             metric.remove(*labels)
-
-    def _drop_queues(self, pool_key: str, keep: set[str]) -> None:
-        """Gauges of queues that are gone (counters stay: they are history)."""
-        gauges = (self.pilots, self.pilots_desired, self.queue_backoff)
-        with self._lock:
-            stale = {
-                (metric, labels)
-                for metric, labels in self._series[pool_key]
-                if metric in gauges and labels[2] not in keep
-            }
-            self._series[pool_key] -= stale
-        for metric, labels in stale:
-            metric.remove(*labels)
+        self.pool_gauges.forget(pool_key)
 
     # -- exposition --------------------------------------------------------------------------------
 
