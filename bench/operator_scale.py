@@ -1,15 +1,15 @@
 """Many pools on one account: API calls per cycle, and the operator's memory.
 
 * **steady state, reconciler**: 1, 100 or 1,000 pools on one account, every pool
-  reconciling once per cycle (all at once, as daemons started together do): cloud calls per
-  cycle, against what the original spends (one status call per pilot) and what one listing
-  per pool would (computed, labelled so).
+  reconciling once per cycle (all at once, as the scheduler does when they are all due):
+  cloud calls per cycle, against what the original spends (one status call per pilot)
+  and what one listing per pool would (computed, labelled so).
 * **operator**: the real operator (``python -m cloudpilot operator``) in a *subprocess*,
   against the Kubernetes emulator (a thread here) and the EC2 emulator behind the counting
   proxy. 1,000 pools with 0 or 1 replicas are created; once every pool has a status the
   operator's RSS is read from ``/proc/<pid>/status`` and ``DescribeInstances`` are counted
   over a few reconcile intervals. Then the operator is restarted (all pools exist already,
-  so their daemons start together) and the same is measured again.
+  so they are all due at once) and the same is measured again.
 """
 
 from __future__ import annotations

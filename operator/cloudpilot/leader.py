@@ -4,7 +4,7 @@ Why: kopf's peering pauses only operators of *equal* priority and is advisory; t
 replicas (a rolling update, a second Helm release, a developer's laptop pointed at the
 cluster) that both reconcile a pool would both see "2 VMs missing" and both create them.
 So every replica runs as a candidate, and only the holder of the Lease runs the operator
-(kopf, its per-pool daemons, every cloud call); the others are warm standbys that take over
+(kopf, the pool scheduler, every cloud call); the others are warm standbys that take over
 when the lease expires.
 
 The algorithm is client-go's (``k8s.io/client-go/tools/leaderelection``), which every
@@ -634,8 +634,8 @@ async def run_with_leader_election(
             if not stop_flag.is_set():
                 await health.start()  # back to standing by
 
-    # The work's tasks (kopf and every pool daemon) are created from here on and inherit
-    # this context: each sees its own elector, even with two operators in one process.
+    # The work's tasks (kopf, the scheduler, every reconcile) are created from here on and
+    # inherit this context: each sees its own elector, even with two operators in one process.
     _current.set(elector)
     signals.install()
     await health.start()

@@ -72,7 +72,7 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "patch",
         "watched",
         "always",
-        "cloudpilot.kube.status.patch_status: the reconcile daemon's status writes "
+        "cloudpilot.kube.status.patch_status: the scheduler's status writes "
         "(patch_namespaced_custom_object_status)",
     ),
     # -- what the operator reports --------------------------------------------------------------
@@ -82,8 +82,8 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "create",
         "watched",
         "always",
-        "kopf.event() in cloudpilot.kube.handlers._post (kopf/_cogs/clients/events.py "
-        "POSTs core v1 Events)",
+        "cloudpilot.kube.events.post_events (the scheduler's events) and kopf.event() in "
+        "cloudpilot.kube.handlers._post (teardown): both POST core v1 Events",
     ),
     # -- what the pools reference (read by name only) -------------------------------------------
     Call(
