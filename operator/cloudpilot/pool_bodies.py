@@ -6,9 +6,10 @@ use: ``apiVersion``, ``kind``, the identifying metadata, ``spec`` and ``status``
 server also sends ``managedFields`` and ``kubectl``'s last-applied annotation (a second copy
 of the spec): at 1,000 pools those would be most of the store.
 
-Bodies are updated *in place*, so a reconcile waiting for its pool's lock reads the pool as
-it is when it runs (for instance, with the ``deletionTimestamp`` that arrived meanwhile),
-not as it was when it was scheduled.
+A pool's metadata is updated *in place*, so a reconcile waiting for its pool's lock reads
+the pool's metadata as it is when it runs (for instance, with the ``deletionTimestamp`` that
+arrived meanwhile), not as it was when it was scheduled. ``spec`` and ``status`` are kept as
+compact JSON and handed out as fresh copies.
 
 Pure: plain dicts in, plain answers out; unit-tested without kopf or a cluster.
 """
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import copy
 import enum
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 KEPT_METADATA = ("name", "namespace", "uid", "generation", "resourceVersion", "deletionTimestamp")
@@ -60,34 +63,70 @@ def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
             target[key] = copy.deepcopy(value)
 
 
+def _compact(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass
+class _Entry:
+    """One pool, stored lean: a live metadata dict (small, shared with running reconciles)
+    and ``spec``/``status`` as compact JSON, about a fifth of the same data as Python dicts
+    and strings, and re-read only once per reconcile."""
+
+    api_version: str | None
+    kind: str | None
+    metadata: dict[str, Any]
+    spec: str
+    status: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "metadata": self.metadata,
+            "spec": json.loads(self.spec),
+            "status": json.loads(self.status),
+        }
+
+
 class PoolBodies:
-    """Slim, live bodies by pool uid."""
+    """Lean, live bodies by pool uid."""
 
     def __init__(self) -> None:
-        self._bodies: dict[str, dict[str, Any]] = {}
+        self._entries: dict[str, _Entry] = {}
 
     def __len__(self) -> int:
-        return len(self._bodies)
+        return len(self._entries)
 
     def get(self, uid: str) -> dict[str, Any] | None:
-        return self._bodies.get(uid)
+        """The pool's body as of the last event (and the last status written). ``spec`` and
+        ``status`` are the caller's own copies; ``metadata`` stays live."""
+        entry = self._entries.get(uid)
+        return entry.body() if entry is not None else None
 
     def observe(self, event_type: str | None, raw: Mapping[str, Any]) -> Change:
         """Record one watch event (``ADDED``, ``MODIFIED``, ``DELETED``, or None for the
         start-up listing) and say what it changes."""
         uid = (raw.get("metadata") or {}).get("uid", "")
         if event_type == "DELETED":
-            self._bodies.pop(uid, None)
+            self._entries.pop(uid, None)
             return Change.GONE
         body = slim_body(raw)
-        known = self._bodies.get(uid)
+        known = self._entries.get(uid)
+        generation = known.metadata.get("generation") if known is not None else None
         if known is None:
-            self._bodies[uid] = body
+            self._entries[uid] = _Entry(
+                body["apiVersion"],
+                body["kind"],
+                body["metadata"],
+                _compact(body["spec"]),
+                _compact(body["status"]),
+            )
         else:
-            generation = known["metadata"].get("generation")
-            known.clear()
-            known.update(body)
-            body = known
+            known.api_version, known.kind = body["apiVersion"], body["kind"]
+            known.metadata.clear()
+            known.metadata.update(body["metadata"])
+            known.spec, known.status = _compact(body["spec"]), _compact(body["status"])
         if body["metadata"].get("deletionTimestamp"):
             return Change.DELETING
         if known is None:
@@ -96,13 +135,21 @@ class PoolBodies:
             return Change.SPEC_CHANGED
         return Change.OTHER
 
-    def record_status(self, uid: str, patch: Mapping[str, Any]) -> None:
-        """Apply a status patch that was just written, so the next reconcile compares
-        against it even if the watch event that echoes it has not arrived yet (otherwise a
-        slow watch would make a quiet cycle write the same status again)."""
-        body = self._bodies.get(uid)
-        if body is not None and patch:
-            merge_patch(body.setdefault("status", {}), patch)
+    def record_status(self, uid: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Apply a status patch that was just written and return the pool's status now.
+
+        The next reconcile then compares against it even if the watch event that echoes it
+        has not arrived yet (otherwise a slow watch would make a quiet cycle write the same
+        status again).
+        """
+        entry = self._entries.get(uid)
+        if entry is None:
+            return None
+        status = json.loads(entry.status)
+        if patch:
+            merge_patch(status, patch)
+            entry.status = _compact(status)
+        return status
 
     def forget(self, uid: str) -> None:
-        self._bodies.pop(uid, None)
+        self._entries.pop(uid, None)

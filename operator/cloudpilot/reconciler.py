@@ -10,6 +10,7 @@ back-off, and every other pool carries on.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import secrets as pysecrets
@@ -116,7 +117,10 @@ class Reconciler:
         self._secret_cache: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
         self._secret_max_age = self.settings.interval * LISTING_REUSE_FRACTION
         self._secret_owners: dict[str, set[str]] = {}
-        self._last_valid: dict[str, tuple[PoolSpec, list[QueueConfig]]] = {}
+        # The last valid spec of each pool, as compact JSON: re-parsed only if a pool whose
+        # spec was later broken is deleted (its VMs were made with this one). Parsed
+        # models would cost ~4 KB a pool for a case that almost never happens.
+        self._last_valid: dict[str, str] = {}
         self._read_configmap = read_configmap
 
     async def _read_secret_shared(self, namespace: str, name: str) -> dict[str, bytes]:
@@ -174,7 +178,9 @@ class Reconciler:
         try:
             spec = parse_spec(dict(body.get("spec") or {}))
             queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
-            self._last_valid[pool.uid] = (spec, queues)
+            self._last_valid[pool.uid] = json.dumps(
+                body.get("spec") or {}, separators=(",", ":"), sort_keys=True
+            )
         except (ValueError, ConfigError) as exc:
             message = describe_validation_error(exc)
             return self._blocked(pool, previous, generation, now, mem.ErrorKind.CONFIG, message)
@@ -638,13 +644,14 @@ class Reconciler:
             return spec, effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
         except (ValueError, ConfigError) as exc:
             last = self._last_valid.get(pool.uid)
-            if last is None:
-                raise ConfigError(
-                    f"cannot delete the pool's VMs: its spec is invalid "
-                    f"({describe_validation_error(exc)}) and no valid spec is known; fix the "
-                    f"spec, or remove the finalizer {constants.FINALIZER} to leave the VMs"
-                ) from None
-            return last
+            if last is not None:
+                spec = parse_spec(json.loads(last))
+                return spec, effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
+            raise ConfigError(
+                f"cannot delete the pool's VMs: its spec is invalid "
+                f"({describe_validation_error(exc)}) and no valid spec is known; fix the "
+                f"spec, or remove the finalizer {constants.FINALIZER} to leave the VMs"
+            ) from None
 
     async def _owned(
         self, pool: PoolRef, queues: Sequence[QueueConfig]

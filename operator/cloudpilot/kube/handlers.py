@@ -75,7 +75,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         try:
             outcome = await reconciler.reconcile(pool, body)
             await patch_status(pool.namespace, pool.name, outcome.status_patch)
-            bodies.record_status(uid, outcome.status_patch)
+            status = bodies.record_status(uid, outcome.status_patch)
             await post_events(body, outcome.events)
         except Exception:
             # A bug or an API outage must not end the pool's reconciles for good.
@@ -83,7 +83,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
             metrics.observe_reconcile(pool.key, time.monotonic() - started, failed=True)
             return constants.DEFAULT_CONVERGING_INTERVAL
         metrics.observe_reconcile(pool.key, time.monotonic() - started)
-        metrics.set_pool_status(pool.key, body.get("status") or {})
+        metrics.set_pool_status(pool.key, status or {})
         return outcome.next_delay
 
     scheduler = PoolScheduler(reconcile_pool)
