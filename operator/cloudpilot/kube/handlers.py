@@ -36,6 +36,24 @@ from cloudpilot.reconciler import Event, PoolRef, Reconciler
 logger = logging.getLogger(__name__)
 RESOURCE = (constants.API_GROUP, constants.API_VERSION, constants.PLURAL)
 TEARDOWN_RETRY = 5.0
+WATCH_HANDLER = "pool-event"
+
+
+class _QuietWatchHandler(logging.Filter):
+    """Drop kopf's "Handler 'pool-event' succeeded." line: kopf logs every handler's
+    success at INFO, which for the watch handler is one line per status write of every
+    pool (thousands a minute at a thousand pools). Its failures are still logged."""
+
+    message = f"Handler {WATCH_HANDLER!r} succeeded."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or record.getMessage() != self.message
+
+
+def _quiet_watch_handler() -> None:
+    kopf_objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, _QuietWatchHandler) for f in kopf_objects.filters):
+        kopf_objects.addFilter(_QuietWatchHandler())
 
 
 def _ref(body: kopf.Body) -> PoolRef:
@@ -87,6 +105,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         return outcome.next_delay
 
     scheduler = PoolScheduler(reconcile_pool)
+    _quiet_watch_handler()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -102,7 +121,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
     async def cleanup(**_: Any) -> None:
         await scheduler.stop()
 
-    @kopf.on.event(*RESOURCE, registry=registry)
+    @kopf.on.event(*RESOURCE, id=WATCH_HANDLER, registry=registry)
     async def pool_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         uid = body.get("metadata", {}).get("uid", "")
         change = bodies.observe(event.get("type"), body)
