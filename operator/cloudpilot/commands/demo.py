@@ -154,7 +154,10 @@ class Demo:
         )
         self.say("  the pool is gone and none of its VMs is left running")
         self.say("events recorded on the pool:")
-        for event in self.core.list_namespaced_event(DEMO_NAMESPACE).items[-8:]:
+        events = self.core.list_namespaced_event(DEMO_NAMESPACE).items
+        # In time order (kubectl's order), not the API's listing order (by name).
+        events.sort(key=lambda e: str(e.last_timestamp or e.first_timestamp or ""))
+        for event in events[-8:]:
             self.say(f"  {event.type:7} {event.reason:10} {event.message}")
 
     # -- Kubernetes and cloud plumbing ------------------------------------------------------
