@@ -208,6 +208,38 @@ async def test_a_new_pools_image_lookup_runs_beside_its_listing_not_after_it(
     assert len(_live(h.ec2)) == 3
 
 
+async def test_a_cycle_that_waited_while_deletion_began_touches_nothing(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """A reconcile queued behind a running one must not act once the pool is being
+    deleted: teardown owns the pool then, and a creation could outlive the finalizer."""
+    h = Harness(*cloud)
+    ref = PoolRef(NAMESPACE, "leaving", "uid-leaving")
+    metadata: dict[str, Any] = {
+        "name": "leaving",
+        "namespace": NAMESPACE,
+        "uid": "uid-leaving",
+        "generation": 1,
+    }
+    # The scheduler hands out bodies whose metadata is live (pool_bodies.PoolBodies).
+    first = {"metadata": metadata, "spec": h.spec(2), "status": {}}
+    second = {"metadata": metadata, "spec": h.spec(5), "status": {}}
+    h.proxy.hold("DescribeInstances")
+    running = asyncio.ensure_future(h.reconciler.reconcile(ref, first))
+    try:
+        assert await asyncio.to_thread(h.proxy.wait_for_held, 1)
+        waiting = asyncio.ensure_future(h.reconciler.reconcile(ref, second))
+        metadata["deletionTimestamp"] = "2026-11-21T12:00:00Z"  # the watch event arrives
+    finally:
+        h.proxy.release()
+    await running
+    outcome = await waiting
+
+    assert outcome.status_patch == {} and outcome.events == []
+    assert h.counts()["DescribeInstances"] == 1  # the waiting cycle did not even list
+    assert len(_live(h.ec2)) == 2  # what the first cycle made, not the second's 5
+
+
 async def test_a_raw_image_id_costs_no_lookup_at_all(
     cloud: tuple[EC2Emulator, LatencyProxy],
 ) -> None:
