@@ -132,6 +132,12 @@ class Reconciler:
         cached = self._secret_cache.get(key)
         if cached is not None and now - cached[0] < self._secret_max_age:
             return await cached[1]
+        # Expired reads are dropped whenever a new one starts, so the Secrets of deleted
+        # pools do not pile up in memory.
+        for stale in [
+            k for k, (at, _) in self._secret_cache.items() if now - at >= self._secret_max_age
+        ]:
+            del self._secret_cache[stale]
         reading = asyncio.ensure_future(self._read_secret(namespace, name))
         self._secret_cache[key] = (now, reading)
         try:

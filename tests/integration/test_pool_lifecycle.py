@@ -3,6 +3,7 @@ libcloud's real EC2 driver against moto on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 from datetime import timedelta
 
@@ -143,6 +144,43 @@ def test_deleting_the_pool_destroys_its_vms(stack: Stack) -> None:
     wait_for(lambda: stack.pool("doomed") is None, 60, message="pool gone")
     assert stack.live_vms("doomed") == []
     assert all(str(vm.state) == "terminated" for vm in stack.vms("doomed", include_gone=True))
+
+
+def test_pools_that_come_and_go_leave_nothing_behind_in_the_operator(stack: Stack) -> None:
+    """Memory stays flat as pools come and go: a deleted pool's state (memory, lock, last
+    valid spec, fingerprints, Secret owners, metrics) goes with it. White-box: the stores are
+    private, so the test reads them."""
+    from cloudpilot import metrics
+
+    names = [f"brief-{i}" for i in range(3)]
+    for name in names:
+        stack.apply_pool(name, replicas=1)
+    for name in names:
+        stack.wait_vms(name, 1)
+    uids = {stack.pool(name)["metadata"]["uid"] for name in names}  # type: ignore[index]
+    keys = {f"{stack.namespace}/{name}" for name in names}
+    for name in names:
+        stack.delete_pool(name)
+    for name in names:
+        wait_for(lambda name=name: stack.pool(name) is None, 60, message=f"{name} gone")
+
+    reconciler = stack.reconcilers[-1]
+
+    def leftovers() -> list[str]:
+        found = [
+            f"{store}: {uid}"
+            for store in ("_memories", "_locks", "_last_valid", "_secret_owners")
+            for uid in getattr(reconciler, store)
+            if uid in uids
+        ]
+        found += [f"_fingerprints: {k}" for k in reconciler._fingerprints if k[0] in uids]
+        gauges = metrics.default().pool_gauges
+        found += [f"gauges: {k}" for k in (*gauges._queues, *gauges._conditions) if k in keys]
+        return found
+
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not leftovers(), 10, message="no per-pool state left")
+    assert leftovers() == []
 
 
 def test_deletion_policy_orphan_leaves_the_vms_running(stack: Stack) -> None:
