@@ -95,7 +95,11 @@ async def run_operator(
     reconciler: Reconciler | None = None,
 ) -> None:
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, reconciler or build_reconciler(settings))
+    handlers.register(
+        registry,
+        reconciler or build_reconciler(settings),
+        concurrency=settings.max_concurrent_reconciles,
+    )
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     await kopf.operator(
         registry=registry,

@@ -28,6 +28,7 @@ class OperatorSettings:
     batch_size: int = constants.DEFAULT_BATCH_SIZE
     rate_limit: float = 20.0
     rate_burst: int = 40
+    max_concurrent_reconciles: int = constants.MAX_CONCURRENT_RECONCILES
     health_port: int | None = None
     metrics_port: int | None = None
     log_format: str = "plain"
@@ -47,6 +48,12 @@ class OperatorSettings:
             batch_size=_env_int("CLOUDPILOT_BATCH_SIZE", constants.DEFAULT_BATCH_SIZE),
             rate_limit=_env_float("CLOUDPILOT_RATE_LIMIT", 20.0),
             rate_burst=_env_int("CLOUDPILOT_RATE_BURST", 40),
+            max_concurrent_reconciles=max(
+                _env_int(
+                    "CLOUDPILOT_MAX_CONCURRENT_RECONCILES", constants.MAX_CONCURRENT_RECONCILES
+                ),
+                1,
+            ),
             log_format=os.environ.get("CLOUDPILOT_LOG_FORMAT", "plain"),
             metrics_port=_env_int("CLOUDPILOT_METRICS_PORT", 0) or None,
             proxy_warn_margin=_env_float("CLOUDPILOT_PROXY_WARN_MARGIN", 6 * 3600.0),

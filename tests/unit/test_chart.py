@@ -68,6 +68,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "reconcileInterval": 120,
             "convergingInterval": 5.5,
             "parallelism": 16,
+            "maxConcurrentReconciles": 200,
             "logFormat": "json",
             "logLevel": "debug",
             "extraArgs": ["--example-flag"],
@@ -370,6 +371,20 @@ def test_probes_use_the_health_endpoint(rendered: dict[str, list[dict]], name: s
     assert ("metrics" in ports) == VALUE_SETS[name].get("metrics", {}).get("enabled", True)
 
 
+def test_the_operator_reads_the_tuning_the_chart_passes(
+    rendered: dict[str, list[dict]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloudpilot.settings import OperatorSettings
+
+    for key, value in env_of(rendered["customised"]).items():
+        if isinstance(value, str):
+            monkeypatch.setenv(key, value)
+    settings = OperatorSettings.from_env()
+    assert settings.reconcile_interval == 120 and settings.converging_interval == 5.5
+    assert settings.parallelism == 16 and settings.max_concurrent_reconciles == 200
+    assert settings.log_format == "json" and settings.metrics_port == 9090
+
+
 def test_update_strategy_follows_leader_election(rendered: dict[str, list[dict]]) -> None:
     without = only(rendered["single-no-election"], "Deployment")["spec"]
     assert without["strategy"] == {"type": "Recreate"}
@@ -429,6 +444,7 @@ def test_value_defaults_match_the_operators_defaults() -> None:
     assert op["parallelism"] == defaults.parallelism
     assert op["batchSize"] == defaults.batch_size
     assert op["rateLimit"] == defaults.rate_limit and op["rateBurst"] == defaults.rate_burst
+    assert op["maxConcurrentReconciles"] == defaults.max_concurrent_reconciles
     lease = LeaseConfig(namespace="x", name="y", identity="z")
     le = values["leaderElection"]
     assert le["leaseDurationSeconds"] == lease.lease_seconds

@@ -81,7 +81,12 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.scanning.disabled = os.environ.get("CLOUDPILOT_CLUSTER_DISCOVERY") == "false"
 
 
-def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+def register(
+    registry: kopf.OperatorRegistry,
+    reconciler: Reconciler,
+    *,
+    concurrency: int = constants.MAX_CONCURRENT_RECONCILES,
+) -> None:
     bodies = PoolBodies()
 
     async def reconcile_pool(uid: str) -> float | None:
@@ -104,7 +109,7 @@ def register(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
         metrics.set_pool_status(pool.key, status or {})
         return outcome.next_delay
 
-    scheduler = PoolScheduler(reconcile_pool)
+    scheduler = PoolScheduler(reconcile_pool, concurrency=concurrency)
     _quiet_watch_handler()
 
     @kopf.on.login(registry=registry)
