@@ -36,17 +36,11 @@ class Change(enum.Enum):
     OTHER = "other"  # status, labels, our own writes: keep the schedule as it is
 
 
-def slim_body(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a pool's body that CloudPilot reads (deep-copied: nothing is shared with
-    kopf's own copy of the event)."""
+def kept_metadata(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The identifying metadata CloudPilot reads (all plain strings and numbers); the rest
+    (``managedFields``, annotations, labels) is left with kopf's copy of the event."""
     metadata = raw.get("metadata") or {}
-    return {
-        "apiVersion": raw.get("apiVersion"),
-        "kind": raw.get("kind"),
-        "metadata": {k: copy.deepcopy(metadata[k]) for k in KEPT_METADATA if k in metadata},
-        "spec": copy.deepcopy(dict(raw.get("spec") or {})),
-        "status": copy.deepcopy(dict(raw.get("status") or {})),
-    }
+    return {k: metadata[k] for k in KEPT_METADATA if k in metadata}
 
 
 def merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
@@ -111,27 +105,24 @@ class PoolBodies:
         if event_type == "DELETED":
             self._entries.pop(uid, None)
             return Change.GONE
-        body = slim_body(raw)
+        metadata = kept_metadata(raw)
+        spec, status = _compact(raw.get("spec") or {}), _compact(raw.get("status") or {})
         known = self._entries.get(uid)
         generation = known.metadata.get("generation") if known is not None else None
         if known is None:
             self._entries[uid] = _Entry(
-                body["apiVersion"],
-                body["kind"],
-                body["metadata"],
-                _compact(body["spec"]),
-                _compact(body["status"]),
+                raw.get("apiVersion"), raw.get("kind"), metadata, spec, status
             )
         else:
-            known.api_version, known.kind = body["apiVersion"], body["kind"]
+            known.api_version, known.kind = raw.get("apiVersion"), raw.get("kind")
             known.metadata.clear()
-            known.metadata.update(body["metadata"])
-            known.spec, known.status = _compact(body["spec"]), _compact(body["status"])
-        if body["metadata"].get("deletionTimestamp"):
+            known.metadata.update(metadata)
+            known.spec, known.status = spec, status
+        if metadata.get("deletionTimestamp"):
             return Change.DELETING
         if known is None:
             return Change.NEW
-        if body["metadata"].get("generation") != generation:
+        if metadata.get("generation") != generation:
             return Change.SPEC_CHANGED
         return Change.OTHER
 

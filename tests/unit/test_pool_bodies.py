@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from cloudpilot.pool_bodies import Change, PoolBodies, merge_patch, slim_body
+from cloudpilot.pool_bodies import Change, PoolBodies, merge_patch
 
 
 def _pool(generation: int = 1, **extra_meta: Any) -> dict[str, Any]:
@@ -29,7 +29,10 @@ def _pool(generation: int = 1, **extra_meta: Any) -> dict[str, Any]:
 
 def test_the_slim_body_keeps_what_a_reconcile_reads_and_drops_the_bulk() -> None:
     raw = _pool()
-    body = slim_body(raw)
+    bodies = PoolBodies()
+    bodies.observe("ADDED", raw)
+    body = bodies.get("u-1")
+    assert body is not None
 
     assert body["spec"] == raw["spec"] and body["status"] == raw["status"]
     assert body["metadata"] == {
