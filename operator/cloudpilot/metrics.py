@@ -48,7 +48,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -170,6 +170,14 @@ def _count(value: Any) -> int:
 CONDITION_TYPES: Final = ("Ready", "Reconciling", "Stalled")
 
 
+class QueueGauges(NamedTuple):
+    """One queue's gauges: pilots by phase (in ``PHASES`` order), desired, in back-off."""
+
+    phases: tuple[int, ...]
+    desired: int
+    backoff: int
+
+
 class PoolGauges(Collector):
     """The per-pool gauges (pilots by phase, desired, back-off, conditions) as plain tuples,
     turned into metric families when Prometheus scrapes.
@@ -180,11 +188,10 @@ class PoolGauges(Collector):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # pool key -> queue -> (Starting, Running, Done, Failed, Unknown, desired, backoff)
-        self._queues: dict[str, dict[str, tuple[int, ...]]] = {}
+        self._queues: dict[str, dict[str, QueueGauges]] = {}
         self._conditions: dict[str, tuple[int, ...]] = {}
 
-    def set_queues(self, pool_key: str, queues: dict[str, tuple[int, ...]]) -> None:
+    def set_queues(self, pool_key: str, queues: dict[str, QueueGauges]) -> None:
         with self._lock:
             self._queues[pool_key] = queues
 
@@ -208,7 +215,7 @@ class PoolGauges(Collector):
 
     @staticmethod
     def _families(
-        queues: Mapping[str, Mapping[str, tuple[int, ...]]] | None = None,
+        queues: Mapping[str, Mapping[str, QueueGauges]] | None = None,
         conditions: Mapping[str, tuple[int, ...]] | None = None,
     ) -> list[Metric]:
         pool = ["namespace", "pool"]
@@ -237,14 +244,12 @@ class PoolGauges(Collector):
         )
         for key, by_queue in (queues or {}).items():
             namespace, name = _pool_labels(key)
-            for queue, values in by_queue.items():
-                for phase, count in zip(PHASES, values, strict=False):
+            for queue, gauges in by_queue.items():
+                for phase, count in zip(PHASES, gauges.phases, strict=True):
                     pilots.add_metric([namespace, name, queue, phase], count)
-                desired.add_metric([namespace, name, queue], values[len(PHASES)])
-                backoff.add_metric([namespace, name, queue], values[len(PHASES) + 1])
-            in_backoff.add_metric(
-                [namespace, name], sum(v[len(PHASES) + 1] for v in by_queue.values())
-            )
+                desired.add_metric([namespace, name, queue], gauges.desired)
+                backoff.add_metric([namespace, name, queue], gauges.backoff)
+            in_backoff.add_metric([namespace, name], sum(g.backoff for g in by_queue.values()))
         for key, flags in (conditions or {}).items():
             namespace, name = _pool_labels(key)
             for kind, flag in zip(CONDITION_TYPES, flags, strict=True):
@@ -377,12 +382,14 @@ class OperatorMetrics:
         dicts (same field names: ``name``, ``desired``, ``starting`` ... ``held``). Queues
         absent from this call (removed from the spec and drained) lose their series.
         """
-        queues: dict[str, tuple[int, ...]] = {}
+        queues: dict[str, QueueGauges] = {}
         for summary in queue_summaries:
             queue = self._queue(pool_key, _get(summary, "name"))
             counts = tuple(_count(_get(summary, phase.lower(), 0)) for phase in PHASES)
             backing_off = _text(_get(summary, "held")) == "BackOff"
-            queues[queue] = (*counts, _count(_get(summary, "desired", 0)), int(backing_off))
+            queues[queue] = QueueGauges(
+                counts, _count(_get(summary, "desired", 0)), int(backing_off)
+            )
         self.pool_gauges.set_queues(pool_key, queues)
 
     def set_pool_conditions(self, pool_key: str, conditions: Iterable[Any]) -> None:
