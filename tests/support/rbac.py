@@ -82,8 +82,7 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "create",
         "watched",
         "always",
-        "cloudpilot.kube.events.post_events (the scheduler's events) and kopf.event() in "
-        "cloudpilot.kube.handlers._post (teardown): both POST core v1 Events",
+        "cloudpilot.kube.events.post_events (reconcile and teardown events): POSTs core v1 Events",
     ),
     # -- what the pools reference (read by name only) -------------------------------------------
     Call(

@@ -1,7 +1,8 @@
 """Post a pool's Kubernetes Events (``kubectl describe cloudpilotpool`` shows them).
 
 The scheduler runs outside kopf's per-object handler tasks, where ``kopf.event`` finds its
-posting queue, so CloudPilot posts its own: one ``create`` of a core/v1 Event per event, in
+posting queue, so CloudPilot posts its own (teardown too, so that every event of a pool
+goes one way): one ``create`` of a core/v1 Event per event, in
 a worker thread (the official client is synchronous). Messages pass through redaction once
 more on the way out: an event outlives the pod and is readable by anyone who may list events
 in the namespace. A failed post is logged and dropped, as kopf does: an event is a courtesy,

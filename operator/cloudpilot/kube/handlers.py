@@ -61,11 +61,6 @@ def _ref(body: kopf.Body) -> PoolRef:
     return PoolRef(namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid", ""))
 
 
-def _post(body: kopf.Body, events: list[Event]) -> None:
-    for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-
-
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
     """kopf's bookkeeping goes to ``cloudpilot.io`` annotations; status stays ours."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -141,9 +136,9 @@ def register(
         try:
             remaining, events = await reconciler.finalize(pool, body)
         except ConfigError as exc:
-            kopf.warn(body, reason="TeardownBlocked", message=str(exc))
+            await post_events(body, [Event("Warning", "TeardownBlocked", str(exc))])
             raise kopf.TemporaryError(str(exc), delay=60) from None
-        _post(body, events)
+        await post_events(body, events)
         if not remaining:
             metrics.forget_pool(pool.key)
         if remaining:
