@@ -56,6 +56,10 @@ MAX_LIST_PAGES = 1000
 EC2_LISTED_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 """Every EC2 instance state but ``terminated``: EC2 keeps terminated instances listed for
 up to an hour, and they are nobody's business (``states.GONE`` drops them anyway)."""
+_PER_ID_ERRORS = frozenset({ErrorKind.NOT_FOUND, ErrorKind.INVALID_REQUEST})
+"""Kinds of a failed ``TerminateInstances`` that one bad id in the batch can cause
+(``InvalidInstanceID.NotFound``, ``InvalidInstanceID.Malformed``): only these are worth
+retrying VM by VM."""
 
 
 @dataclass(frozen=True)
@@ -431,25 +435,32 @@ class CloudGateway:
         return {n.id: r for n, r in zip(nodes, results, strict=True)}
 
     async def _destroy_ec2(self, nodes: Sequence[ListedNode]) -> dict[str, CloudError | None]:
-        outcome: dict[str, CloudError | None] = {}
-        ids = [n.id for n in nodes]
-        for start in range(0, len(ids), EC2_TERMINATE_CHUNK):
-            chunk = ids[start : start + EC2_TERMINATE_CHUNK]
+        """One ``TerminateInstances`` per chunk of up to :data:`EC2_TERMINATE_CHUNK` VMs.
 
-            def run(driver: NodeDriver, chunk: list[str] = chunk) -> Any:
+        A chunk refused because of one of its ids (an unknown or malformed id fails the
+        whole call) is retried one call per VM, so the others still go. Any other refusal
+        (throttling, a server error, a timeout, rejected credentials) would refuse each of
+        those calls too: it is reported for every VM of the chunk instead, which costs no
+        further call (a throttling storm must not turn one call into a thousand).
+        """
+        outcome: dict[str, CloudError | None] = {}
+        for start in range(0, len(nodes), EC2_TERMINATE_CHUNK):
+            chunk = nodes[start : start + EC2_TERMINATE_CHUNK]
+
+            def run(driver: NodeDriver, chunk: Sequence[ListedNode] = chunk) -> Any:
                 params: dict[str, str] = {"Action": "TerminateInstances"}
-                params.update({f"InstanceId.{i + 1}": vm_id for i, vm_id in enumerate(chunk)})
+                params.update({f"InstanceId.{i + 1}": n.id for i, n in enumerate(chunk)})
                 return driver.connection.request(driver.path, params=params).object
 
             try:
                 await self._call("destroy", run)
-                outcome.update(dict.fromkeys(chunk))
             except Exception as exc:
-                if len(chunk) == 1:
-                    outcome[chunk[0]] = errors.classify(exc, "destroy")
-                    continue
-                # One unknown id fails the whole EC2 call: fall back to one call per VM so
-                # the others still go.
-                for listed in (n for n in nodes if n.id in set(chunk)):
-                    outcome.update(await self._destroy_ec2([listed]))
+                error = errors.classify(exc, "destroy")
+                if len(chunk) > 1 and error.kind in _PER_ID_ERRORS:
+                    for listed in chunk:
+                        outcome.update(await self._destroy_ec2([listed]))
+                else:
+                    outcome.update(dict.fromkeys((n.id for n in chunk), error))
+            else:
+                outcome.update(dict.fromkeys(n.id for n in chunk))
         return outcome
