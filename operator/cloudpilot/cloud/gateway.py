@@ -40,7 +40,7 @@ from cloudpilot import constants
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import build_driver
 from cloudpilot.cloud.listing import SharedListing, shared_listing
-from cloudpilot.cloud.lookups import NeedsLookupError, Resolver
+from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import CloudAccount, QueueConfig
@@ -98,12 +98,6 @@ class CreateResult:
     requested: int
     created: tuple[ListedNode, ...] = ()
     error: CloudError | None = None
-
-
-def _is_ec2(driver: NodeDriver) -> bool:
-    from libcloud.compute.drivers.ec2 import BaseEC2NodeDriver
-
-    return isinstance(driver, BaseEC2NodeDriver)
 
 
 class _NotSent(Exception):
@@ -264,7 +258,7 @@ class CloudGateway:
 
     @property
     def batch_create_supported(self) -> bool:
-        return _is_ec2(self.probe())
+        return is_ec2(self.probe())
 
     # -- operations -------------------------------------------------------------------------
 
@@ -273,7 +267,7 @@ class CloudGateway:
 
         One API call per page: on EC2 a page holds up to a thousand instances.
         """
-        if not _is_ec2(self.probe()):
+        if not is_ec2(self.probe()):
             return await self._call("list", lambda d: [_as_listed(n) for n in d.list_nodes()])
         nodes: list[ListedNode] = []
         token: str | None = None
@@ -410,7 +404,7 @@ class CloudGateway:
         """Destroy VMs; one failure never stops the others. Returns id -> error or None."""
         if not nodes:
             return {}
-        if _is_ec2(self.probe()):
+        if is_ec2(self.probe()):
             return await self._destroy_ec2(nodes)
 
         async def one(listed: ListedNode) -> CloudError | None:

@@ -34,7 +34,8 @@ class NotFoundError(LookupError):
     """A ``name:`` or id that the cloud does not know."""
 
 
-def _is_ec2(driver: NodeDriver) -> bool:
+def is_ec2(driver: NodeDriver) -> bool:
+    """Whether ``driver`` speaks the EC2 API (also used by the gateway)."""
     from libcloud.compute.drivers.ec2 import BaseEC2NodeDriver
 
     return isinstance(driver, BaseEC2NodeDriver)
@@ -99,12 +100,12 @@ class Resolver:
             self._cache.clear()
 
     def image(self, driver: NodeDriver, ref: Lookup) -> NodeImage:
-        if not ref.by_name and (_is_ec2(driver) or _is_openstack(driver)):
+        if not ref.by_name and (is_ec2(driver) or _is_openstack(driver)):
             return NodeImage(id=ref.value, name=None, driver=driver)
 
         def fetch() -> NodeImage:
             self.lookups += 1
-            if ref.by_name and _is_ec2(driver):
+            if ref.by_name and is_ec2(driver):
                 images = driver.list_images(ex_filters={"name": ref.value})
             else:
                 images = driver.list_images()
@@ -113,7 +114,7 @@ class Resolver:
         return self._cached("image", ref, fetch)
 
     def flavor(self, driver: NodeDriver, ref: Lookup) -> NodeSize:
-        if not ref.by_name and (_is_ec2(driver) or _is_openstack(driver)):
+        if not ref.by_name and (is_ec2(driver) or _is_openstack(driver)):
             return NodeSize(
                 id=ref.value,
                 name=ref.value,
@@ -134,7 +135,7 @@ class Resolver:
         """``create_node`` keyword arguments for the networks (EC2: a subnet)."""
         if not refs:
             return {}
-        if _is_ec2(driver):
+        if is_ec2(driver):
             if len(refs) > 1:
                 raise ConfigError("EC2 takes one network (a subnet) per instance")
             ref = refs[0]
