@@ -17,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -575,7 +575,8 @@ class ElectedOperator:
         self.api.release.set()
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
+        if self._thread.ident is not None:  # not if Thread.start() itself failed
+            self._thread.join(30)
         self.client.close()
         assert not self._thread.is_alive(), f"{self.identity} did not stop"
 
@@ -592,11 +593,12 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
 
     stack = ha_stack
     settings = replace(stack.settings, namespaces=(stack.namespace,), all_namespaces=False)
-    ops = [
-        ElectedOperator(name, stack.kubeconfig, settings, "cloudpilot-ha").start()
-        for name in ("replica-a", "replica-b")
-    ]
-    try:
+    ops: list[ElectedOperator] = []
+    with ExitStack() as replicas:  # stops every replica started, even if one fails
+        for name in ("replica-a", "replica-b"):
+            op = ElectedOperator(name, stack.kubeconfig, settings, "cloudpilot-ha")
+            replicas.callback(op.stop)
+            ops.append(op.start())
         first = wait_for(
             lambda: next((o for o in ops if o.leading.is_set()), None), 20, message="a leader"
         )
@@ -630,9 +632,6 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
         assert len(ever) == 4 + 2 + 1, [(vm.id, vm.state) for vm in ever]
         assert other.leading.is_set() and not first.leading.is_set()
         assert first.terms == 1 and other.terms == 1
-    finally:
-        for op in ops:
-            op.stop()
     for op in ops:
         assert op.error is None, op.error
 
