@@ -35,7 +35,7 @@ from cloudpilot.kube import secrets as kube_secrets
 from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, effective_queues
 from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
 from cloudpilot.models.vms import ObservedVM
-from cloudpilot.naming import pool_prefix, vm_tags
+from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix, vm_tags
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies
 from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
 
@@ -87,6 +87,8 @@ class _AccountView:
     gateway: CloudGateway | None
     listing: list[ListedNode]
     error: mem.CloudError | None = None
+    rotated: bool = False
+    """The account's credentials changed since this pool's last cycle."""
 
 
 class Reconciler:
@@ -113,6 +115,7 @@ class Reconciler:
         self._limiters: dict[str, TokenBucket] = {}
         self._fingerprints: dict[tuple[str, CloudAccount], str] = {}
         self._gateway_used: dict[tuple[CloudAccount, str], float] = {}
+        self._gateways_swept = float("-inf")
         self._proxy_files = ProxyFileStore()
         self._secret_cache: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
         self._secret_max_age = self.settings.interval * LISTING_REUSE_FRACTION
@@ -210,10 +213,12 @@ class Reconciler:
         views = await self._list_accounts(pool, queues, secret, proxies, warm)
         observed = self._observed(pool, queues, views)
         memory = mem.observe(memory, (vm.id for vm in observed), now)
+        if any(v.rotated for v in views.values()):
+            # New credentials (a fixed key, a widened IAM policy) clear the back-off their
+            # predecessors earned: the next create is tried now, not in an hour.
+            memory = replace(memory, backoff={})
+        # An account that could not be listed blocks the whole pool's plan this cycle.
         blocking = next((v.error for v in views.values() if v.error is not None), None)
-
-        # Queues on an account that could not be listed are left alone this cycle.
-        healthy = [q for q in queues if views[q.account].error is None]
         rules = {
             "limits": planner.PoolLimits(
                 spec.limits.max_instances if spec.limits else None,
@@ -221,21 +226,20 @@ class Reconciler:
             ),
             "removed_queue_policy": spec.scale_down_policy or planner.ScaleDownPolicy.DRAIN,
         }
-        the_plan = (
-            planner.plan(healthy, observed, memory, now, **rules)
-            if blocking is None
-            else planner.Plan()
-        )
-        if report.stopped_queues:
+
+        def plan_now(memory: mem.PoolMemory) -> planner.Plan:
+            the_plan = planner.plan(queues, observed, memory, now, **rules)
             # An expired pilot proxy: new pilots could not work. Deletions go on.
-            the_plan = replace(
+            return replace(
                 the_plan,
                 creations=tuple(
                     c for c in the_plan.creations if c.queue not in report.stopped_queues
                 ),
             )
-            if blocking is None and report.verdict is not None:
-                blocking = mem.CloudError(mem.ErrorKind.PROXY_EXPIRED, report.verdict.message)
+
+        the_plan = plan_now(memory) if blocking is None else planner.Plan()
+        if report.stopped_queues and blocking is None and report.verdict is not None:
+            blocking = mem.CloudError(mem.ErrorKind.PROXY_EXPIRED, report.verdict.message)
 
         events: list[Event] = []
         by_queue = {q.name: q for q in queues}
@@ -248,11 +252,10 @@ class Reconciler:
         )
         self._memories[pool.uid] = memory
 
-        after = (
-            planner.plan(healthy, observed, memory, now, **rules)
-            if views and all(v.error is None for v in views.values())
-            else the_plan
-        )
+        # What the plan would be now, after acting: the status and the next delay come
+        # from it (the same filter, so a stalled queue does not look like it converges).
+        listed = bool(views) and all(v.error is None for v in views.values())
+        after = plan_now(memory) if listed else the_plan
         if (
             blocking is not None
             and (previous.get("lastError") or {}).get("message")
@@ -382,15 +385,16 @@ class Reconciler:
         # for two intervals. Not at once: pools sharing a Secret may resolve it to
         # different credentials (PROXY with each pool's own proxy), and would otherwise
         # rebuild each other's drivers every cycle.
+        # Accounts no pool uses any more (a deleted pool, edited driver options) go the same
+        # way; the sweep runs at most once an interval.
         now = time.monotonic()
         self._gateway_used[key] = now
-        for stale in [
-            k
-            for k, used in self._gateway_used.items()
-            if k[0] == account and now - used > 2 * self.settings.interval
-        ]:
-            self._gateways.pop(stale, None)
-            del self._gateway_used[stale]
+        if now - self._gateways_swept >= self.settings.interval:
+            self._gateways_swept = now
+            horizon = now - 2 * self.settings.interval
+            for stale in [k for k, used in self._gateway_used.items() if used < horizon]:
+                self._gateways.pop(stale, None)
+                del self._gateway_used[stale]
         return gateway
 
     async def _list_accounts(
@@ -406,9 +410,13 @@ class Reconciler:
         ``warm``: queues that may create VMs this cycle. Their image, flavor and network
         lookups run beside the listing, so a new pool pays one round trip for both.
         """
-        accounts = {q.account: q for q in queues}
         secret = secret or _cycle_secrets(pool.namespace, self._read_secret_shared)
         proxies = proxies or {}
+        # One queue speaks for each account: one with a pilot proxy if any has one, since
+        # ``secret = PROXY`` credentials need one (whatever order the queues come in).
+        accounts: dict[CloudAccount, QueueConfig] = {}
+        for q in sorted(queues, key=lambda q: q.name not in proxies):
+            accounts.setdefault(q.account, q)
 
         async def one(account: CloudAccount, queue: QueueConfig) -> _AccountView:
             try:
@@ -416,7 +424,7 @@ class Reconciler:
                     pool, account, queue, secret, proxies.get(queue.name)
                 )
                 gateway = self._gateway(account, credentials)
-                self._note_rotation(pool, account, credentials)
+                rotated = self._note_rotation(pool, account, credentials)
                 # One listing of the account serves every pool on it; this pool's VMs
                 # are cut out of it by their name prefix.
                 listing, *_ = await asyncio.gather(
@@ -429,19 +437,17 @@ class Reconciler:
                 )
             except Exception as exc:
                 return _AccountView(None, [], errors.classify(exc, "list"))
-            return _AccountView(gateway, listing)
+            return _AccountView(gateway, listing, rotated=rotated)
 
         results = await asyncio.gather(*(one(a, q) for a, q in accounts.items()))
         return dict(zip(accounts, results, strict=True))
 
-    def _note_rotation(self, pool: PoolRef, account: CloudAccount, creds: Credentials) -> None:
-        """New credentials clear the back-off their predecessors earned."""
+    def _note_rotation(self, pool: PoolRef, account: CloudAccount, creds: Credentials) -> bool:
+        """Whether the pool's credentials for ``account`` changed since its last cycle."""
         key = (pool.uid, account)
-        if self._fingerprints.get(key) not in (None, creds.fingerprint):
-            memory = self._memories.get(pool.uid)
-            if memory is not None:
-                self._memories[pool.uid] = replace(memory, backoff={})
+        rotated = self._fingerprints.get(key) not in (None, creds.fingerprint)
         self._fingerprints[key] = creds.fingerprint
+        return rotated
 
     # -- acting -----------------------------------------------------------------------------
 
@@ -538,12 +544,10 @@ class Reconciler:
                 user_data = await self._user_data(pool, queue, secret)
             except Exception as exc:
                 return creation, errors.classify(exc, "render")
-            from cloudpilot.naming import new_vm_name
-
             request = CreateRequest(
                 queue=queue,
                 count=creation.count,
-                name=new_vm_name(queue_prefixes([queue])[queue.name]),
+                name=new_vm_name(queue_prefix(pool.namespace, pool.name, queue.name)),
                 user_data=user_data,
                 tags=vm_tags(pool.namespace, pool.name, queue.name, queue.ce),
                 client_token=pysecrets.token_hex(12),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,16 +73,18 @@ class Harness:
     )
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
+    secret_reads: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         key, secret = self.ec2.credentials
-        secrets = {
+        self.secrets: dict[str, dict[str, bytes]] = {
             "ec2-credentials": {"key": key.encode(), "secret": secret.encode()},
             "pilot": {"pilot.sh": PILOT.encode()},
         }
 
         async def read_secret(namespace: str, name: str) -> dict[str, bytes]:
-            return secrets[name]
+            self.secret_reads[name] += 1
+            return self.secrets[name]
 
         self.reconciler = Reconciler(self.settings, read_secret=read_secret)
 
@@ -229,6 +232,8 @@ async def test_a_cycle_that_waited_while_deletion_began_touches_nothing(
     try:
         assert await asyncio.to_thread(h.proxy.wait_for_held, 1)
         waiting = asyncio.ensure_future(h.reconciler.reconcile(ref, second))
+        await asyncio.sleep(0)  # one loop step: the queued cycle reaches the pool's lock
+        assert h.reconciler._locks[ref.uid]._waiters  # type: ignore[attr-defined]
         metadata["deletionTimestamp"] = "2026-11-21T12:00:00Z"  # the watch event arrives
     finally:
         h.proxy.release()
@@ -238,6 +243,99 @@ async def test_a_cycle_that_waited_while_deletion_began_touches_nothing(
     assert outcome.status_patch == {} and outcome.events == []
     assert h.counts()["DescribeInstances"] == 1  # the waiting cycle did not even list
     assert len(_live(h.ec2)) == 2  # what the first cycle made, not the second's 5
+
+
+async def test_new_credentials_clear_a_create_back_off_at_once(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """A key that may list but not create (an IAM policy too narrow) backs the queue off
+    for long; fixing the Secret retries the create on the next cycle, not hours later."""
+    h = Harness(*cloud)
+    h.proxy.fail_next("RunInstances", "UnauthorizedOperation")
+    status = await h.reconcile("iam", 2)
+    assert status["lastError"]["reason"] == "BadCredentials" and _live(h.ec2) == []
+
+    await h.reconcile("iam", 2)  # same credentials: still backing off
+    assert h.counts()["RunInstances"] == 1
+
+    h.secrets["ec2-credentials"]["key"] = b"AKIAROTATEDKEY000001"  # moto takes any key
+    h.reconciler._secret_cache.clear()  # the next cycle reads the Secret again
+    await h.reconcile("iam", 2)
+    assert h.counts()["RunInstances"] == 2
+    assert len(_live(h.ec2)) == 2
+
+
+async def test_a_pool_stalled_on_an_expired_proxy_waits_a_full_interval(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """No creation can happen until the proxy is renewed (the Secret change wakes the pool
+    anyway), so the pool is not re-listed at the converging pace meanwhile."""
+    from tests.support.proxies import ProxyFactory
+
+    h = Harness(*cloud)
+    h.secrets["pilot-proxy"] = {"proxy": ProxyFactory().expired()}
+    body = {
+        "metadata": {"name": "stale", "namespace": NAMESPACE, "uid": "uid-stale", "generation": 1},
+        "spec": h.spec(
+            3,
+            pilot={
+                "executableSecret": {"name": "pilot", "key": "pilot.sh"},
+                "proxySecret": {"name": "pilot-proxy", "key": "proxy"},
+            },
+        ),
+        "status": {},
+    }
+    outcome = await h.reconciler.reconcile(PoolRef(NAMESPACE, "stale", "uid-stale"), body)
+
+    assert outcome.status_patch["lastError"]["reason"] == "ProxyExpired"
+    assert "RunInstances" not in h.counts()
+    assert outcome.next_delay == h.settings.interval
+
+
+async def test_proxy_credentials_work_whichever_queue_of_the_account_has_the_proxy(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """``secret = PROXY`` needs a pilot proxy; one queue of the account having one is
+    enough, wherever it stands in the list of queues."""
+    from tests.support.proxies import ProxyFactory
+
+    h = Harness(*cloud)
+    auth = b"[DEFAULT]\nkey = AKIAFEDCLOUD00000001\nsecret = PROXY\n"
+    h.secrets["fedcloud"] = {"cloud.auth": auth}
+    h.secrets["pilot-proxy"] = {"proxy": ProxyFactory().rfc()}
+    with_proxy = {
+        "executableSecret": {"name": "pilot", "key": "pilot.sh"},
+        "proxySecret": {"name": "pilot-proxy", "key": "proxy"},
+    }
+    spec = h.spec(
+        0,
+        credentialsSecret={"name": "fedcloud"},
+        queues=[
+            {"name": "with-proxy", "replicas": 1, "pilot": with_proxy},
+            {"name": "without", "replicas": 1},
+        ],
+    )
+    del spec["replicas"]  # queues carry their own
+    body = {
+        "metadata": {"name": "fed", "namespace": NAMESPACE, "uid": "uid-fed", "generation": 1},
+        "spec": spec,
+        "status": {},
+    }
+    outcome = await h.reconciler.reconcile(PoolRef(NAMESPACE, "fed", "uid-fed"), body)
+    status = outcome.status_patch
+    assert status.get("lastError") is None, status.get("lastError")
+    assert len(_live(h.ec2)) == 2
+
+
+async def test_pools_on_one_credentials_secret_share_one_read_per_half_interval(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    h = Harness(*cloud)
+    await asyncio.gather(*(h.reconcile(f"s{i}", 1) for i in range(5)))
+    await asyncio.gather(*(h.reconcile(f"s{i}", 2) for i in range(5)))  # a second cycle
+    # One read of each Secret serves all five pools for both cycles (they are within half
+    # a reconcile interval of each other), not one per pool per cycle.
+    assert h.secret_reads == {"ec2-credentials": 1, "pilot": 1}
 
 
 async def test_a_raw_image_id_costs_no_lookup_at_all(

@@ -10,7 +10,7 @@ import pytest
 from cloudpilot import reconciler as reconciler_module
 from cloudpilot.cloud.gateway import Credentials
 from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
-from tests.support.builders import queue
+from tests.support.builders import account, queue
 
 
 def test_two_credential_sets_on_one_account_keep_their_gateways_until_unused(
@@ -39,3 +39,18 @@ def test_forgetting_a_pool_drops_its_per_pool_state() -> None:
     reconciler.forget(pool)
     leftovers: list[Any] = [k for k in reconciler._fingerprints if k[0] == pool.uid]
     assert leftovers == [] and pool.uid not in reconciler._locks
+
+
+def test_gateways_of_an_account_no_pool_uses_any_more_are_released(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deleted pool or edited driver options leave an account behind: its drivers (and
+    their HTTP sessions) go once unused for two intervals, whichever account is in use."""
+    clock = [1000.0]
+    monkeypatch.setattr(reconciler_module.time, "monotonic", lambda: clock[0])
+    reconciler = Reconciler(ReconcilerSettings(interval=60.0))
+    old, new = account(credentials_secret="old"), account(credentials_secret="new")
+    reconciler._gateway(old, Credentials("k", "s"))
+    clock[0] += 121
+    reconciler._gateway(new, Credentials("k", "s"))
+    assert [account for account, _ in reconciler._gateways] == [new]
