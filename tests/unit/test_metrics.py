@@ -10,6 +10,7 @@ import urllib.request
 from dataclasses import dataclass
 
 import pytest
+from libcloud.compute.base import NodeDriver
 from prometheus_client.parser import text_string_to_metric_families
 
 from cloudpilot import metrics as metrics_module
@@ -70,11 +71,52 @@ def test_cloud_calls_errors_and_latency(m: OperatorMetrics) -> None:
     )
 
 
-def test_the_hook_matches_the_reconcilers_on_cloud_call_signature(m: OperatorMetrics) -> None:
-    from cloudpilot.reconciler import Reconciler
+class ScriptedDriver(NodeDriver):
+    """A libcloud driver whose ``list_nodes`` answers with :data:`LISTINGS` in turn (raising
+    the exceptions there), so the gateway calls its hook as it does for a real cloud."""
 
-    Reconciler(on_cloud_call=m.observe_cloud_call)  # accepted as the hook (type-wise too)
-    Reconciler(on_cloud_call=metrics_module.observe_cloud_call)
+    name = "scripted"
+
+    def __init__(self, key: str, secret: str | None = None, **options: object) -> None:
+        self.key, self.secret = key, secret
+
+    def list_nodes(self) -> list[object]:
+        outcome = LISTINGS.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+LISTINGS: list[list[object] | Exception] = []
+
+
+@pytest.mark.parametrize("hook", ["instance", "module"])
+async def test_the_reconcilers_cloud_calls_reach_the_metrics_hook(
+    m: OperatorMetrics, monkeypatch: pytest.MonkeyPatch, hook: str
+) -> None:
+    """The hook is handed to the Reconciler (as runtime.build_reconciler does with the
+    module-level one) and called by its gateway with (operation, seconds, CloudError|None)."""
+    from cloudpilot.cloud.gateway import Credentials
+    from cloudpilot.reconciler import Reconciler
+    from tests.support.builders import account
+
+    monkeypatch.setattr(metrics_module, "_default", m)  # the module-level hook's registry
+    on_cloud_call = {
+        "instance": m.observe_cloud_call,
+        "module": metrics_module.observe_cloud_call,
+    }[hook]
+    LISTINGS[:] = [[], ConnectionError("connection reset")]
+    reconciler = Reconciler(on_cloud_call=on_cloud_call)
+    gateway = reconciler._gateway(
+        account(cloud_type=f"{__name__}.ScriptedDriver", driver_options=()),
+        Credentials("key", "secret"),
+    )
+    assert await gateway.list_nodes() == []
+    with pytest.raises(ConnectionError):
+        await gateway.list_nodes()
+    assert value(m, "cloudpilot_cloud_api_calls_total", operation="list") == 2
+    assert value(m, "cloudpilot_cloud_api_call_duration_seconds_count", operation="list") == 2
+    assert value(m, "cloudpilot_cloud_api_errors_total", operation="list", reason="Transient") == 1
 
 
 def test_pilots_by_queue_and_phase_from_planner_summaries(m: OperatorMetrics) -> None:
