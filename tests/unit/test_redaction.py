@@ -194,3 +194,27 @@ def test_install_log_filter_adds_one_filter_per_root_handler() -> None:
         assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1
     finally:
         root.removeHandler(handler)
+
+
+def test_kopfs_own_event_poster_only_sees_redacted_records(secrets) -> None:
+    """kopf turns ``kopf.objects`` warnings into Events through a handler on that logger,
+    which runs before the root's handlers: the record must be masked before it gets there."""
+    secrets(SECRET)
+
+    class Poster(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    kopf_objects = logging.getLogger("kopf.objects")
+    poster = Poster()
+    kopf_objects.addHandler(poster)
+    try:
+        redaction.install_log_filter()
+        kopf_objects.warning("Handler failed temporarily: cloud said %s", SECRET)
+    finally:
+        kopf_objects.removeHandler(poster)
+    assert poster.messages and SECRET not in poster.messages[0]
