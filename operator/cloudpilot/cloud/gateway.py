@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -251,10 +252,16 @@ class CloudGateway:
 
     # -- capabilities -----------------------------------------------------------------------
 
+    @functools.cached_property
+    def _create_params(self) -> Mapping[str, inspect.Parameter]:
+        """The parameters the driver's ``create_node`` takes: the probe driver never
+        changes, so its signature is inspected once, not on every create and listing."""
+        return inspect.signature(self.probe().create_node).parameters
+
     @property
     def tags_supported(self) -> bool:
         """Whether VMs can carry metadata that proves ownership (EC2 tags, Nova metadata)."""
-        return "ex_metadata" in inspect.signature(self.probe().create_node).parameters
+        return "ex_metadata" in self._create_params
 
     @property
     def batch_create_supported(self) -> bool:
@@ -338,7 +345,7 @@ class CloudGateway:
                 return self.resolver.create_arguments(driver, queue)
 
             kwargs = await self._call("resolve", resolve)
-        params = inspect.signature(self.probe().create_node).parameters
+        params = self._create_params
         if queue.ssh_key and "ex_keyname" in params:
             kwargs["ex_keyname"] = queue.ssh_key
         if "ex_metadata" in params:
