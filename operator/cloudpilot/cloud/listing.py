@@ -127,10 +127,6 @@ class SharedListing(Generic[N]):
         self.served = 0
         """Listings handed out, made or shared."""
 
-    @property
-    def latest(self) -> Snapshot[N] | None:
-        return self._latest
-
     async def get(
         self, consumer: str | None, fetch: Callable[[], Awaitable[Sequence[N]]]
     ) -> Snapshot[N]:
