@@ -568,13 +568,14 @@ def test_proxy_stop_is_clean(ec2: EC2Emulator) -> None:
     import threading
 
     before = set(threading.enumerate())
-    proxy = LatencyProxy(ec2.endpoint).start()
-    endpoint = proxy.endpoint
-    assert endpoint[0] == "127.0.0.1"
-    driver = MotoEC2NodeDriver(*ec2.credentials, **ec2.driver_options(endpoint))
-    driver.list_nodes()  # leaves a keep-alive connection (and its handler thread) open
-    proxy.hold()
-    with ThreadPoolExecutor(1) as pool:
+    # The proxy is left first: if an assertion fails, stopping it releases the held call
+    # that the pool's exit waits for (the second stop is a no-op otherwise).
+    with ThreadPoolExecutor(1) as pool, LatencyProxy(ec2.endpoint) as proxy:
+        endpoint = proxy.endpoint
+        assert endpoint[0] == "127.0.0.1"
+        driver = MotoEC2NodeDriver(*ec2.credentials, **ec2.driver_options(endpoint))
+        driver.list_nodes()  # leaves a keep-alive connection (and its handler thread) open
+        proxy.hold()
         pending = pool.submit(driver.list_images)
         assert proxy.wait_for_held(1, timeout=30)
         proxy.stop()  # releases the held request (answered 503), closes connections
