@@ -150,8 +150,6 @@ def test_pools_that_come_and_go_leave_nothing_behind_in_the_operator(stack: Stac
     """Memory stays flat as pools come and go: a deleted pool's state (memory, lock, last
     valid spec, fingerprints, Secret owners, metrics) goes with it. White-box: the stores are
     private, so the test reads them."""
-    from cloudpilot import metrics
-
     names = [f"brief-{i}" for i in range(3)]
     for name in names:
         stack.apply_pool(name, replicas=1)
@@ -163,6 +161,39 @@ def test_pools_that_come_and_go_leave_nothing_behind_in_the_operator(stack: Stac
         stack.delete_pool(name)
     for name in names:
         wait_for(lambda name=name: stack.pool(name) is None, 60, message=f"{name} gone")
+
+    _assert_nothing_left_of(stack, uids, keys)
+
+
+def test_a_pool_released_by_hand_from_a_blocked_teardown_leaves_nothing_behind(
+    stack: Stack,
+) -> None:
+    """A teardown blocked on a spec that was never valid tells the admin to remove the
+    finalizer; a pool removed that way is forgotten by the operator all the same."""
+    stack.apply_pool("never-valid", replicas=1, instance={"createOptions": {"ex_userdata": "x"}})
+    stack.wait_status("never-valid", lambda s: s.get("lastError"), what="InvalidConfig")
+    uid = stack.pool("never-valid")["metadata"]["uid"]  # type: ignore[index]
+    stack.delete_pool("never-valid")
+    wait_for(
+        lambda: any(e.reason == "TeardownBlocked" for e in stack.events()),
+        30,
+        message="TeardownBlocked event",
+    )
+    stack.custom.patch_namespaced_custom_object(
+        constants.API_GROUP,
+        constants.API_VERSION,
+        stack.namespace,
+        constants.PLURAL,
+        "never-valid",
+        {"metadata": {"finalizers": None}},
+    )
+    wait_for(lambda: stack.pool("never-valid") is None, 30, message="pool gone")
+    _assert_nothing_left_of(stack, {uid}, {f"{stack.namespace}/never-valid"})
+
+
+def _assert_nothing_left_of(stack: Stack, uids: set[str], keys: set[str]) -> None:
+    """White-box: the per-pool stores are private, so this reads them."""
+    from cloudpilot import metrics
 
     reconciler = stack.reconcilers[-1]
 

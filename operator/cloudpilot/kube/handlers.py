@@ -99,12 +99,16 @@ def register(
             # A bug or an API outage must not end the pool's reconciles for good.
             logger.exception("reconcile of %s failed; retrying", pool.key)
             metrics.observe_reconcile(pool.key, time.monotonic() - started, failed=True)
-            return constants.DEFAULT_CONVERGING_INTERVAL
-        metrics.observe_reconcile(pool.key, time.monotonic() - started)
-        metrics.set_pool_status(pool.key, status or {})
+            return retry_delay
+        if not body["metadata"].get("deletionTimestamp"):
+            # Once deletion began, teardown may already have dropped the pool's series;
+            # writing them now would bring them back for good.
+            metrics.observe_reconcile(pool.key, time.monotonic() - started)
+            metrics.set_pool_status(pool.key, status or {})
         return outcome.next_delay
 
-    scheduler = PoolScheduler(reconcile_pool, concurrency=concurrency)
+    retry_delay = reconciler.settings.converging_interval
+    scheduler = PoolScheduler(reconcile_pool, concurrency=concurrency, retry_delay=retry_delay)
     _quiet_watch_handler()
 
     @kopf.on.login(registry=registry)
@@ -127,8 +131,15 @@ def register(
         change = bodies.observe(event.get("type"), body)
         if change in (Change.NEW, Change.SPEC_CHANGED):
             scheduler.due_now(uid)
-        elif change in (Change.DELETING, Change.GONE):
+        elif change is Change.DELETING:
             scheduler.drop(uid)
+        elif change is Change.GONE:
+            # Usually teardown has forgotten the pool already; not when someone removed
+            # the finalizer by hand (what a blocked teardown's message offers).
+            scheduler.drop(uid)
+            pool = _ref(body)
+            reconciler.forget(pool)
+            metrics.forget_pool(pool.key)
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def pool_deleted(body: kopf.Body, **_: Any) -> None:
