@@ -1077,10 +1077,10 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any, all_namespa
         rate_limit=1000.0,
         rate_burst=1000,
     )
-    previous = os.environ.get("KUBECONFIG")
-    with ClusterEmulatorThread() as cluster:
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
-        kube_client.reset()
+    with (
+        ClusterEmulatorThread() as cluster,
+        kube_client.using_kubeconfig(cluster.kubeconfig_path),
+    ):
         config = kubernetes.client.Configuration()
         kubernetes.config.load_kube_config(
             config_file=str(cluster.kubeconfig_path), client_configuration=config
@@ -1184,13 +1184,10 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any, all_namespa
         finally:
             if loop and stop:
                 loop[0].call_soon_threadsafe(stop[0].set)
-            thread.join(30)
+            if thread.is_alive():  # not started if the setup above failed
+                thread.join(30)
             driver.close()
-            if previous is None:
-                os.environ.pop("KUBECONFIG", None)
-            else:
-                os.environ["KUBECONFIG"] = previous
-            kube_client.reset()
+        assert not thread.is_alive(), "the operator did not stop within 30 s"
         requests = cluster.call(lambda: list(cluster.emulator._requests))
 
     made = set()
