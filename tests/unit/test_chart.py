@@ -68,6 +68,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "reconcileInterval": 120,
             "convergingInterval": 5.5,
             "parallelism": 16,
+            "batchSize": 250,
+            "rateLimit": 7.5,
+            "rateBurst": 15,
             "maxConcurrentReconciles": 200,
             "logFormat": "json",
             "logLevel": "debug",
@@ -382,6 +385,8 @@ def test_the_operator_reads_the_tuning_the_chart_passes(
     settings = OperatorSettings.from_env()
     assert settings.reconcile_interval == 120 and settings.converging_interval == 5.5
     assert settings.parallelism == 16 and settings.max_concurrent_reconciles == 200
+    assert settings.batch_size == 250
+    assert settings.rate_limit == 7.5 and settings.rate_burst == 15
     assert settings.log_format == "json" and settings.metrics_port == 9090
 
 
