@@ -55,6 +55,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from cloudpilot.kube import client
+
 __all__ = [
     "ElectionSettings",
     "KubernetesLeaseAPI",
@@ -200,7 +202,9 @@ class KubernetesLeaseAPI:
         import kubernetes
 
         if api_client is None:
-            api_client = _default_api_client()
+            # A client of its own (not the operator's shared one), so that lease renewals
+            # never queue behind the operator's requests in one connection pool.
+            api_client = client.new_api_client()
         self._api = kubernetes.client.CoordinationV1Api(api_client)
         self._exception = kubernetes.client.ApiException
 
@@ -234,25 +238,6 @@ class KubernetesLeaseAPI:
         if replaced is None:  # deleted under us: the next attempt creates it again
             raise LeaseConflict("the lease was deleted")
         return replaced
-
-
-def _default_api_client() -> Any:
-    """In-cluster first, then KUBECONFIG / ~/.kube/config (as the rest of the operator).
-
-    A client of its own (not the operator's shared one), so that lease renewals never queue
-    behind the operator's requests in one connection pool.
-    """
-    import kubernetes
-
-    config = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=config)
-    except kubernetes.config.ConfigException:
-        # The client reads KUBECONFIG once, at import; read it now, as kubectl does.
-        kubernetes.config.load_kube_config(
-            config_file=os.environ.get("KUBECONFIG"), client_configuration=config
-        )
-    return kubernetes.client.ApiClient(config)
 
 
 def default_identity() -> str:
@@ -331,19 +316,6 @@ class LeaderElector:
                 logger.exception("the leadership callback failed")
 
     # -- one attempt ---------------------------------------------------------------------------
-
-    def try_acquire_or_renew(self, timeout: float) -> bool:
-        """One read-and-write attempt (synchronous; blocking).
-
-        Returns True if we hold the lease after it; False if someone else holds an
-        unexpired lease or won a race. API errors propagate (the caller retries).
-        """
-        sent = self._clock()
-        written = self._write_attempt(timeout)
-        if written is None:
-            return False
-        self._took(written, sent)
-        return True
 
     def _write_attempt(self, timeout: float) -> dict[str, Any] | None:
         """Read the lease and write it with us as holder if we may; the written lease or

@@ -141,6 +141,3 @@ class PoolBodies:
             merge_patch(status, patch)
             entry.status = _compact(status)
         return status
-
-    def forget(self, uid: str) -> None:
-        self._entries.pop(uid, None)

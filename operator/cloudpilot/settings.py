@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cloudpilot import constants
 
@@ -33,7 +33,6 @@ class OperatorSettings:
     metrics_port: int | None = None
     log_format: str = "plain"
     proxy_warn_margin: float = 6 * 3600.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> OperatorSettings:

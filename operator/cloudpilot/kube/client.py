@@ -12,6 +12,12 @@ from typing import Any
 
 @functools.cache
 def api_client() -> Any:
+    """The operator's shared client."""
+    return new_api_client()
+
+
+def new_api_client() -> Any:
+    """A client of its own (leader election keeps its renewals out of the shared pool)."""
     import kubernetes
 
     configuration = kubernetes.client.Configuration()
