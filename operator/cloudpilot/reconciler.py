@@ -164,6 +164,8 @@ class Reconciler:
         self._proxy_files.release(pool.key)
         for key in [k for k in self._fingerprints if k[0] == pool.uid]:
             del self._fingerprints[key]
+        for gateway in self._gateways.values():
+            gateway.listing.forget(pool.uid)  # which listing this pool saw last
         # Called under the pool's lock by teardown. A reconcile that was already waiting
         # for the lock sees the deletionTimestamp and does nothing (see reconcile).
         self._locks.pop(pool.uid, None)

@@ -205,6 +205,8 @@ def _assert_nothing_left_of(stack: Stack, uids: set[str], keys: set[str]) -> Non
             if uid in uids
         ]
         found += [f"_fingerprints: {k}" for k in reconciler._fingerprints if k[0] in uids]
+        for gateway in reconciler._gateways.values():
+            found += [f"listing seen: {uid}" for uid in gateway.listing._seen if uid in uids]
         gauges = metrics.default().pool_gauges
         found += [f"gauges: {k}" for k in (*gauges._queues, *gauges._conditions) if k in keys]
         return found
