@@ -368,9 +368,8 @@ class Reconciler:
         key = (account, credentials.fingerprint)
         gateway = self._gateways.get(key)
         if gateway is None:
-            endpoint = f"{account.cloud_type}|{account.driver_options}"
             limiter = self._limiters.setdefault(
-                endpoint, TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
+                account.endpoint, TokenBucket(self.settings.rate_limit, self.settings.rate_burst)
             )
             gateway = CloudGateway(
                 account,

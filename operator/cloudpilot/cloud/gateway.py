@@ -185,9 +185,8 @@ class CloudGateway:
         self._probe: NodeDriver | None = None
         self.resolver = Resolver()
         self._on_call = on_call
-        endpoint = f"{account.cloud_type}|{account.driver_options}"
         self.listing: SharedListing[ListedNode] = shared_listing(
-            limiter, f"{endpoint}|{credentials.fingerprint}", max_age=listing_max_age
+            limiter, f"{account.endpoint}|{credentials.fingerprint}", max_age=listing_max_age
         )
 
     # -- plumbing ---------------------------------------------------------------------------

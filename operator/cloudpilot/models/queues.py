@@ -88,6 +88,12 @@ class CloudAccount:
     def options(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self.driver_options}
 
+    @property
+    def endpoint(self) -> str:
+        """The cloud endpoint, whatever the credentials: one rate limit per endpoint, and
+        (with the credentials' fingerprint) one shared listing."""
+        return f"{self.cloud_type}|{self.driver_options}"
+
 
 @dataclass(frozen=True)
 class QueueConfig:
