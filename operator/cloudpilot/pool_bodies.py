@@ -106,9 +106,19 @@ class PoolBodies:
             self._entries.pop(uid, None)
             return Change.GONE
         metadata = kept_metadata(raw)
-        spec, status = _compact(raw.get("spec") or {}), _compact(raw.get("status") or {})
         known = self._entries.get(uid)
         generation = known.metadata.get("generation") if known is not None else None
+        status = _compact(raw.get("status") or {})
+        # The spec changes only with the generation, and most events are echoes of
+        # CloudPilot's own status writes: keep the serialised spec then.
+        if (
+            known is not None
+            and generation is not None
+            and metadata.get("generation") == generation
+        ):
+            spec = known.spec
+        else:
+            spec = _compact(raw.get("spec") or {})
         if known is None:
             self._entries[uid] = _Entry(
                 raw.get("apiVersion"), raw.get("kind"), metadata, spec, status

@@ -97,3 +97,17 @@ def test_merge_patch_follows_rfc_7386() -> None:
 
     assert target == {"b": {"d": 3, "f": 4}, "e": [3], "g": {}}
     assert patch == original
+
+
+def test_a_new_generation_brings_the_new_spec_and_any_event_the_new_status() -> None:
+    bodies = PoolBodies()
+    bodies.observe("ADDED", _pool())
+    echo = _pool()
+    echo["status"] = {"observedGeneration": 1, "running": 2}
+    bodies.observe("MODIFIED", echo)
+    scaled = _pool(generation=2)
+    scaled["spec"]["queues"][0]["instances"] = 5
+
+    assert bodies.get("u-1")["status"]["running"] == 2  # type: ignore[index]
+    assert bodies.observe("MODIFIED", scaled) is Change.SPEC_CHANGED
+    assert bodies.get("u-1")["spec"]["queues"][0]["instances"] == 5  # type: ignore[index]
