@@ -211,6 +211,19 @@ async def test_a_new_pools_image_lookup_runs_beside_its_listing_not_after_it(
     assert len(_live(h.ec2)) == 3
 
 
+async def test_a_lookup_that_failed_beside_the_listing_is_left_to_the_create(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """The early lookup is a head start, not a gate: its failure is not reported, and the
+    create looks the image up again (and would report what still fails)."""
+    h = Harness(*cloud)
+    h.proxy.fail_next("DescribeImages", "InternalError")
+    status = await h.reconcile("retry", 2)
+    assert status.get("lastError") is None
+    assert h.counts()["DescribeImages"] == 2
+    assert len(_live(h.ec2)) == 2
+
+
 async def test_a_cycle_that_waited_while_deletion_began_touches_nothing(
     cloud: tuple[EC2Emulator, LatencyProxy],
 ) -> None:
