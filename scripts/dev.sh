@@ -68,7 +68,10 @@ case "${1:-}" in
         # Real protocol peers that do not come from PyPI into this venv: each script is
         # idempotent and says what it installed. Tests that need a missing peer skip with a
         # reason locally and fail under CI=true.
-        for peer in .ci/install-cloud-init.sh .ci/setup-openstack-peer.sh .ci/install-helm.sh; do
+        # The real Kubernetes control plane: etcd from Debian, kube-apiserver built once from
+        # the Go module proxy and cached (~6-10 min the first time, nothing after).
+        for peer in .ci/install-cloud-init.sh .ci/setup-openstack-peer.sh .ci/install-helm.sh \
+            .ci/install-etcd.sh .ci/build-kube-apiserver.sh; do
             if [ -f "$peer" ]; then
                 bash "$peer" || echo "warning: $peer failed; the tests that need it will say so" >&2
             fi

@@ -208,9 +208,13 @@ class KubernetesLeaseAPI:
         self._api = kubernetes.client.CoordinationV1Api(api_client)
         self._exception = kubernetes.client.ApiException
 
-    def _call(self, fn: Callable[..., Any], *args: Any, timeout: float) -> dict[str, Any] | None:
+    def _call(
+        self, fn: Callable[..., Any], *args: Any, timeout: float, **options: Any
+    ) -> dict[str, Any] | None:
         try:
-            response = fn(*args, _preload_content=False, _request_timeout=max(timeout, 0.1))
+            response = fn(
+                *args, _preload_content=False, _request_timeout=max(timeout, 0.1), **options
+            )
         except self._exception as exc:
             if exc.status == 404:
                 return None
@@ -224,7 +228,13 @@ class KubernetesLeaseAPI:
         return self._call(self._api.read_namespaced_lease, name, namespace, timeout=timeout)
 
     def create(self, namespace: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        created = self._call(self._api.create_namespaced_lease, namespace, body, timeout=timeout)
+        created = self._call(
+            self._api.create_namespaced_lease,
+            namespace,
+            body,
+            timeout=timeout,
+            field_validation="Strict",
+        )
         if created is None:  # 404: the namespace does not exist
             raise LookupError(f"namespace {namespace!r} not found for the leader Lease")
         return created
@@ -233,7 +243,12 @@ class KubernetesLeaseAPI:
         self, namespace: str, name: str, body: dict[str, Any], timeout: float
     ) -> dict[str, Any]:
         replaced = self._call(
-            self._api.replace_namespaced_lease, name, namespace, body, timeout=timeout
+            self._api.replace_namespaced_lease,
+            name,
+            namespace,
+            body,
+            timeout=timeout,
+            field_validation="Strict",
         )
         if replaced is None:  # deleted under us: the next attempt creates it again
             raise LeaseConflict("the lease was deleted")

@@ -1,7 +1,8 @@
-"""Leader election (cloudpilot.leader) against the Kubernetes API emulator.
+"""Leader election (cloudpilot.leader) against a real Kubernetes API server.
 
 Several electors, each with its own HTTP client, compete for one ``coordination.k8s.io/v1``
-Lease served by the emulator. Each elector's "work" marks itself active while it runs, in
+Lease served by the suite's kube-apiserver (optimistic concurrency on resourceVersion, as in
+production). Each elector's "work" marks itself active while it runs, in
 the test's event loop, so an overlap of two leaders is seen exactly, not sampled. Faults are
 injected per elector (a partitioned or hung API client), which is what makes a real leader
 lose its lease. Timings are scaled down (2 s leases) and every wait polls with a deadline.
@@ -25,7 +26,6 @@ from typing import Any
 import kubernetes
 import pytest
 
-from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
 from cloudpilot.leader import (
     KubernetesLeaseAPI,
     LeaderElector,
@@ -33,16 +33,23 @@ from cloudpilot.leader import (
     LeaseConfig,
     run_with_leader_election,
 )
-from tests.support.ec2 import ec2_emulator_session  # noqa: F401 (a pytest fixture)
+from tests.support.cluster import KubePeer, kube_peer
 
 NS, LEASE = "default", "cloudpilot-operator"
 LEASE_SECONDS, RENEW_DEADLINE, RETRY = 2, 1.2, 0.2
 
 
+class _Cluster:
+    """What these tests need of the API server: a kubeconfig that may write Leases."""
+
+    def __init__(self, peer: KubePeer) -> None:
+        self.kubeconfig_path = peer.kubeconfig
+
+
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[ClusterEmulatorThread]:
-    with ClusterEmulatorThread() as running:
-        yield running
+def cluster() -> Iterator[_Cluster]:
+    with kube_peer() as peer:
+        yield _Cluster(peer)
 
 
 @pytest.fixture
@@ -129,9 +136,7 @@ class Candidate:
 
 
 @pytest.fixture
-async def candidates(
-    cluster: ClusterEmulatorThread, lease_name: str
-) -> AsyncIterator[Callable[..., Candidate]]:
+async def candidates(cluster: _Cluster, lease_name: str) -> AsyncIterator[Callable[..., Candidate]]:
     made: list[Candidate] = []
     clients: list[kubernetes.client.ApiClient] = []
 
@@ -189,7 +194,7 @@ async def until(predicate: Callable[[], Any], limit: float, what: str) -> Any:
         await asyncio.sleep(0.02)  # the polling period, not a synchronisation
 
 
-def read_lease(cluster: ClusterEmulatorThread, name: str) -> dict[str, Any]:
+def read_lease(cluster: _Cluster, name: str) -> dict[str, Any]:
     config = kubernetes.client.Configuration()
     kubernetes.config.load_kube_config(
         config_file=str(cluster.kubeconfig_path), client_configuration=config
@@ -269,7 +274,7 @@ async def test_a_hung_api_call_cannot_hold_the_leader_past_its_deadline(
 
 async def test_failover_after_a_crashed_leaders_lease_expires(
     candidates: Callable[..., Candidate],
-    cluster: ClusterEmulatorThread,
+    cluster: _Cluster,
     lease_name: str,
 ) -> None:
     """A leader that dies without releasing (kill -9, node loss): the standby waits for
@@ -302,7 +307,7 @@ async def test_failover_after_a_crashed_leaders_lease_expires(
 
 async def test_a_clean_stop_releases_the_lease_for_a_fast_handover(
     candidates: Callable[..., Candidate],
-    cluster: ClusterEmulatorThread,
+    cluster: _Cluster,
     lease_name: str,
 ) -> None:
     ledger = Ledger()
@@ -329,7 +334,7 @@ async def test_a_clean_stop_releases_the_lease_for_a_fast_handover(
 
 async def test_a_lease_taken_over_by_force_stops_the_leader_at_its_next_renewal(
     candidates: Callable[..., Candidate],
-    cluster: ClusterEmulatorThread,
+    cluster: _Cluster,
     lease_name: str,
 ) -> None:
     """An admin (or a misconfigured twin) writes another holder: stop at once, do not
@@ -351,7 +356,7 @@ async def test_a_lease_taken_over_by_force_stops_the_leader_at_its_next_renewal(
 
 async def test_work_that_fails_releases_the_lease_and_raises(
     candidates: Callable[..., Candidate],
-    cluster: ClusterEmulatorThread,
+    cluster: _Cluster,
     lease_name: str,
 ) -> None:
     a = candidates("op-a")
@@ -381,7 +386,7 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 async def test_run_with_leader_election_serves_health_while_standing_by(
-    cluster: ClusterEmulatorThread,
+    cluster: _Cluster,
     lease_name: str,
     unused_tcp_port: int,
 ) -> None:
@@ -480,43 +485,25 @@ def test_lease_timing_is_checked(timing: dict[str, float], message: str) -> None
 
 
 @pytest.fixture
-def ha_stack(ec2_emulator_session: Any) -> Iterator[Any]:  # noqa: F811 (imported fixture)
+def ha_stack(ec2: Any) -> Iterator[Any]:
     """The end-to-end stack without an operator (the tests start their own replicas): the
-    Kubernetes API emulator, and the process's one EC2 emulator wiped for this test (moto's
-    state is global, so it is shared with the other modules' EC2 tests)."""
-    import os
+    real API server in a fresh namespace, and the process's one EC2 emulator wiped for
+    this test (moto's state is global, so it is shared with the other modules' EC2 tests)."""
+    from tests.support.stack import running_stack
 
-    from cloudpilot.kube import client as kube_client
-    from tests.support.stack import PILOT, Stack
-
-    ec2 = ec2_emulator_session
-    ec2.reset()
-    previous = os.environ.get("KUBECONFIG")
-    with ClusterEmulatorThread() as cluster:
-        os.environ["KUBECONFIG"] = str(cluster.kubeconfig_path)
-        kube_client.reset()
-        stack = Stack(ec2=ec2, kubeconfig=cluster.kubeconfig_path, namespace="pilots")
-        try:
-            stack.core.create_namespace({"metadata": {"name": stack.namespace}})
-            key, secret = ec2.credentials
-            stack.create_secret("ec2-credentials", {"key": key, "secret": secret})
-            stack.create_secret("pilot", {"pilot.sh": PILOT})
-            yield stack
-        finally:
-            stack.stop_operator()
-            if previous is None:
-                os.environ.pop("KUBECONFIG", None)
-            else:
-                os.environ["KUBECONFIG"] = previous
-            kube_client.reset()
+    with running_stack(with_operator=False, ec2=ec2) as stack:
+        yield stack
 
 
 class ElectedOperator:
     """One operator "process": its own thread, event loop, API client and elector, running
     CloudPilot's real runtime (kopf + reconciler) only while it holds the Lease."""
 
-    def __init__(self, identity: str, kubeconfig: Path, settings: Any, lease: str) -> None:
+    def __init__(
+        self, identity: str, kubeconfig: Path, settings: Any, lease: str, namespace: str
+    ) -> None:
         self.identity = identity
+        self.namespace = namespace
         self.settings = settings
         self.lease = lease
         config = kubernetes.client.Configuration()
@@ -549,7 +536,7 @@ class ElectedOperator:
             self._started.set()
             await run_with_leader_election(
                 work,
-                namespace="pilots",
+                namespace=self.namespace,
                 name=self.lease,
                 identity=self.identity,
                 lease_seconds=4,
@@ -596,7 +583,7 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
     ops: list[ElectedOperator] = []
     with ExitStack() as replicas:  # stops every replica started, even if one fails
         for name in ("replica-a", "replica-b"):
-            op = ElectedOperator(name, stack.kubeconfig, settings, "cloudpilot-ha")
+            op = ElectedOperator(name, stack.kubeconfig, settings, "cloudpilot-ha", stack.namespace)
             replicas.callback(op.stop)
             ops.append(op.start())
         first = wait_for(
@@ -697,7 +684,7 @@ print("EXITED", flush=True)
 
 
 def test_sigterm_stops_a_leader_and_a_standby_process_cleanly(
-    cluster: ClusterEmulatorThread, lease_name: str, tmp_path: Any
+    cluster: _Cluster, lease_name: str, tmp_path: Any
 ) -> None:
     """Two `operator` processes configured the way the chart configures them (environment):
     SIGTERM makes the standby exit at once and the leader release the lease on its way out,
@@ -763,7 +750,7 @@ def test_sigterm_stops_a_leader_and_a_standby_process_cleanly(
 
 
 async def test_work_that_returns_by_itself_releases_the_lease_and_returns(
-    candidates: Callable[..., Candidate], cluster: ClusterEmulatorThread, lease_name: str
+    candidates: Callable[..., Candidate], cluster: _Cluster, lease_name: str
 ) -> None:
     """kopf returns on its own when it handles SIGTERM in the main thread: a shutdown."""
     a = candidates("op-a")
@@ -811,7 +798,7 @@ def _stamps(text: str, word: str) -> list[float]:
 
 
 def test_a_paused_leader_does_not_act_after_resuming_once_another_leads(
-    cluster: ClusterEmulatorThread, lease_name: str, tmp_path: Any
+    cluster: _Cluster, lease_name: str, tmp_path: Any
 ) -> None:
     """The classic hazard of leases: the leader process is frozen (SIGSTOP: a VM pause, a
     stuck node) past its lease, a standby takes over, and the old leader wakes up with all

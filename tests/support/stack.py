@@ -1,8 +1,8 @@
 """The whole stack for end-to-end tests: a Kubernetes API, an EC2 emulator, the operator.
 
-The Kubernetes API is the kmock-based emulator served over HTTP on 127.0.0.1, or a real
-cluster when ``CLOUDPILOT_TEST_KUBECONFIG`` names a kubeconfig (the CRD is installed and a
-fresh namespace used). EC2 is moto's server on 127.0.0.1, reached through libcloud's real
+The Kubernetes API is a real kube-apiserver with etcd on 127.0.0.1 (chosen by
+:mod:`tests.support.cluster`: the suite's own, a cluster of yours, or the emulator on
+request); each stack works in a fresh namespace. EC2 is moto's server on 127.0.0.1, reached through libcloud's real
 EC2 driver. The operator is CloudPilot's own runtime (kopf + reconciler) in a thread, so a
 test can stop it and start a new one mid-scale-up, as a crash would.
 
@@ -13,7 +13,6 @@ synchronise by polling with :func:`tests.support.kube.wait_for`.
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -21,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
-import yaml
 
 from cloudpilot import constants, naming
 from cloudpilot.devtools.ec2_emulator import EC2Emulator
-from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
 from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
 from cloudpilot.kube import client as kube_client
 from cloudpilot.reconciler import Reconciler
 from cloudpilot.runtime import OperatorThread, build_reconciler
 from cloudpilot.settings import OperatorSettings
+from tests.support import cluster
 from tests.support.kube import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +50,7 @@ class Stack:
     settings: OperatorSettings = FAST
     operator: OperatorThread | None = None
     reconcilers: list[Reconciler] = field(default_factory=list)
+    peer: cluster.KubePeer | None = None
 
     # -- operator ---------------------------------------------------------------------------
 
@@ -119,6 +118,7 @@ class Stack:
             self.namespace,
             constants.PLURAL,
             self.pool_manifest(name, **spec),
+            field_validation="Strict",  # what kubectl apply sends
         )
 
     def patch_pool(self, name: str, spec: dict[str, Any]) -> None:
@@ -129,6 +129,7 @@ class Stack:
             constants.PLURAL,
             name,
             {"spec": spec},
+            field_validation="Strict",
         )
 
     def scale_pool(self, name: str, replicas: int) -> None:
@@ -212,26 +213,27 @@ def _b64(value: str) -> str:
 def running_stack(*, with_operator: bool = True, ec2: EC2Emulator | None = None) -> Iterator[Stack]:
     """Start everything; stop everything on exit, whatever happened.
 
-    moto's state is global to the process, so a running ``ec2`` emulator (the suite's
-    per-process one, reset for each test) is reused rather than a second one started.
+    The Kubernetes side is the suite's real control plane (:mod:`tests.support.cluster`):
+    each stack works in a fresh namespace and removes its pools on exit. moto's state is
+    global to the process, so a running ``ec2`` emulator (the suite's per-process one,
+    reset for each test) is reused rather than a second one started.
     """
-    real = os.environ.get("CLOUDPILOT_TEST_KUBECONFIG")
     with contextlib.ExitStack() as stack:
         if ec2 is None:
             ec2 = stack.enter_context(EC2Emulator())
-        if real:
-            kubeconfig = Path(real)
+        peer = stack.enter_context(cluster.kube_peer())
+        if peer.real:
             namespace = f"cloudpilot-test-{uuid.uuid4().hex[:8]}"
         else:
-            cluster = stack.enter_context(ClusterEmulatorThread())
-            kubeconfig = cluster.kubeconfig_path
             namespace = "pilots"
-        stack.enter_context(kube_client.using_kubeconfig(kubeconfig))
-        result = Stack(ec2=ec2, kubeconfig=kubeconfig, namespace=namespace)
-        _prepare_cluster(result, real=bool(real))
+        stack.enter_context(kube_client.using_kubeconfig(peer.kubeconfig))
+        result = Stack(ec2=ec2, kubeconfig=peer.kubeconfig, namespace=namespace)
+        result.peer = peer
+        if peer.real:
+            # Runs after the operator has stopped (callbacks run last-in, first-out).
+            stack.callback(cluster.clean_namespace, kube_client.api_client(), namespace)
+        cluster.create_namespace(kube_client.api_client(), namespace)
         stack.callback(result.stop_operator)
-        if real:
-            stack.callback(_drop_namespace, result)
         result.create_secret(
             "ec2-credentials", {"key": ec2.credentials[0], "secret": ec2.credentials[1]}
         )
@@ -239,26 +241,3 @@ def running_stack(*, with_operator: bool = True, ec2: EC2Emulator | None = None)
         if with_operator:
             result.start_operator()
         yield result
-
-
-def _prepare_cluster(stack: Stack, *, real: bool) -> None:
-    core = stack.core
-    with contextlib.suppress(kubernetes.client.ApiException):
-        core.create_namespace(
-            kubernetes.client.V1Namespace(
-                metadata=kubernetes.client.V1ObjectMeta(name=stack.namespace)
-            )
-        )
-    if real:
-        api = kubernetes.client.ApiextensionsV1Api(kube_client.api_client())
-        crd = yaml.safe_load(CRD_PATH.read_text())
-        try:
-            api.create_custom_resource_definition(crd)
-        except kubernetes.client.ApiException as exc:
-            if exc.status != 409:
-                raise
-
-
-def _drop_namespace(stack: Stack) -> None:
-    with contextlib.suppress(kubernetes.client.ApiException):
-        stack.core.delete_namespace(stack.namespace)

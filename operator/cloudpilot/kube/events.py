@@ -55,7 +55,9 @@ def build_event(
 
 
 def _create(namespace: str, event: dict[str, Any]) -> None:
-    client.core_v1().create_namespaced_event(namespace, event, _preload_content=False)
+    client.core_v1().create_namespaced_event(
+        namespace, event, field_validation="Strict", _preload_content=False
+    )
 
 
 async def post_events(body: Mapping[str, Any], events: Iterable[Any]) -> None:

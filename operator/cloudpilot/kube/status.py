@@ -22,6 +22,7 @@ def _patch(namespace: str, name: str, patch: dict[str, Any]) -> None:
         constants.PLURAL,
         name,
         {"status": patch},
+        field_validation="Strict",  # a field the CRD lacks is an error, never pruned quietly
         _preload_content=False,  # the answer is the whole pool: nothing here reads it
     )
 
