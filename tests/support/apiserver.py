@@ -209,7 +209,7 @@ class ControlPlane:
 
     def __enter__(self) -> ControlPlane:
         # /dev/shm keeps etcd's fsyncs off the disk: a test cluster needs no durability.
-        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # noqa: S108
+        base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
         self._tmp = tempfile.TemporaryDirectory(prefix="cloudpilot-kube-", dir=base)
         try:
             self._write_pki()

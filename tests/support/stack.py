@@ -2,8 +2,8 @@
 
 The Kubernetes API is a real kube-apiserver with etcd on 127.0.0.1 (chosen by
 :mod:`tests.support.cluster`: the suite's own, a cluster of yours, or the emulator on
-request); each stack works in a fresh namespace. EC2 is moto's server on 127.0.0.1, reached through libcloud's real
-EC2 driver. The operator is CloudPilot's own runtime (kopf + reconciler) in a thread, so a
+request); each stack works in a fresh namespace. EC2 is moto's server on 127.0.0.1,
+reached through libcloud's real EC2 driver. The operator is CloudPilot's own runtime (kopf + reconciler) in a thread, so a
 test can stop it and start a new one mid-scale-up, as a crash would.
 
 Tests read the cloud through their own libcloud driver (never through the operator) and
@@ -222,10 +222,7 @@ def running_stack(*, with_operator: bool = True, ec2: EC2Emulator | None = None)
         if ec2 is None:
             ec2 = stack.enter_context(EC2Emulator())
         peer = stack.enter_context(cluster.kube_peer())
-        if peer.real:
-            namespace = f"cloudpilot-test-{uuid.uuid4().hex[:8]}"
-        else:
-            namespace = "pilots"
+        namespace = f"cloudpilot-test-{uuid.uuid4().hex[:8]}" if peer.real else "pilots"
         stack.enter_context(kube_client.using_kubeconfig(peer.kubeconfig))
         result = Stack(ec2=ec2, kubeconfig=peer.kubeconfig, namespace=namespace)
         result.peer = peer
