@@ -3,8 +3,9 @@
 The Kubernetes API is a real kube-apiserver with etcd on 127.0.0.1 (chosen by
 :mod:`tests.support.cluster`: the suite's own, a cluster of yours, or the emulator on
 request); each stack works in a fresh namespace. EC2 is moto's server on 127.0.0.1,
-reached through libcloud's real EC2 driver. The operator is CloudPilot's own runtime (kopf + reconciler) in a thread, so a
-test can stop it and start a new one mid-scale-up, as a crash would.
+reached through libcloud's real EC2 driver. The operator is CloudPilot's own runtime
+(kopf + reconciler) in a thread, so a test can stop it and start a new one mid-scale-up,
+as a crash would.
 
 Tests read the cloud through their own libcloud driver (never through the operator) and
 synchronise by polling with :func:`tests.support.kube.wait_for`.
