@@ -520,9 +520,11 @@ async def test_after_a_refused_batch_the_batches_not_yet_sent_are_not_sent(
 def test_a_quiet_cycle_writes_nothing_to_kubernetes(stack_without_operator: Stack) -> None:
     """Status is patched only when it changes, and nothing else writes on a quiet cycle.
 
-    Every write to the cluster bumps its resourceVersion (the emulator's, like a real API
-    server's, is one counter for all objects): it must not move while the operator keeps
-    reconciling a pool whose VMs do not change.
+    Every write bumps the written object's resourceVersion: none of the objects in the
+    pool's namespace (the pool, its Events, Secrets, ConfigMaps, Leases) may change while
+    the operator keeps reconciling a pool whose VMs do not change. (The list's own
+    resourceVersion is etcd's revision for the whole cluster, which the API server's own
+    leases move every few seconds, so it says nothing about the operator.)
     """
     stack = stack_without_operator
     with LatencyProxy(stack.ec2.endpoint) as proxy:
@@ -550,8 +552,23 @@ def test_a_quiet_cycle_writes_nothing_to_kubernetes(stack_without_operator: Stac
         stack.stop_operator()
 
 
-def _cluster_version(stack: Stack) -> str:
-    listing = stack.custom.list_namespaced_custom_object(
+def _cluster_version(stack: Stack) -> dict[str, str]:
+    """Every object in the test's namespace, by kind and name, with its resourceVersion."""
+    import kubernetes
+
+    pools = stack.custom.list_namespaced_custom_object(
         constants.API_GROUP, constants.API_VERSION, stack.namespace, constants.PLURAL
     )
-    return str(listing["metadata"]["resourceVersion"])
+    versions = {
+        f"pool/{p['metadata']['name']}": p["metadata"]["resourceVersion"] for p in pools["items"]
+    }
+    leases = kubernetes.client.CoordinationV1Api(stack.core.api_client)
+    for kind, listing in (
+        ("event", stack.core.list_namespaced_event(stack.namespace)),
+        ("secret", stack.core.list_namespaced_secret(stack.namespace)),
+        ("configmap", stack.core.list_namespaced_config_map(stack.namespace)),
+        ("lease", leases.list_namespaced_lease(stack.namespace)),
+    ):
+        for item in listing.items:
+            versions[f"{kind}/{item.metadata.name}"] = item.metadata.resource_version
+    return versions
