@@ -93,6 +93,9 @@ class Identity:
 
     kubeconfig: Path
     user: str
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    """The client certificate and key as files (for a raw TLS client), None for a token."""
 
 
 class _Authority:
@@ -204,6 +207,10 @@ class ControlPlane:
         return Path(self._tmp.name)
 
     @property
+    def ca_file(self) -> Path:
+        return self.dir / "pki" / "ca.crt"
+
+    @property
     def admin(self) -> Path:
         return self.dir / "admin.kubeconfig"
 
@@ -251,6 +258,32 @@ class ControlPlane:
     def start_apiserver(self) -> None:
         self._start_apiserver()
 
+    def compact_etcd(self, writes: int = 3) -> int:
+        """Move etcd's revision on (keys outside the API server's ``/registry``) and compact
+        its history up to now: every resourceVersion seen before is gone, so a watch resumed
+        from one is answered 410 Gone. Returns the compacted revision."""
+        import base64
+        import json
+
+        def call(path: str, body: dict[str, object]) -> dict[str, object]:
+            request = urllib.request.Request(  # noqa: S310 (loopback etcd)
+                f"{self.etcd_url}{path}",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                result: dict[str, object] = json.loads(answer.read())
+                return result
+
+        revision = 0
+        for index in range(writes):
+            key = base64.b64encode(f"/cloudpilot-test/filler-{index}".encode()).decode()
+            value = base64.b64encode(str(index).encode()).decode()
+            header = call("/v3/kv/put", {"key": key, "value": value})["header"]
+            revision = int(header["revision"])  # type: ignore[index]
+        call("/v3/kv/compaction", {"revision": revision, "physical": True})
+        return revision
+
     # -- identities ---------------------------------------------------------------------------
 
     def identity(
@@ -258,11 +291,16 @@ class ControlPlane:
     ) -> Identity:
         """A kubeconfig that authenticates as ``user`` in ``groups`` by client certificate."""
         cert, key = self._authority.issue(user, groups)
-        path = path or self.dir / f"{user.replace(':', '_')}.kubeconfig"
+        stem = user.replace(":", "_")
+        path = path or self.dir / f"{stem}.kubeconfig"
         self._write_kubeconfig(
             path, user, {"client-certificate-data": cert, "client-key-data": key}
         )
-        return Identity(kubeconfig=path, user=user)
+        cert_file, key_file = self.dir / f"{stem}.crt", self.dir / f"{stem}.key"
+        cert_file.write_bytes(cert)
+        key_file.write_bytes(key)
+        key_file.chmod(0o600)
+        return Identity(kubeconfig=path, user=user, cert_file=cert_file, key_file=key_file)
 
     def token_identity(self, name: str, token: str) -> Identity:
         """A kubeconfig that authenticates with a bearer token (a ServiceAccount's)."""
