@@ -77,6 +77,19 @@ BACKOFF_INITIAL: Final = 10.0
 BACKOFF_MAX: Final = 600.0
 """Capped exponential back-off for failed creations: 10 s, 20 s, 40 s ... 10 minutes."""
 
+BACKOFF_INITIAL_TRANSIENT: Final = 2.0
+"""A throttled, failed (5xx) or timed-out call is retried sooner: 2 s, 4 s, 8 s ... (with
+jitter, up to BACKOFF_MAX). Such faults pass within seconds; waiting 10 s for the first
+retry made a 50-VM pool take minutes under a handful of them (docs/performance.md)."""
+
+TRANSIENT_LISTING_RETRY: Final = 3.0
+"""Seconds before a cycle whose listing failed for a transient reason runs again."""
+
+CLOUD_CALL_TIMEOUT: Final = 10.0
+"""Seconds one cloud API call may take before it is abandoned (libcloud's own default is
+60 s). A call that hangs, behind a dead connection, must not hold a pool's cycle for a
+minute; a pool can still set ``driver.timeout`` for a slow cloud."""
+
 BACKOFF_INITIAL_BAD_CREDENTIALS: Final = 60.0
 BACKOFF_MAX_BAD_CREDENTIALS: Final = 1_800.0
 """Rejected credentials need a human; retrying them every 10 s only fills audit logs."""

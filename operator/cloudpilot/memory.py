@@ -53,6 +53,9 @@ class CloudError:
     kind: ErrorKind
     message: str
     operation: str = ""
+    uncertain: bool = False
+    """The call may have been carried out all the same: it timed out, or the connection
+    was lost after the request went out. Only a fresh listing tells."""
 
 
 @dataclass(frozen=True)
@@ -136,10 +139,18 @@ def record_failure(
     error: CloudError,
     now: datetime,
     *,
-    initial: float = constants.BACKOFF_INITIAL,
+    initial: float | None = None,
     maximum: float = constants.BACKOFF_MAX,
     jitter: float | None = None,
 ) -> PoolMemory:
+    """Back off ``queue`` after a failed call. ``initial`` defaults by the error's kind:
+    transient faults (throttling, 5xx, timeouts) start at 2 s, everything else at 10 s."""
+    if initial is None:
+        initial = (
+            constants.BACKOFF_INITIAL_TRANSIENT
+            if error.kind is ErrorKind.TRANSIENT
+            else constants.BACKOFF_INITIAL
+        )
     previous = memory.backoff.get(queue)
     failures = (previous.failures if previous else 0) + 1
     if jitter is None:

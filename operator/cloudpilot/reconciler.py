@@ -331,10 +331,16 @@ class Reconciler:
             or memory.deleting
             or any(q.starting or q.deleting for q in after.queues)
         )
-        if converging or (blocking and blocking.kind is mem.ErrorKind.TRANSIENT):
+        if converging:
             delays.append(self.settings.converging_interval)
+        if blocking and blocking.kind is mem.ErrorKind.TRANSIENT:
+            delays.append(min(self.settings.converging_interval, constants.TRANSIENT_LISTING_RETRY))
         for backoff in memory.backoff.values():
             delays.append(max((backoff.retry_at - now).total_seconds(), 1.0))
+            if backoff.error.uncertain:
+                # The failed create may have been carried out (a timeout, a lost answer):
+                # look at the cloud again soon; the back-off still holds new creations.
+                delays.append(constants.TRANSIENT_LISTING_RETRY)
         return min(delays)
 
     # -- reading ----------------------------------------------------------------------------

@@ -584,3 +584,31 @@ def test_proxy_stop_is_clean(ec2: EC2Emulator) -> None:
     assert set(threading.enumerate()) <= before
     with pytest.raises(ConnectionRefusedError):
         http.client.HTTPConnection(*endpoint, timeout=5).connect()
+
+
+def test_a_hung_request_is_never_answered_and_the_next_one_is(ec2: EC2Emulator) -> None:
+    """``hang_next``: the client's own timeout is all that ends the call (a dead link)."""
+    with LatencyProxy(ec2.endpoint) as proxy:
+        driver = MotoEC2NodeDriver(
+            *ec2.credentials, **ec2.driver_options(proxy.endpoint), timeout=1
+        )
+        proxy.hang_next("DescribeInstances")
+        with pytest.raises(OSError):  # requests' ReadTimeout is an OSError
+            driver.list_nodes()
+        assert driver.list_nodes() == []
+        assert proxy.counts["DescribeInstances"] == 2
+        assert proxy.faults_served == {"Hang": 1}
+
+
+def test_a_lost_answer_leaves_the_cloud_acted_and_the_client_unaware(
+    ec2: EC2Emulator, ec2_driver: MotoEC2NodeDriver
+) -> None:
+    """``lose_answer_next``: RunInstances reaches the cloud, the connection is cut."""
+    with LatencyProxy(ec2.endpoint) as proxy:
+        driver = MotoEC2NodeDriver(*ec2.credentials, **ec2.driver_options(proxy.endpoint))
+        image = _image(ec2_driver)
+        proxy.lose_answer_next("RunInstances")
+        with pytest.raises(Exception):  # noqa: B017 (a dropped connection: any error)
+            driver.create_node(name="lost", size=make_size(driver), image=image)
+        assert [n.name for n in ec2_driver.list_nodes()] == ["lost"]
+        assert proxy.faults_served == {"LostAnswer": 1}

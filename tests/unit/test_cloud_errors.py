@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
+import requests
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import (
     InvalidCredsError,
@@ -262,3 +263,22 @@ def test_an_untrusted_tls_certificate_stalls_instead_of_retrying_forever() -> No
 
     error = classify(ssl.SSLCertVerificationError("certificate verify failed: self-signed"))
     assert error.kind is ErrorKind.CONFIG
+
+
+@pytest.mark.parametrize(
+    ("exc", "uncertain"),
+    [
+        (requests.exceptions.ReadTimeout("Read timed out."), True),
+        (requests.exceptions.ConnectionError("Connection aborted."), True),
+        (TimeoutError("timed out"), True),
+        (ConnectionResetError("reset"), True),
+        (BaseHTTPError(503, "RequestLimitExceeded: Request limit exceeded."), False),
+        (InvalidCredsError("AuthFailure"), False),
+    ],
+)
+def test_an_error_after_which_the_cloud_may_have_acted_is_uncertain(
+    exc: BaseException, uncertain: bool
+) -> None:
+    """A timeout or a lost connection leaves the outcome unknown: the reconciler looks at
+    the cloud again soon instead of waiting out the back-off. A refusal is certain."""
+    assert classify(exc, "create").uncertain is uncertain

@@ -189,8 +189,14 @@ def test_record_failure_without_jitter_argument_stays_in_range() -> None:
 
 
 def test_record_failure_uses_the_documented_defaults() -> None:
-    after = record_failure(PoolMemory(), "q", cloud_error(), NOW, jitter=0.0)
+    """Transient faults (throttling, 5xx, timeouts) are retried after 2 s, others after 10 s
+    (both halved at the bottom of the jitter range)."""
+    after = record_failure(PoolMemory(), "q", cloud_error(ErrorKind.QUOTA), NOW, jitter=0.0)
     assert after.backoff["q"].retry_at == NOW + timedelta(seconds=constants.BACKOFF_INITIAL / 2)
+    transient = cloud_error(ErrorKind.TRANSIENT)
+    after = record_failure(PoolMemory(), "q", transient, NOW, jitter=0.0)
+    initial = constants.BACKOFF_INITIAL_TRANSIENT
+    assert after.backoff["q"].retry_at == NOW + timedelta(seconds=initial / 2)
 
 
 def test_record_success_clears_that_queues_backoff_only() -> None:

@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 
+import requests
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import (
     InvalidCredsError,
@@ -82,7 +83,25 @@ def scrub(message: str) -> str:
 
 def classify(exc: BaseException, operation: str = "") -> CloudError:
     message = scrub(f"{type(exc).__name__}: {exc}")
-    return CloudError(kind=_kind(exc, message), message=message, operation=operation)
+    return CloudError(
+        kind=_kind(exc, message),
+        message=message,
+        operation=operation,
+        uncertain=_uncertain(exc),
+    )
+
+
+def _uncertain(exc: BaseException) -> bool:
+    """A timeout or a lost connection: the cloud may have acted on the request (a refused
+    connection is counted too: telling them apart is not worth a wrong guess)."""
+    return isinstance(
+        exc,
+        socket.timeout
+        | TimeoutError
+        | ConnectionError
+        | requests.exceptions.Timeout
+        | requests.exceptions.ConnectionError,
+    )
 
 
 def _kind(exc: BaseException, message: str) -> ErrorKind:

@@ -196,7 +196,8 @@ class CloudGateway:
             self.account.cloud_type,
             self.credentials.key,
             self.credentials.secret,
-            self.account.options,
+            # A bounded wait for every call; the pool's own driver.timeout wins.
+            {"timeout": constants.CLOUD_CALL_TIMEOUT, **self.account.options},
         )
 
     def probe(self) -> NodeDriver:

@@ -14,7 +14,10 @@ libcloud and moto (point the driver's host/port at :attr:`LatencyProxy.endpoint`
 * rejects RunInstances whose decoded ``UserData`` exceeds a limit, as EC2 does at 16 KiB
   (:attr:`user_data_limit`);
 * holds requests of an Action until released (:meth:`hold`, :meth:`wait_for_held`), so a
-  test can catch calls in flight deterministically instead of racing against a delay.
+  test can catch calls in flight deterministically instead of racing against a delay;
+* hangs the next N requests of an Action for good (:meth:`hang_next`: never answered, as a
+  dead connection is; the client must time out) and loses the answer of the next N after
+  the target acted on them (:meth:`lose_answer_next`: the connection is cut instead).
 
 Standard library only: ``ThreadingHTTPServer`` (one thread per connection, HTTP/1.1
 keep-alive) and ``http.client`` towards the target. The Host header is forwarded unchanged,
@@ -109,6 +112,10 @@ class InjectedFault:
         ).encode()
 
 
+_HANG: Final = InjectedFault(0, "Hang", "never answered")
+"""Marker fault: keep the request unanswered until the proxy stops."""
+
+
 def _params(query: str, content_type: str, body: bytes) -> dict[str, str]:
     """EC2 query-API parameters from the query string and a form-encoded body."""
     params = {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()}
@@ -175,6 +182,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = fault or proxy._on_request(action, params)
         if proxy._closing.is_set():
             fault = InjectedFault(503, "Unavailable", "The proxy is shutting down.")
+        if fault is _HANG:
+            proxy._closing.wait()  # never answered; stop() ends the wait
+            self.close_connection = True
+            return
         if fault is not None:
             self._reply(fault.status, [("Content-Type", "text/xml;charset=UTF-8")], fault.body())
             return
@@ -185,9 +196,22 @@ class _Handler(BaseHTTPRequestHandler):
             err = InjectedFault(502, "Unavailable", f"upstream error: {exc}")
             self._reply(err.status, [("Content-Type", "text/xml;charset=UTF-8")], err.body())
             return
+        if proxy._take_lost_answer(action):
+            # The target acted; the client never learns it: cut the connection.
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
         self._reply(status, headers, data)
 
     def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+        try:
+            self._send(status, headers, data)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (its own timeout) while the answer was held back.
+            self.close_connection = True
+
+    def _send(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
         self.send_response(status)
         for name, value in headers:
             if name.lower() not in _SKIP_HEADERS and name.lower() not in ("server", "date"):
@@ -234,6 +258,7 @@ class LatencyProxy:
         self._counts: Counter[str] = Counter()
         self._faults_served: Counter[str] = Counter()
         self._faults: dict[str, list[InjectedFault]] = {}
+        self._lost_answers: Counter[str] = Counter()
         self._access_keys: Counter[str] = Counter()
         self._rejected_keys: set[str] = set()
         self._injected_delay = 0.0
@@ -408,6 +433,31 @@ class LatencyProxy:
         with self._lock:
             self._faults.setdefault(action, []).extend([fault] * times)
 
+    def hang_next(self, action: str, times: int = 1) -> None:
+        """Never answer the next ``times`` requests of ``action`` (queued with the other
+        faults): the connection stays open and silent, as behind a dead link, until the
+        proxy stops. The target never sees them."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._faults.setdefault(action, []).extend([_HANG] * times)
+
+    def lose_answer_next(self, action: str, times: int = 1) -> None:
+        """Forward the next ``times`` requests of ``action`` to the target, then cut the
+        connection instead of answering: the cloud acted, the client does not know."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._lost_answers[action] += times
+
+    def _take_lost_answer(self, action: str) -> bool:
+        with self._lock:
+            if self._lost_answers[action] > 0:
+                self._lost_answers[action] -= 1
+                self._faults_served["LostAnswer"] += 1
+                return True
+        return False
+
     def pending_faults(self, action: str | None = None) -> int:
         """Injected faults not yet served (for one Action, or all)."""
         with self._lock:
@@ -418,6 +468,7 @@ class LatencyProxy:
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self._lost_answers.clear()
 
     # -- credentials --------------------------------------------------------------------
 
