@@ -311,9 +311,11 @@ class Reconciler:
         )
         # Keep what is known about the VMs: an invalid edit must not make them look gone.
         status.update({k: previous[k] for k in OBSERVATION_KEYS if k in previous})
+        # One Event per distinct problem, with the condition's reason: not one every cycle.
+        already = (previous.get("lastError") or {}).get("message") == status["lastError"]["message"]
         return Outcome(
             status_patch=status_patch(previous, status),
-            events=[Event("Warning", "InvalidSpec", error.message)],
+            events=[] if already else [Event("Warning", error.kind.value, error.message)],
             next_delay=self.settings.interval,
         )
 

@@ -2,7 +2,7 @@
 
 The CRD schema rejects most mistakes at ``kubectl apply``; these tests hold the operator's
 own check to the same rules, because a pool applied before a CRD upgrade (or to a cluster
-that skips validation) must get a readable ``InvalidSpec`` condition, not a traceback or,
+that skips validation) must get a readable ``InvalidConfig`` condition, not a traceback or,
 worse, a silently ignored typo.
 """
 

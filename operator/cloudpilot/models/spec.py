@@ -3,7 +3,7 @@
 The CRD's structural schema rejects most bad input at ``kubectl apply`` time; this model is
 the operator's own check of the same rules (and of a few the schema cannot express), so a
 pool written before a CRD upgrade, or applied to a cluster without schema validation, gets a
-clear ``InvalidSpec`` condition instead of a traceback.
+clear ``InvalidConfig`` condition instead of a traceback.
 
 Field names follow ../shared/guides/api.md; each maps a seed option of DIRAC's Cloud CE.
 """
