@@ -53,6 +53,38 @@ SCHEDULER_STOP_TIMEOUT: Final = 5.0
 before they are cancelled. Cancelling mid-cycle is safe: the next cycle, in this process
 or another, re-reads the cloud."""
 
+MAX_REPLICAS: Final = 10_000
+"""Most VMs one queue may ask for (``spec.replicas``, ``queues[].replicas``). The largest
+DIRAC cloud CEs run a few thousand VMs; ten thousand on one queue is beyond any site's
+quota, while a typo such as ``1000000000`` is refused at apply time instead of being
+served (the CRD and the operator's model both hold this bound)."""
+
+MAX_LIMIT: Final = 100_000
+"""Largest ``limits.maxInstances`` / ``limits.maxStarting``, on the pool or a queue: a cap,
+so it may exceed one queue's ``MAX_REPLICAS`` (a pool has up to 64 queues), but no cloud
+account holds a hundred thousand VMs."""
+
+MAX_LIFETIME_SECONDS: Final = 31_536_000
+"""Largest ``context.maxLifetime``: a year. Pilots run for days; the bound also keeps the
+value within what date arithmetic can hold (a huge number would overflow it)."""
+
+MAX_BOOT_TIMEOUT: Final = 86_400
+"""Largest ``bootTimeout``: a day. A VM still booting after that is stuck, whatever the
+image."""
+
+MAX_USER_DATA_LIMIT: Final = 1_048_576
+"""Largest ``context.userDataLimit``: 1 MiB, four times the most generous provider (GCE's
+256 KiB metadata value); EC2 takes 16 KiB, OpenStack 64 KiB."""
+
+MAX_BACKOFF_SECONDS: Final = 86_400.0
+"""Largest ``backoff.initialSeconds`` / ``maxSeconds``: a day between retries."""
+
+DEFAULT_MAX_CREATES_PER_CYCLE: Final = 500
+"""Most VMs one pool asks the cloud for in one reconcile (all its queues together). A pool
+scaling up by thousands converges over several cycles, each a bounded amount of work, and
+the other pools are reconciled between them. 500 is five default batches, which EC2
+starts in a few seconds. ``operator.maxCreatesPerCycle`` in the chart."""
+
 DEFAULT_CREATE_PARALLELISM: Final = 8
 """Concurrent create/destroy calls per cloud account where the provider has no batch API.
 libcloud is synchronous, so each call holds a worker thread."""

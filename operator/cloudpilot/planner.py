@@ -15,7 +15,8 @@ Rules, in the order they apply:
    ends (clouds keep listing a destroyed VM for a while).
 5. Missing VMs are created up to each queue's desired count, within the queue's and the
    pool's ``maxInstances`` / ``maxStarting``, shared fairly (round robin) between queues,
-   and not for a queue that is backing off after failures.
+   and not for a queue that is backing off after failures. At most ``max_creates`` per
+   cycle (the operator's ``maxCreatesPerCycle``): the rest comes in the next cycles.
 6. Surplus VMs are removed newest first, starting ones first. Running pilots are only
    killed when the queue's ``scaleDownPolicy`` is ``DeleteRunning``: by default they are
    left to finish their job and the pool drains.
@@ -184,50 +185,95 @@ def _scale_down(state: _QueueState, policy: ScaleDownPolicy, reason: DeleteReaso
 
 
 def _allocate(
-    states: Sequence[_QueueState], limits: PoolLimits, memory: mem.PoolMemory, now: datetime
+    states: Sequence[_QueueState],
+    limits: PoolLimits,
+    memory: mem.PoolMemory,
+    now: datetime,
+    max_creates: int | None,
 ) -> None:
-    """Hand out new VMs round robin, one at a time, so a big queue cannot starve others."""
+    """Hand out new VMs round robin between queues, so a big queue cannot starve others.
+
+    Computed as numbers, not one VM at a time: the work is O(queues), whatever the counts
+    asked for (a loop per VM took seconds on the event loop for 10^7). The result is what
+    handing out one VM per queue per round would give: every queue gets ``min(want, L)``
+    for the largest level ``L`` the budget allows, and what is left goes one each to the
+    first queues in spec order that want more.
+    """
     pool_room = _room(limits.max_instances, sum(s.occupying() for s in states))
     pool_start_room = _room(limits.max_starting, sum(s.starting() for s in states))
-    wanting: list[_QueueState] = []
+    budget = _smallest(pool_room, pool_start_room, max_creates)
+    # Why a queue that gets less than its share of the budget waits: the pool's limit
+    # that the budget came from (MaxInstances first, as when both run out together), or
+    # nothing when only the per-cycle cap held it (it is paced, not held).
+    if budget is not None and budget == pool_room:
+        pool_hold: Hold | None = Hold.MAX_INSTANCES
+    elif budget is not None and budget == pool_start_room:
+        pool_hold = Hold.MAX_STARTING
+    else:
+        pool_hold = None
+    wanting: list[tuple[_QueueState, int, int | None, int | None]] = []
     for state in states:
-        if state.config is None:
+        config = state.config
+        if config is None:
             continue
-        if state.occupying() >= state.desired:
+        occupying = state.occupying()
+        need = state.desired - occupying
+        if need <= 0:
             continue
         if mem.in_backoff(memory, state.name, now):
             state.held = Hold.BACKOFF
             continue
-        wanting.append(state)
-    # Allocation changes neither deletions nor pending creations: count each queue's
-    # occupied and starting slots once, not once per VM handed out (a scale-up of N onto
-    # V existing VMs was N x V, seconds on the event loop at a few thousand VMs).
-    base = {id(s): (s.occupying(), s.starting()) for s in wanting}
-    while wanting:
-        progressed = []
-        for state in wanting:
-            config = state.config
-            assert config is not None
-            occupying, starting = base[id(state)]
-            if occupying + state.create >= state.desired:
-                continue
-            if _room(config.max_instances, occupying + state.create) == 0:
-                state.held = Hold.MAX_INSTANCES
-                continue
-            if _room(config.max_starting, starting + state.create) == 0:
-                state.held = Hold.MAX_STARTING
-                continue
-            if pool_room == 0:
-                state.held = Hold.MAX_INSTANCES
-                continue
-            if pool_start_room == 0:
-                state.held = Hold.MAX_STARTING
-                continue
-            state.create += 1
-            pool_room = pool_room - 1 if pool_room is not None else None
-            pool_start_room = pool_start_room - 1 if pool_start_room is not None else None
-            progressed.append(state)
-        wanting = progressed
+        room = _room(config.max_instances, occupying)
+        start_room = _room(config.max_starting, state.starting())
+        wanting.append((state, need, room, start_room))
+    wants = [_smallest(need, room, start_room) or 0 for _, need, room, start_room in wanting]
+    shares = _fill(wants, budget)
+    for (state, need, room, start_room), share in zip(wanting, shares, strict=True):
+        state.create = share
+        if share >= need:
+            continue
+        if room is not None and share >= room:
+            state.held = Hold.MAX_INSTANCES
+        elif start_room is not None and share >= start_room:
+            state.held = Hold.MAX_STARTING
+        else:
+            state.held = pool_hold
+
+
+def _fill(wants: Sequence[int], budget: int | None) -> list[int]:
+    """Round-robin shares of ``budget`` (None: unlimited) between queues wanting ``wants``.
+
+    Every queue is filled up to one level, the highest the budget pays for; the remainder
+    (fewer than the queues still wanting) goes one each to the first of them in order.
+    O(queues log queues), whatever the numbers.
+    """
+    if budget is None or sum(wants) <= budget:
+        return list(wants)
+    level, left = 0, budget
+    ordered = sorted(wants)
+    for index, want in enumerate(ordered):
+        unfilled = len(ordered) - index
+        step = (want - level) * unfilled  # one VM per queue not yet full, up to ``want``
+        if step > left:
+            level += left // unfilled
+            left %= unfilled
+            break
+        left -= step
+        level = want
+    shares = [min(want, level) for want in wants]
+    for index, want in enumerate(wants):
+        if left == 0:
+            break
+        if want > level:
+            shares[index] += 1
+            left -= 1
+    return shares
+
+
+def _smallest(*values: int | None) -> int | None:
+    """The smallest of the values that are set; None if none is (no limit)."""
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
 
 
 def _room(limit: int | None, used: int) -> int | None:
@@ -243,8 +289,15 @@ def plan(
     *,
     limits: PoolLimits = PoolLimits(),
     removed_queue_policy: ScaleDownPolicy = ScaleDownPolicy.DRAIN,
+    max_creates: int | None = None,
 ) -> Plan:
-    """Decide one reconcile of one pool. ``observed`` holds only VMs the pool owns."""
+    """Decide one reconcile of one pool. ``observed`` holds only VMs the pool owns.
+
+    ``max_creates`` caps the VMs this cycle asks for, all queues together (shared round
+    robin as the limits are): a pool scaling up by thousands converges over several
+    cycles, each a bounded amount of work. The work done here grows with the VMs observed
+    and the queues, never with the counts asked for.
+    """
     states = {q.name: _QueueState(config=q, name=q.name) for q in queues}
     for pending in memory.pending.values():
         if pending.queue in states:
@@ -286,7 +339,7 @@ def plan(
 
     # Rule 5: missing VMs.
     ordered = [states[q.name] for q in queues] + [s for s in states.values() if s.config is None]
-    _allocate(ordered, limits, memory, now)
+    _allocate(ordered, limits, memory, now, max_creates)
 
     creations = tuple(Creation(s.name, s.create) for s in ordered if s.create > 0)
     deletions = tuple(d for s in ordered for d in s.deletions)

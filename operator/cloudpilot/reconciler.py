@@ -69,6 +69,9 @@ class ReconcilerSettings:
     rate_burst: int = 40
     proxy_warn_margin: float = 6 * 3600.0
     """A pilot proxy this close to expiry raises the ProxyExpiring condition."""
+    max_creates_per_cycle: int = constants.DEFAULT_MAX_CREATES_PER_CYCLE
+    """Most VMs one cycle of one pool asks for: a reconcile is bounded work whatever the
+    pool asks, and other pools are served between the cycles of a big scale-up."""
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,7 @@ class Reconciler:
                 spec.limits.max_starting if spec.limits else None,
             ),
             "removed_queue_policy": spec.scale_down_policy or planner.ScaleDownPolicy.DRAIN,
+            "max_creates": self.settings.max_creates_per_cycle,
         }
 
         def plan_now(memory: mem.PoolMemory) -> planner.Plan:

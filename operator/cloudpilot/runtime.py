@@ -54,6 +54,7 @@ def build_reconciler(settings: OperatorSettings) -> Reconciler:
             rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst,
             proxy_warn_margin=settings.proxy_warn_margin,
+            max_creates_per_cycle=settings.max_creates_per_cycle,
         ),
         on_cloud_call=metrics.observe_cloud_call,
     )

@@ -29,6 +29,7 @@ class OperatorSettings:
     rate_limit: float = 20.0
     rate_burst: int = 40
     max_concurrent_reconciles: int = constants.MAX_CONCURRENT_RECONCILES
+    max_creates_per_cycle: int = constants.DEFAULT_MAX_CREATES_PER_CYCLE
     health_port: int | None = None
     metrics_port: int | None = None
     log_format: str = "plain"
@@ -50,6 +51,12 @@ class OperatorSettings:
             max_concurrent_reconciles=max(
                 _env_int(
                     "CLOUDPILOT_MAX_CONCURRENT_RECONCILES", constants.MAX_CONCURRENT_RECONCILES
+                ),
+                1,
+            ),
+            max_creates_per_cycle=max(
+                _env_int(
+                    "CLOUDPILOT_MAX_CREATES_PER_CYCLE", constants.DEFAULT_MAX_CREATES_PER_CYCLE
                 ),
                 1,
             ),

@@ -72,6 +72,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "rateLimit": 7.5,
             "rateBurst": 15,
             "maxConcurrentReconciles": 200,
+            "maxCreatesPerCycle": 50,
             "logFormat": "json",
             "logLevel": "debug",
             "extraArgs": ["--example-flag"],
@@ -385,7 +386,7 @@ def test_the_operator_reads_the_tuning_the_chart_passes(
     settings = OperatorSettings.from_env()
     assert settings.reconcile_interval == 120 and settings.converging_interval == 5.5
     assert settings.parallelism == 16 and settings.max_concurrent_reconciles == 200
-    assert settings.batch_size == 250
+    assert settings.batch_size == 250 and settings.max_creates_per_cycle == 50
     assert settings.rate_limit == 7.5 and settings.rate_burst == 15
     assert settings.log_format == "json" and settings.metrics_port == 9090
 
@@ -407,6 +408,7 @@ def test_operator_settings_come_from_values(rendered: dict[str, list[dict]]) -> 
     assert env["CLOUDPILOT_RECONCILE_INTERVAL"] == "120"
     assert env["CLOUDPILOT_CONVERGING_INTERVAL"] == "5.5"
     assert env["CLOUDPILOT_PARALLELISM"] == "16"
+    assert env["CLOUDPILOT_MAX_CREATES_PER_CYCLE"] == "50"
     assert env["CLOUDPILOT_LOG_FORMAT"] == "json"
     assert env["CLOUDPILOT_METRICS_PORT"] == "9090"
     assert env["HTTPS_PROXY"] == "http://proxy.example.org:3128"
@@ -450,6 +452,7 @@ def test_value_defaults_match_the_operators_defaults() -> None:
     assert op["batchSize"] == defaults.batch_size
     assert op["rateLimit"] == defaults.rate_limit and op["rateBurst"] == defaults.rate_burst
     assert op["maxConcurrentReconciles"] == defaults.max_concurrent_reconciles
+    assert op["maxCreatesPerCycle"] == defaults.max_creates_per_cycle
     lease = LeaseConfig(namespace="x", name="y", identity="z")
     le = values["leaderElection"]
     assert le["leaseDurationSeconds"] == lease.lease_seconds

@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 
 from cloudpilot import constants
+from cloudpilot import planner as planner_module
 from cloudpilot.memory import ErrorKind, PoolMemory
 from cloudpilot.models.spec import ScaleDownPolicy
 from cloudpilot.models.vms import Phase
@@ -579,6 +580,68 @@ def test_teardown_skips_vms_already_being_deleted() -> None:
     assert [d.vm for d in plan_teardown([a, b], memory(deleting=[a.id]))] == [b]
 
 
+# --- Bounded work: a cycle's creations are capped, planning is arithmetic ----------------
+
+
+def test_a_billion_asked_plans_only_the_cycle_cap() -> None:
+    """The planner's answer for 10^9 is one number per queue, and the creations this cycle
+    will send are the cap: the work done never grows with what is asked (a loop per VM
+    held the event loop for minutes on this pool)."""
+    result = _plan([queue(replicas=10**9)], vms(3), max_creates=500)
+    assert result.creations == (Creation("default", 500),)
+    assert _summary(result).creating == 500
+    assert _summary(result).desired == 10**9
+    assert _summary(result).held is None, "paced by the cycle cap, not held by a limit"
+
+
+def test_without_a_cap_a_huge_ask_is_still_one_number() -> None:
+    """Planning itself is O(observed VMs + queues): even uncapped, 10^9 is not counted
+    out VM by VM (the reconciler always passes a cap; this is the planner's own bound)."""
+    result = _plan([queue("a", 10**9), queue("b", 10**9)], vms(2, "a"))
+    assert _created(result) == {"a": 10**9 - 2, "b": 10**9}
+
+
+def test_cycle_cap_is_shared_round_robin_between_queues() -> None:
+    """A huge queue first in the spec does not take the whole cycle from the others."""
+    q = [queue("huge", 10**9), queue("small", 3), queue("other", 10**9)]
+    result = _plan(q, max_creates=10)
+    assert _created(result) == {"huge": 4, "small": 3, "other": 3}
+    assert sum(_created(result).values()) == 10
+
+
+def test_cycle_cap_counts_only_what_this_cycle_creates() -> None:
+    """VMs already there or pending do not use the cap: it bounds work, not the pool."""
+    observed = vms(700, phase=Phase.RUNNING)
+    mem = memory(pending=[pending("default") for _ in range(50)])
+    result = _plan([queue(replicas=1000)], observed, mem, max_creates=200)
+    assert _created(result) == {"default": 200}
+
+
+def test_a_limit_below_the_cap_is_reported_as_the_limit() -> None:
+    result = _plan([queue(replicas=10**9)], limits=PoolLimits(max_instances=20), max_creates=500)
+    assert _created(result) == {"default": 20}
+    assert _summary(result).held is Hold.MAX_INSTANCES
+
+
+def test_a_cap_equal_to_the_pool_room_reports_the_limit() -> None:
+    """Both ran out together: the pool is at its limit, which is what the status says."""
+    result = _plan([queue(replicas=100)], limits=PoolLimits(max_starting=10), max_creates=10)
+    assert _created(result) == {"default": 10}
+    assert _summary(result).held is Hold.MAX_STARTING
+
+
+def test_a_capped_pool_still_reports_scaling_up_for_the_whole_shortfall() -> None:
+    from cloudpilot.status import StatusInputs, build_status
+
+    result = _plan([queue(replicas=10_000)], max_creates=500)
+    status = build_status(
+        StatusInputs(generation=1, plan=result, observed=[], memory=PoolMemory(), now=NOW), None
+    )
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ScalingUp")
+    assert "10000 VM(s) still to create" in ready["message"]
+
+
 # --- Properties -------------------------------------------------------------------------
 
 if st is not None:
@@ -765,6 +828,95 @@ if st is not None:
         aged = {DeleteReason.MAX_LIFETIME, DeleteReason.BOOT_TIMEOUT}
         expired_now = {d.vm.id for d in now.deletions if d.reason in aged}
         assert expired_now <= {d.vm.id for d in later.deletions}
+
+    def _allocate_one_at_a_time(states, limits, memory_, now, max_creates) -> None:
+        """The planner's former allocation, one VM per queue per round (O(VMs asked)),
+        with the per-cycle cap added: the reference the arithmetic must agree with."""
+        from cloudpilot import memory as mem_module
+
+        pool_room = planner_module._room(limits.max_instances, sum(s.occupying() for s in states))
+        pool_start_room = planner_module._room(
+            limits.max_starting, sum(s.starting() for s in states)
+        )
+        cycle_room = max_creates
+        wanting = []
+        for state in states:
+            if state.config is None or state.occupying() >= state.desired:
+                continue
+            if mem_module.in_backoff(memory_, state.name, now):
+                state.held = Hold.BACKOFF
+                continue
+            wanting.append(state)
+        base = {id(s): (s.occupying(), s.starting()) for s in wanting}
+        while wanting:
+            progressed = []
+            for state in wanting:
+                config = state.config
+                occupying, starting = base[id(state)]
+                if occupying + state.create >= state.desired:
+                    continue
+                if planner_module._room(config.max_instances, occupying + state.create) == 0:
+                    state.held = Hold.MAX_INSTANCES
+                    continue
+                if planner_module._room(config.max_starting, starting + state.create) == 0:
+                    state.held = Hold.MAX_STARTING
+                    continue
+                if pool_room == 0:
+                    state.held = Hold.MAX_INSTANCES
+                    continue
+                if pool_start_room == 0:
+                    state.held = Hold.MAX_STARTING
+                    continue
+                if cycle_room == 0:
+                    continue
+                state.create += 1
+                pool_room = pool_room - 1 if pool_room is not None else None
+                pool_start_room = pool_start_room - 1 if pool_start_room is not None else None
+                cycle_room = cycle_room - 1 if cycle_room is not None else None
+                progressed.append(state)
+            wanting = progressed
+
+    @settings(max_examples=400, deadline=None)
+    @given(_scenario(), st.none() | st.integers(min_value=1, max_value=12))
+    def test_property_allocation_is_round_robin_one_vm_at_a_time(
+        scenario, max_creates: int | None
+    ) -> None:
+        """The arithmetic allocation gives exactly what handing out one VM per queue per
+        round gives: the same counts per queue and the same reasons for holding one."""
+        queues, observed, mem, limits, removed_policy = scenario
+        args = {"limits": limits, "removed_queue_policy": removed_policy}
+        result = plan(queues, observed, mem, NOW, max_creates=max_creates, **args)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(planner_module, "_allocate", _allocate_one_at_a_time)
+            reference = plan(queues, observed, mem, NOW, max_creates=max_creates, **args)
+        assert result == reference
+
+    @settings(max_examples=200, deadline=None)
+    @given(_scenario(), st.integers(min_value=1, max_value=6))
+    def test_property_the_cycle_cap_bounds_creations_and_explains_shortfalls(
+        scenario, max_creates: int
+    ) -> None:
+        """Never more than the cap in one cycle; a queue left short with no hold reason is
+        short only because this cycle's cap is spent (the next cycle goes on)."""
+        queues, observed, mem, limits, removed_policy = scenario
+        result = plan(
+            queues,
+            observed,
+            mem,
+            NOW,
+            limits=limits,
+            removed_queue_policy=removed_policy,
+            max_creates=max_creates,
+        )
+        total = sum(c.count for c in result.creations)
+        assert total <= max_creates
+        uncapped = plan(
+            queues, observed, mem, NOW, limits=limits, removed_queue_policy=removed_policy
+        )
+        assert total == min(max_creates, sum(c.count for c in uncapped.creations))
+        for summary, free in zip(result.queues, uncapped.queues, strict=True):
+            if summary.creating < free.creating:
+                assert summary.held is None and total == max_creates
 
 else:  # pragma: no cover - shows up as a skip instead of silently running fewer tests
 

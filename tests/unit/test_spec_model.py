@@ -11,6 +11,7 @@ from __future__ import annotations
 import pydantic
 import pytest
 
+from cloudpilot import constants
 from cloudpilot.models.spec import (
     DeletionPolicy,
     ScaleDownPolicy,
@@ -157,6 +158,57 @@ def test_queue_replicas_default_to_zero() -> None:
 )
 def test_out_of_range_values_are_rejected(field: str, value: object) -> None:
     assert f"spec.{field}" in _error(pool_spec(**{field: value}))
+
+
+@pytest.mark.parametrize(
+    ("raw", "where", "maximum"),
+    [
+        ({"replicas": 10**9}, "spec.replicas", constants.MAX_REPLICAS),
+        (
+            {"queues": [{"name": "a"}, {"name": "b", "replicas": 10**9}]},
+            "spec.queues.1.replicas",
+            constants.MAX_REPLICAS,
+        ),
+        ({"limits": {"maxInstances": 10**9}}, "spec.limits.maxInstances", constants.MAX_LIMIT),
+        (
+            {"queues": [{"name": "a", "limits": {"maxStarting": 10**9}}]},
+            "spec.queues.0.limits.maxStarting",
+            constants.MAX_LIMIT,
+        ),
+        (
+            {"context": {"maxLifetime": 10**18}},
+            "spec.context.maxLifetime",
+            constants.MAX_LIFETIME_SECONDS,
+        ),
+        ({"bootTimeout": 10**18}, "spec.bootTimeout", constants.MAX_BOOT_TIMEOUT),
+        (
+            {"context": {"userDataLimit": 10**9}},
+            "spec.context.userDataLimit",
+            constants.MAX_USER_DATA_LIMIT,
+        ),
+        ({"backoff": {"maxSeconds": 1e300}}, "spec.backoff.maxSeconds", 86400),
+    ],
+)
+def test_counts_above_their_maximum_are_refused_naming_field_and_bound(
+    raw: dict, where: str, maximum: int
+) -> None:
+    """The CRD's maxima, repeated: a pool stored under a CRD without them (an older one)
+    must be InvalidConfig with a message a user can act on, never planned."""
+    message = _error(pool_spec(**raw))
+    assert where in message and str(maximum) in message
+
+
+def test_counts_at_their_maximum_are_accepted() -> None:
+    spec = parse_spec(
+        pool_spec(
+            queues=[
+                {"name": "a", "replicas": constants.MAX_REPLICAS, "bootTimeout": 86_400},
+                {"name": "b", "limits": {"maxInstances": constants.MAX_LIMIT}},
+            ],
+            context={"maxLifetime": constants.MAX_LIFETIME_SECONDS},
+        )
+    )
+    assert spec.queues is not None and spec.queues[0].replicas == constants.MAX_REPLICAS
 
 
 def test_halt_grace_period_of_zero_is_allowed() -> None:

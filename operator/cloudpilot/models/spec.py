@@ -16,9 +16,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
+from cloudpilot import constants
+
 QueueName = Annotated[
     str, StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ]
+Replicas = Annotated[int, Field(ge=0, le=constants.MAX_REPLICAS)]
+"""A queue's desired VM count. Bounded here as in the CRD, so a pool stored under an older
+CRD without the bound is refused (InvalidConfig) rather than planned."""
 Lookup = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
 """A raw cloud id, or ``name:<name>`` to look the id up by name (seed ``Instance_*``)."""
 
@@ -77,9 +82,9 @@ class ContextSpec(_Model):
     template: ConfigMapKeyRef | None = None
     template_family: TemplateFamily | None = None
     ext_packages: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
-    max_lifetime: Annotated[int, Field(ge=60)] | None = None
+    max_lifetime: Annotated[int, Field(ge=60, le=constants.MAX_LIFETIME_SECONDS)] | None = None
     halt_grace_period: Annotated[int, Field(ge=0, le=86_400)] | None = None
-    user_data_limit: Annotated[int, Field(ge=1024)] | None = None
+    user_data_limit: Annotated[int, Field(ge=1024, le=constants.MAX_USER_DATA_LIMIT)] | None = None
 
 
 class PilotSpec(_Model):
@@ -88,13 +93,13 @@ class PilotSpec(_Model):
 
 
 class LimitsSpec(_Model):
-    max_instances: Annotated[int, Field(ge=0)] | None = None
-    max_starting: Annotated[int, Field(ge=1)] | None = None
+    max_instances: Annotated[int, Field(ge=0, le=constants.MAX_LIMIT)] | None = None
+    max_starting: Annotated[int, Field(ge=1, le=constants.MAX_LIMIT)] | None = None
 
 
 class BackoffSpec(_Model):
-    initial_seconds: Annotated[float, Field(ge=1)] | None = None
-    max_seconds: Annotated[float, Field(ge=1)] | None = None
+    initial_seconds: Annotated[float, Field(ge=1, le=constants.MAX_BACKOFF_SECONDS)] | None = None
+    max_seconds: Annotated[float, Field(ge=1, le=constants.MAX_BACKOFF_SECONDS)] | None = None
 
 
 class _Overridable(_Model):
@@ -106,20 +111,20 @@ class _Overridable(_Model):
     instance: InstanceSpec | None = None
     context: ContextSpec | None = None
     pilot: PilotSpec | None = None
-    boot_timeout: Annotated[int, Field(ge=30)] | None = None
+    boot_timeout: Annotated[int, Field(ge=30, le=constants.MAX_BOOT_TIMEOUT)] | None = None
     scale_down_policy: ScaleDownPolicy | None = None
 
 
 class QueueSpec(_Overridable):
     name: QueueName
-    replicas: Annotated[int, Field(ge=0)] = 0
+    replicas: Replicas = 0
     limits: LimitsSpec | None = None
     """Per-queue caps; the pool's own ``spec.limits`` cap all queues together."""
 
 
 class PoolSpec(_Overridable):
     ce: Annotated[str, StringConstraints(min_length=1, max_length=253)]
-    replicas: Annotated[int, Field(ge=0)] | None = None
+    replicas: Replicas | None = None
     queues: list[QueueSpec] | None = None
     limits: LimitsSpec | None = None
     backoff: BackoffSpec | None = None
