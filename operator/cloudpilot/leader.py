@@ -639,6 +639,22 @@ _current: contextvars.ContextVar[LeaderElector | None] = contextvars.ContextVar(
 )
 
 
+class NotLeading(Exception):
+    """This replica's Lease lapsed before a write: nothing was sent."""
+
+
+def fence() -> Callable[[], bool]:
+    """The check :func:`may_act` makes, bound to this context's elector so that it can be
+    called from a worker thread, immediately before the write leaves (the context variable
+    is not visible there)."""
+    elector = _current.get()
+    return _always if elector is None else elector.is_leading
+
+
+def _always() -> bool:
+    return True
+
+
 def may_act() -> bool:
     """Whether this process may act on pools now: True without leader election, else only
     while the lease is held and renewed within the deadline.

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 
 from libcloud.compute.base import Node, NodeDriver
 
-from cloudpilot import constants
+from cloudpilot import constants, leader
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import build_driver
 from cloudpilot.cloud.listing import SharedListing, shared_listing
@@ -47,6 +47,9 @@ from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import CloudAccount, QueueConfig
 
 T = TypeVar("T")
+
+_WRITES = frozenset({"create", "destroy"})
+"""Operations that change the cloud: each passes the leadership fence right before it leaves."""
 
 _EXECUTOR = ThreadPoolExecutor(max_workers=64, thread_name_prefix="cloudpilot-cloud")
 EC2_TERMINATE_CHUNK = 1000
@@ -235,13 +238,23 @@ class CloudGateway:
         no token taken) and :class:`_NotSent` is raised.
         """
         loop = asyncio.get_running_loop()
+        may_write = leader.fence() if operation in _WRITES else None
+
+        def fenced(driver: NodeDriver) -> T:
+            # The fence, in the worker thread right before the request leaves: a replica
+            # that lost its Lease while it waited for a driver or a rate-limit token (or
+            # was paused) sends nothing.
+            if may_write is not None and not may_write():
+                raise leader.NotLeading(f"{operation}: this replica no longer holds the Lease")
+            return fn(driver)
+
         async with self._driver() as driver:
             if cancelled is not None and cancelled():
                 raise _NotSent(operation)
             await self._limiter.acquire()
             started = loop.time()
             try:
-                result = await self._in_thread(lambda: fn(driver))
+                result = await self._in_thread(lambda: fenced(driver))
             except Exception as exc:
                 if self._on_call:
                     self._on_call(operation, loop.time() - started, errors.classify(exc, operation))

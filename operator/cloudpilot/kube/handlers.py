@@ -25,7 +25,7 @@ from typing import Any
 
 import kopf
 
-from cloudpilot import constants, metrics
+from cloudpilot import constants, leader, metrics
 from cloudpilot.kube.events import post_events
 from cloudpilot.kube.scheduler import PoolScheduler
 from cloudpilot.kube.status import patch_status
@@ -92,6 +92,9 @@ def register(
         started = time.monotonic()
         try:
             outcome = await reconciler.reconcile(pool, body)
+            if not leader.may_act():
+                # The Lease lapsed during the cycle: whoever holds it now writes status.
+                return retry_delay
             await patch_status(pool.namespace, pool.name, outcome.status_patch)
             status = bodies.record_status(uid, outcome.status_patch)
             await post_events(body, outcome.events)
