@@ -170,15 +170,18 @@ class CloudGateway:
         batch_size: int = constants.DEFAULT_BATCH_SIZE,
         on_call: Callable[[str, float, CloudError | None], None] | None = None,
         listing_max_age: float = 0.0,
+        allowed_driver_classes: frozenset[str] = frozenset(),
     ) -> None:
         """``listing_max_age``: how old a listing made for another pool on the same endpoint
         and credentials may be and still serve :meth:`list_shared` (0: only listings in
-        flight are shared)."""
+        flight are shared). ``allowed_driver_classes``: the operator's allow-list of
+        ``cloudType`` class paths (libcloud's Provider names are always accepted)."""
         self.account = account
         self.credentials = credentials
         self._limiter = limiter
         self._parallelism = parallelism
         self._batch_size = batch_size
+        self._allowed_driver_classes = frozenset(allowed_driver_classes)
         self._idle: asyncio.Queue[NodeDriver] = asyncio.Queue()
         self._built = 0
         self._build_lock = asyncio.Lock()
@@ -197,6 +200,7 @@ class CloudGateway:
             self.credentials.key,
             self.credentials.secret,
             self.account.options,
+            self._allowed_driver_classes,
         )
 
     def probe(self) -> NodeDriver:
