@@ -31,6 +31,7 @@ from libcloud.compute.base import Node, NodeImage, NodeSize
 from bench.common import (
     AMI_ID,
     CE,
+    DRIVER_CLASS,
     FLAVOR,
     NAMESPACE,
     Cloud,
@@ -183,7 +184,10 @@ def gateway_create(cloud: Cloud, n: int, latency: float) -> Contender:
         spec = parse_spec(pool_spec(cloud, n))
         (queue,) = effective_queues(spec, namespace=NAMESPACE, pool_name="gw")
         gateway = CloudGateway(
-            queue.account, Credentials(*cloud.ec2.credentials), limiter=TokenBucket(1000.0, 1000)
+            queue.account,
+            Credentials(*cloud.ec2.credentials),
+            limiter=TokenBucket(1000.0, 1000),
+            allowed_driver_classes=frozenset({DRIVER_CLASS}),
         )
         prefix = naming.queue_prefix(NAMESPACE, "gw", queue.name)
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cloudpilot.devtools import moto_ec2
 from cloudpilot.devtools.ec2_emulator import EC2Emulator
 from cloudpilot.devtools.latency_proxy import LatencyProxy
 from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
@@ -22,7 +23,7 @@ IMAGE_NAME = "AlmaLinux-9-GenericCloud-9.4-x86_64"
 AMI_ID = "ami-0a1e9c0a1a9e94001"  # IMAGE_NAME's id in the emulator's small catalogue
 FLAVOR = "t3.small"
 PILOT = "#!/bin/sh\necho pilot\n"
-DRIVER_CLASS = "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver"
+DRIVER_CLASS = moto_ec2.CLASS_PATH
 
 
 @dataclass
@@ -88,6 +89,11 @@ class ReconcilerHarness:
         async def read_secret(namespace: str, name: str) -> dict[str, bytes]:
             return secrets[name]
 
+        # The pools name the moto driver's class path: an operator must allow it.
+        self.settings = replace(
+            self.settings,
+            allowed_driver_classes=self.settings.allowed_driver_classes | {DRIVER_CLASS},
+        )
         self.reconciler = Reconciler(self.settings, read_secret=read_secret)
 
     async def reconcile(self, name: str, replicas: int, **extra: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import NAMESPACE, PILOT, Cloud, ReconcilerHarness, Timer, pool_spec
+from bench.common import DRIVER_CLASS, NAMESPACE, PILOT, Cloud, ReconcilerHarness, Timer, pool_spec
 from cloudpilot import constants
 from cloudpilot.kube import client as kube_client
 from cloudpilot.reconciler import ReconcilerSettings
@@ -120,6 +120,8 @@ def _operator(kubeconfig: Path, interval: float, log: Path) -> Iterator[subproce
         "CLOUDPILOT_CONVERGING_INTERVAL": str(max(interval / 4, 1.0)),
         "CLOUDPILOT_RATE_LIMIT": "1000",
         "CLOUDPILOT_RATE_BURST": "1000",
+        # The pools name the moto driver's class path: the operator must allow it.
+        "CLOUDPILOT_ALLOWED_DRIVER_CLASSES": DRIVER_CLASS,
         "PYTHONPATH": str(REPO / "operator"),
     }
     with log.open("ab") as out:

@@ -49,13 +49,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from cloudpilot.kube import client
+from cloudpilot.settings import ElectionSettings
 
 __all__ = [
     "ElectionSettings",
@@ -120,59 +120,6 @@ class LeaseConfig:
         if self.stop_timeout is not None:
             return self.stop_timeout
         return self.lease_seconds - self.renew_deadline
-
-
-_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-@dataclass(frozen=True)
-class ElectionSettings:
-    """Leader-election settings from the environment the Helm chart sets.
-
-    ``CLOUDPILOT_LEADER_ELECTION`` (``true``/``false``, default false: a developer's
-    ``cloudpilot operator`` needs no Lease), ``CLOUDPILOT_LEADER_ELECTION_NAMESPACE`` (else
-    ``POD_NAMESPACE``, else the pod's service-account namespace, else ``default``),
-    ``CLOUDPILOT_LEADER_ELECTION_NAME``, ``_LEASE_SECONDS``, ``_RENEW_DEADLINE``,
-    ``_RETRY_PERIOD``. The identity is :func:`default_identity` (``POD_NAME`` based).
-    """
-
-    enabled: bool = False
-    namespace: str = "default"
-    name: str = "cloudpilot-operator"
-    lease_seconds: int = 30
-    renew_deadline: float = 20.0
-    retry_period: float = 4.0
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ElectionSettings:
-        env = os.environ if environ is None else environ
-        prefix = "CLOUDPILOT_LEADER_ELECTION"
-        namespace = env.get(f"{prefix}_NAMESPACE") or env.get("POD_NAMESPACE")
-        if not namespace:
-            try:
-                namespace = Path(_SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
-            except OSError:
-                namespace = cls.namespace
-        settings = cls(
-            enabled=env.get(prefix, "").strip().lower() in ("1", "true", "yes", "on"),
-            namespace=namespace,
-            name=env.get(f"{prefix}_NAME") or cls.name,
-            lease_seconds=int(env.get(f"{prefix}_LEASE_SECONDS") or cls.lease_seconds),
-            renew_deadline=float(env.get(f"{prefix}_RENEW_DEADLINE") or cls.renew_deadline),
-            retry_period=float(env.get(f"{prefix}_RETRY_PERIOD") or cls.retry_period),
-        )
-        settings.lease_config("check")  # fail at start-up, not at the first election
-        return settings
-
-    def lease_config(self, identity: str | None = None) -> LeaseConfig:
-        return LeaseConfig(
-            namespace=self.namespace,
-            name=self.name,
-            identity=identity or default_identity(),
-            lease_seconds=self.lease_seconds,
-            renew_deadline=self.renew_deadline,
-            retry_period=self.retry_period,
-        )
 
 
 class LeaseAPI(Protocol):

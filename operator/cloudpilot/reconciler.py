@@ -37,6 +37,7 @@ from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix, vm_tags
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies
+from cloudpilot.settings import class_paths
 from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
 
 logger = logging.getLogger(__name__)
@@ -72,6 +73,12 @@ class ReconcilerSettings:
     max_creates_per_cycle: int = constants.DEFAULT_MAX_CREATES_PER_CYCLE
     """Most VMs one cycle of one pool asks for: a reconcile is bounded work whatever the
     pool asks, and other pools are served between the cycles of a big scale-up."""
+    allowed_driver_classes: frozenset[str] = frozenset()
+    """``cloudType`` class paths pools may name (OperatorSettings.allowed_driver_classes)."""
+
+    def __post_init__(self) -> None:
+        # Any iterable in, a checked frozenset out: it is part of a cache key downstream.
+        object.__setattr__(self, "allowed_driver_classes", class_paths(self.allowed_driver_classes))
 
 
 @dataclass(frozen=True)
@@ -392,6 +399,7 @@ class Reconciler:
                 on_call=self._on_cloud_call,
                 # Pools on one endpoint and credentials share a listing this young.
                 listing_max_age=self.settings.interval * LISTING_REUSE_FRACTION,
+                allowed_driver_classes=self.settings.allowed_driver_classes,
             )
             self._gateways[key] = gateway
         # A rotated Secret makes a new gateway; the old one goes once no pool has used it

@@ -55,6 +55,7 @@ def build_reconciler(settings: OperatorSettings) -> Reconciler:
             rate_burst=settings.rate_burst,
             proxy_warn_margin=settings.proxy_warn_margin,
             max_creates_per_cycle=settings.max_creates_per_cycle,
+            allowed_driver_classes=settings.allowed_driver_classes,
         ),
         on_cloud_call=metrics.observe_cloud_call,
     )
@@ -66,7 +67,7 @@ async def run_operator_with_election(
     """``cloudpilot operator``: metrics, then the operator — under leader election when the
     chart enables it (more than one replica), so only the Lease holder ever acts."""
     server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port else None
-    election = leader.ElectionSettings.from_env()
+    election = settings.election
     try:
         if not election.enabled:
             await run_operator(settings, stop_flag=stop_flag)
@@ -100,6 +101,7 @@ async def run_operator(
         registry,
         reconciler or build_reconciler(settings),
         concurrency=settings.max_concurrent_reconciles,
+        cluster_discovery=settings.cluster_discovery,
     )
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     await kopf.operator(

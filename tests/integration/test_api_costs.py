@@ -18,7 +18,7 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ from cloudpilot import constants, naming
 from cloudpilot.cloud import gateway as gateway_module
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
 from cloudpilot.cloud.ratelimit import TokenBucket
+from cloudpilot.devtools import moto_ec2
 from cloudpilot.devtools.ec2_emulator import EC2Emulator
 from cloudpilot.devtools.latency_proxy import LatencyProxy
 from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
@@ -86,13 +87,18 @@ class Harness:
             self.secret_reads[name] += 1
             return self.secrets[name]
 
+        # The pools name the moto driver's class path: an operator must allow it.
+        self.settings = replace(
+            self.settings,
+            allowed_driver_classes=self.settings.allowed_driver_classes | {moto_ec2.CLASS_PATH},
+        )
         self.reconciler = Reconciler(self.settings, read_secret=read_secret)
 
     def spec(self, replicas: int, **extra: Any) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "replicas": replicas,
             "ce": CE,
-            "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+            "cloudType": moto_ec2.CLASS_PATH,
             "driver": self.ec2.driver_options(self.proxy.endpoint),
             "credentialsSecret": {"name": "ec2-credentials"},
             "instance": {"image": IMAGE, "flavor": "t3.small"},
@@ -430,7 +436,13 @@ async def test_every_cloud_call_takes_a_token_from_the_endpoint_bucket(
     h = Harness(ec2, proxy)
     queue = _queue(h, "limited")
     bucket = CountingBucket(1000.0, 1000)
-    gw = CloudGateway(queue.account, Credentials(*ec2.credentials), limiter=bucket, batch_size=4)
+    gw = CloudGateway(
+        queue.account,
+        Credentials(*ec2.credentials),
+        limiter=bucket,
+        batch_size=4,
+        allowed_driver_classes=frozenset({moto_ec2.CLASS_PATH}),
+    )
     request = CreateRequest(
         queue=queue,
         count=10,

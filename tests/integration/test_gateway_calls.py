@@ -18,6 +18,7 @@ from cloudpilot import naming
 from cloudpilot.cloud import gateway as gateway_module
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
 from cloudpilot.cloud.ratelimit import TokenBucket
+from cloudpilot.devtools import moto_ec2
 from cloudpilot.devtools.ec2_emulator import EC2Emulator
 from cloudpilot.devtools.latency_proxy import LatencyProxy
 from cloudpilot.memory import ErrorKind
@@ -43,7 +44,7 @@ def _queue(ec2: EC2Emulator, proxy: LatencyProxy) -> QueueConfig:
         {
             "replicas": 1,
             "ce": "ce.cloudpilot.test",
-            "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+            "cloudType": moto_ec2.CLASS_PATH,
             "driver": ec2.driver_options(proxy.endpoint),
             "credentialsSecret": {"name": "ec2-credentials"},
             "instance": {"image": AMI_ID, "flavor": "t3.small"},
@@ -60,7 +61,10 @@ async def _gateway_with_vms(
     """A gateway through the proxy and ``count`` running VMs (counts reset afterwards)."""
     queue = _queue(ec2, proxy)
     gateway = CloudGateway(
-        queue.account, Credentials(*ec2.credentials), limiter=TokenBucket(1000.0, 1000)
+        queue.account,
+        Credentials(*ec2.credentials),
+        limiter=TokenBucket(1000.0, 1000),
+        allowed_driver_classes=frozenset({moto_ec2.CLASS_PATH}),
     )
     result = await gateway.create(
         CreateRequest(

@@ -23,6 +23,7 @@ from typing import Any
 import kubernetes
 
 from cloudpilot import constants, naming
+from cloudpilot.devtools import moto_ec2
 from cloudpilot.devtools.ec2_emulator import EC2Emulator
 from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
 from cloudpilot.kube import client as kube_client
@@ -38,9 +39,14 @@ IMAGE = "name:AlmaLinux-9-GenericCloud-9.4-x86_64"
 PILOT = "#!/bin/sh\n# fake pilot wrapper\necho pilot\n"
 
 FAST = OperatorSettings(
-    reconcile_interval=1.0, converging_interval=0.5, rate_limit=1000.0, rate_burst=1000
+    reconcile_interval=1.0,
+    converging_interval=0.5,
+    rate_limit=1000.0,
+    rate_burst=1000,
+    allowed_driver_classes=frozenset({moto_ec2.CLASS_PATH}),
 )
-"""Short intervals so tests converge in seconds; the logic does not depend on them."""
+"""Short intervals so tests converge in seconds; the logic does not depend on them. The
+pools' ``cloudType`` is the moto driver's class path, which the operator must allow."""
 
 
 @dataclass
@@ -98,7 +104,7 @@ class Stack:
     def pool_manifest(self, name: str, **spec: Any) -> dict[str, Any]:
         base: dict[str, Any] = {
             "ce": "ce.cloudpilot.test",
-            "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+            "cloudType": moto_ec2.CLASS_PATH,
             "driver": self.ec2.driver_options(),
             "credentialsSecret": {"name": "ec2-credentials"},
             "instance": {"image": IMAGE, "flavor": "t3.small"},

@@ -75,6 +75,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "maxCreatesPerCycle": 50,
             "logFormat": "json",
             "logLevel": "debug",
+            "allowedDriverClasses": ["site_drivers.cloud.SiteNodeDriver", "other.Driver"],
             "extraArgs": ["--example-flag"],
             "extraEnv": [
                 {"name": "HTTPS_PROXY", "value": "http://proxy.example.org:3128"},
@@ -389,6 +390,7 @@ def test_the_operator_reads_the_tuning_the_chart_passes(
     assert settings.batch_size == 250 and settings.max_creates_per_cycle == 50
     assert settings.rate_limit == 7.5 and settings.rate_burst == 15
     assert settings.log_format == "json" and settings.metrics_port == 9090
+    assert settings.allowed_driver_classes == {"site_drivers.cloud.SiteNodeDriver", "other.Driver"}
 
 
 def test_update_strategy_follows_leader_election(rendered: dict[str, list[dict]]) -> None:
@@ -410,6 +412,10 @@ def test_operator_settings_come_from_values(rendered: dict[str, list[dict]]) -> 
     assert env["CLOUDPILOT_PARALLELISM"] == "16"
     assert env["CLOUDPILOT_MAX_CREATES_PER_CYCLE"] == "50"
     assert env["CLOUDPILOT_LOG_FORMAT"] == "json"
+    assert env["CLOUDPILOT_ALLOWED_DRIVER_CLASSES"] == (
+        "site_drivers.cloud.SiteNodeDriver,other.Driver"
+    )
+    assert "CLOUDPILOT_ALLOWED_DRIVER_CLASSES" not in env_of(rendered["defaults"])
     assert env["CLOUDPILOT_METRICS_PORT"] == "9090"
     assert env["HTTPS_PROXY"] == "http://proxy.example.org:3128"
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
@@ -453,6 +459,7 @@ def test_value_defaults_match_the_operators_defaults() -> None:
     assert op["rateLimit"] == defaults.rate_limit and op["rateBurst"] == defaults.rate_burst
     assert op["maxConcurrentReconciles"] == defaults.max_concurrent_reconciles
     assert op["maxCreatesPerCycle"] == defaults.max_creates_per_cycle
+    assert op["allowedDriverClasses"] == sorted(defaults.allowed_driver_classes) == []
     lease = LeaseConfig(namespace="x", name="y", identity="z")
     le = values["leaderElection"]
     assert le["leaseDurationSeconds"] == lease.lease_seconds
@@ -670,6 +677,9 @@ def test_notes_show_the_argocd_health_check(helm: Path, tmp_path: Path) -> None:
         ({"operator": {"logFormat": "xml"}}, "logFormat"),
         ({"replicaCount": "two"}, "replicaCount"),
         ({"operator": {"parallelism": 1.5}}, "parallelism"),
+        ({"operator": {"allowedDriverClasses": ["pkg.mod.Class; rm"]}}, "allowedDriverClasses"),
+        ({"operator": {"allowedDriverClasses": ["NoModule"]}}, "allowedDriverClasses"),
+        ({"operator": {"allowedDriverClasses": "pkg.mod.Class"}}, "allowedDriverClasses"),
         ({"watch": {"allNamespaces": "yes"}}, "allNamespaces"),
         ({"leaderElection": {"leaseDurationSeconds": 1}}, "leaseDurationSeconds"),
         ({"watch": {"allNamespaces": False, "namespaces": ["Not_A_Namespace"]}}, "namespaces"),
@@ -1084,6 +1094,7 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any, all_namespa
         converging_interval=0.5,
         rate_limit=1000.0,
         rate_burst=1000,
+        allowed_driver_classes=frozenset({"cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver"}),
     )
     with (
         ClusterEmulatorThread() as cluster,

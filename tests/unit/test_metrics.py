@@ -97,7 +97,7 @@ async def test_the_reconcilers_cloud_calls_reach_the_metrics_hook(
     """The hook is handed to the Reconciler (as runtime.build_reconciler does with the
     module-level one) and called by its gateway with (operation, seconds, CloudError|None)."""
     from cloudpilot.cloud.gateway import Credentials
-    from cloudpilot.reconciler import Reconciler
+    from cloudpilot.reconciler import Reconciler, ReconcilerSettings
     from tests.support.builders import account
 
     monkeypatch.setattr(metrics_module, "_default", m)  # the module-level hook's registry
@@ -106,9 +106,12 @@ async def test_the_reconcilers_cloud_calls_reach_the_metrics_hook(
         "module": metrics_module.observe_cloud_call,
     }[hook]
     LISTINGS[:] = [[], ConnectionError("connection reset")]
-    reconciler = Reconciler(on_cloud_call=on_cloud_call)
+    driver = f"{__name__}.ScriptedDriver"
+    reconciler = Reconciler(
+        ReconcilerSettings(allowed_driver_classes=frozenset({driver})), on_cloud_call=on_cloud_call
+    )
     gateway = reconciler._gateway(
-        account(cloud_type=f"{__name__}.ScriptedDriver", driver_options=()),
+        account(cloud_type=driver, driver_options=()),
         Credentials("key", "secret"),
     )
     assert await gateway.list_nodes() == []

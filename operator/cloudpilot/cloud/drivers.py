@@ -1,7 +1,8 @@
 """Build libcloud drivers from a pool's ``cloudType`` and ``driver`` options.
 
 ``cloudType`` is a libcloud ``Provider`` name in any case (``openstack``, ``EC2``) or, as in
-the seed, a fully qualified ``pkg.module.Class`` naming a ``NodeDriver`` subclass. Driver
+the seed, a fully qualified ``pkg.module.Class`` naming a ``NodeDriver`` subclass, which the
+operator's administrator must have allowed (``operator.allowedDriverClasses``). Driver
 options keep their YAML types (DIRAC passed every ``Driver_*`` value as a string, so
 ``Driver_secure = False`` silently meant HTTPS).
 """
@@ -17,12 +18,21 @@ from libcloud.compute.base import NodeDriver
 from libcloud.compute.providers import Provider, get_driver
 
 from cloudpilot.models.queues import ConfigError
+from cloudpilot.settings import ALLOWED_DRIVER_CLASSES_VALUE, ALLOWED_DRIVER_CLASSES_VARIABLE
 
 
 @lru_cache(maxsize=64)
-def driver_class(cloud_type: str) -> type[NodeDriver]:
-    """Resolve ``cloudType``; raises ConfigError with the accepted spellings."""
+def driver_class(cloud_type: str, allowed: frozenset[str] = frozenset()) -> type[NodeDriver]:
+    """Resolve ``cloudType``; raises ConfigError with the accepted spellings.
+
+    A dotted name is imported only if it is on ``allowed``, the operator's allow-list
+    (``CLOUDPILOT_ALLOWED_DRIVER_CLASSES``): whoever may create a pool must not be able to
+    make the operator import a module of their choosing (importing runs its code). The
+    check comes before any import.
+    """
     if "." in cloud_type:
+        if cloud_type not in allowed:
+            raise ConfigError(refusal(cloud_type, allowed))
         module_name, _, class_name = cloud_type.rpartition(".")
         try:
             module = importlib.import_module(module_name)
@@ -38,9 +48,20 @@ def driver_class(cloud_type: str) -> type[NodeDriver]:
     if provider is None:
         raise ConfigError(
             f"cloudType {cloud_type!r} is not a libcloud compute provider "
-            "(e.g. OPENSTACK, EC2, GCE, AZURE_ARM) nor a pkg.module.Class path"
+            "(e.g. OPENSTACK, EC2, GCE, AZURE_ARM) nor an allowed pkg.module.Class path"
         )
     return get_driver(provider)
+
+
+def refusal(cloud_type: str, allowed: frozenset[str]) -> str:
+    """Why a class path was refused, and how an administrator allows it."""
+    listed = ", ".join(sorted(allowed)) if allowed else "none"
+    return (
+        f"cloudType {cloud_type!r} is a driver class the operator does not allow "
+        f"(allowed: {listed}); use a libcloud provider name (e.g. OPENSTACK, EC2), or ask "
+        f"the operator's administrator to add the class to the Helm value "
+        f"{ALLOWED_DRIVER_CLASSES_VALUE} (environment {ALLOWED_DRIVER_CLASSES_VARIABLE})"
+    )
 
 
 @functools.cache
@@ -52,11 +73,18 @@ def _no_openstack_prices() -> None:
     pricing.set_pricing("compute", "openstack", {})
 
 
-def build_driver(cloud_type: str, key: str, secret: str | None, options: dict[str, Any]) -> Any:
+def build_driver(
+    cloud_type: str,
+    key: str,
+    secret: str | None,
+    options: dict[str, Any],
+    allowed: frozenset[str] = frozenset(),
+) -> Any:
     """A new driver instance. Each worker thread gets its own: libcloud connections keep
-    per-request state and are not safe to share between threads."""
+    per-request state and are not safe to share between threads. ``allowed``: the class
+    paths ``cloud_type`` may name (see :func:`driver_class`)."""
     _no_openstack_prices()
-    cls = driver_class(cloud_type)
+    cls = driver_class(cloud_type, allowed)
     args: tuple[Any, ...] = (key,) if secret is None else (key, secret)
     try:
         return cls(*args, **options)

@@ -39,7 +39,7 @@ from libcloud.compute.base import Node, NodeDriver
 
 from cloudpilot import constants, leader
 from cloudpilot.cloud import errors
-from cloudpilot.cloud.drivers import build_driver
+from cloudpilot.cloud.drivers import build_driver, driver_class
 from cloudpilot.cloud.listing import SharedListing, shared_listing
 from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
@@ -47,6 +47,14 @@ from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import CloudAccount, QueueConfig
 
 T = TypeVar("T")
+
+@functools.cache
+def _takes_timeout(cls: type[NodeDriver]) -> bool:
+    """libcloud's drivers pass ``timeout`` (through ``**kwargs``) to their connection; a
+    driver with a closed signature of its own (libcloud's dummy) would refuse it."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return any(p.name == "timeout" or p.kind is p.VAR_KEYWORD for p in parameters)
+
 
 _WRITES = frozenset({"create", "destroy"})
 """Operations that change the cloud: each passes the leadership fence right before it leaves."""
@@ -173,15 +181,18 @@ class CloudGateway:
         batch_size: int = constants.DEFAULT_BATCH_SIZE,
         on_call: Callable[[str, float, CloudError | None], None] | None = None,
         listing_max_age: float = 0.0,
+        allowed_driver_classes: frozenset[str] = frozenset(),
     ) -> None:
         """``listing_max_age``: how old a listing made for another pool on the same endpoint
         and credentials may be and still serve :meth:`list_shared` (0: only listings in
-        flight are shared)."""
+        flight are shared). ``allowed_driver_classes``: the operator's allow-list of
+        ``cloudType`` class paths (libcloud's Provider names are always accepted)."""
         self.account = account
         self.credentials = credentials
         self._limiter = limiter
         self._parallelism = parallelism
         self._batch_size = batch_size
+        self._allowed_driver_classes = frozenset(allowed_driver_classes)
         self._idle: asyncio.Queue[NodeDriver] = asyncio.Queue()
         self._built = 0
         self._build_lock = asyncio.Lock()
@@ -195,12 +206,17 @@ class CloudGateway:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _new_driver(self) -> NodeDriver:
+        options = dict(self.account.options)
+        cls = driver_class(self.account.cloud_type, self._allowed_driver_classes)
+        if "timeout" not in options and _takes_timeout(cls):
+            # A bounded wait for every call; the pool's own driver.timeout wins.
+            options["timeout"] = constants.CLOUD_CALL_TIMEOUT
         return build_driver(
             self.account.cloud_type,
             self.credentials.key,
             self.credentials.secret,
-            # A bounded wait for every call; the pool's own driver.timeout wins.
-            {"timeout": constants.CLOUD_CALL_TIMEOUT, **self.account.options},
+            options,
+            self._allowed_driver_classes,
         )
 
     def probe(self) -> NodeDriver:

@@ -80,6 +80,7 @@ class Demo:
     # -- the story --------------------------------------------------------------------------
 
     def run(self) -> int:
+        from cloudpilot.devtools import moto_ec2
         from cloudpilot.runtime import OperatorThread
         from cloudpilot.settings import OperatorSettings
 
@@ -90,6 +91,9 @@ class Demo:
             all_namespaces=False,
             reconcile_interval=2.0,
             converging_interval=1.0,
+            # The demo's pool names the emulator's driver class: a dev setting, never a
+            # default of the product.
+            allowed_driver_classes=frozenset({moto_ec2.CLASS_PATH}),
         )
         with OperatorThread(settings):
             self.say("operator started (kopf + libcloud's EC2 driver)")
@@ -188,6 +192,7 @@ class Demo:
 
     def _pool_manifest(self) -> dict[str, Any]:
         from cloudpilot import constants
+        from cloudpilot.devtools import moto_ec2
 
         return {
             "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
@@ -196,7 +201,7 @@ class Demo:
             "spec": {
                 "ce": "cloud.demo.example",
                 # The stock EC2 driver, with only the emulator's XML namespace quirk fixed.
-                "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+                "cloudType": moto_ec2.CLASS_PATH,
                 "driver": self.ec2.driver_options(),
                 "credentialsSecret": {"name": "ec2-credentials"},
                 "instance": {

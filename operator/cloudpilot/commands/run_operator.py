@@ -5,9 +5,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
+import sys
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
-from cloudpilot.settings import OperatorSettings
+from cloudpilot.settings import OperatorSettings, SettingsError
+
+EXIT_BAD_SETTINGS = 2
+"""As for a bad command-line flag (argparse): the operator was told something it cannot use."""
+
+
+def _checked(parse: Callable[[str], float], ok: Callable[[float], bool], expected: str) -> Any:
+    """An argparse ``type``: a bad flag value stops with usage and exit status 2."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return convert
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "a whole number of at least 1")
+_positive_float = _checked(float, lambda v: 0 < v < math.inf, "a number greater than 0")
+_port = _checked(int, lambda v: 0 < v <= 65535, "a port from 1 to 65535")
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -23,10 +50,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     scope.add_argument(
         "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
     )
-    parser.add_argument("--reconcile-interval", type=float, help="seconds between quiet cycles")
-    parser.add_argument("--parallelism", type=int, help="concurrent cloud calls per account")
-    parser.add_argument("--health-port", type=int, help="serve /healthz on this port")
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    parser.add_argument(
+        "--reconcile-interval", type=_positive_float, help="seconds between quiet cycles"
+    )
+    parser.add_argument(
+        "--parallelism", type=_positive_int, help="concurrent cloud calls per account"
+    )
+    parser.add_argument("--health-port", type=_port, help="serve /healthz on this port")
+    parser.add_argument("--metrics-port", type=_port, help="serve Prometheus /metrics on this port")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
 
 
@@ -49,7 +80,12 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
 def run(args: argparse.Namespace) -> int:
     from cloudpilot.runtime import configure_logging, run_operator_with_election
 
-    settings = settings_from_args(args)
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        # A configuration mistake, not a bug: say which variable and stop, no traceback.
+        print(f"cloudpilot operator: {exc}", file=sys.stderr)
+        return EXIT_BAD_SETTINGS
     configure_logging(logging.DEBUG if args.verbose else logging.INFO, settings.log_format)
     asyncio.run(run_operator_with_election(settings))
     return 0

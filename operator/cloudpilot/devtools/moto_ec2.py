@@ -31,12 +31,17 @@ from libcloud.compute.drivers.ec2 import (
 from libcloud.compute.providers import DRIVERS, set_driver
 
 __all__ = [
+    "CLASS_PATH",
     "MOTO_EC2_PROVIDER",
     "MotoEC2Connection",
     "MotoEC2NodeDriver",
     "MotoEC2Response",
     "register",
 ]
+
+#: The ``cloudType`` of pools on the emulator. Not allowed by default: the tests, the
+#: benchmarks and the demo put it on their operator's ``allowed_driver_classes``.
+CLASS_PATH: Final = "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver"
 
 #: Provider name under which :func:`register` puts the driver in libcloud's registry.
 MOTO_EC2_PROVIDER: Final = "moto-ec2"

@@ -19,7 +19,6 @@ functions only adapt.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -61,7 +60,7 @@ def _ref(body: kopf.Body) -> PoolRef:
     return PoolRef(namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid", ""))
 
 
-def configure_kopf(settings: kopf.OperatorSettings) -> None:
+def configure_kopf(settings: kopf.OperatorSettings, *, cluster_discovery: bool = True) -> None:
     """kopf's bookkeeping goes to ``cloudpilot.io`` annotations; status stays ours."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=constants.ANNOTATION_PREFIX
@@ -73,7 +72,8 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.WARNING  # log lines are not events; ours are explicit
     settings.watching.server_timeout = 300
     # Namespaced installs may withhold cluster-wide list rights: no namespace discovery then.
-    settings.scanning.disabled = os.environ.get("CLOUDPILOT_CLUSTER_DISCOVERY") == "false"
+    # (CLOUDPILOT_CLUSTER_DISCOVERY=false, OperatorSettings.cluster_discovery)
+    settings.scanning.disabled = not cluster_discovery
 
 
 def register(
@@ -81,6 +81,7 @@ def register(
     reconciler: Reconciler,
     *,
     concurrency: int = constants.MAX_CONCURRENT_RECONCILES,
+    cluster_discovery: bool = True,
 ) -> None:
     bodies = PoolBodies()
 
@@ -121,7 +122,7 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        configure_kopf(settings)
+        configure_kopf(settings, cluster_discovery=cluster_discovery)
         scheduler.start()
 
     @kopf.on.cleanup(registry=registry)

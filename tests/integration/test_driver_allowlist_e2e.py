@@ -1,0 +1,80 @@
+"""A pool cannot make the operator import code: end to end, on the real API server.
+
+The pool names a module the test wrote, which would work as a driver (it is the moto EC2
+driver under another name) and leaves a marker file when imported. Not on the operator's
+allow-list, it stalls the pool with InvalidConfig, no VM, and is never imported; the control
+run allows it and gets VMs, so the first test would notice an import.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cloudpilot.devtools import moto_ec2
+from tests.support.kube import wait_for
+from tests.support.stack import Stack
+
+
+@dataclass(frozen=True)
+class Planted:
+    module: str
+    marker: Path
+
+    @property
+    def driver(self) -> str:
+        return f"{self.module}.Driver"
+
+    def imported(self) -> bool:
+        return self.module in sys.modules or self.marker.exists()
+
+
+@pytest.fixture
+def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Planted]:
+    """On ``sys.path`` of this process, where the operator runs (in a thread)."""
+    module = f"cp_planted_e2e_{uuid.uuid4().hex}"
+    marker = tmp_path / "imported"
+    (tmp_path / f"{module}.py").write_text(
+        "from pathlib import Path\n"
+        f"from {moto_ec2.__name__} import MotoEC2NodeDriver as Driver\n"
+        f"Path({str(marker)!r}).write_text('side effect')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield Planted(module, marker)
+    sys.modules.pop(module, None)
+
+
+def test_a_pool_naming_a_class_not_allowed_stalls_and_imports_nothing(
+    stack: Stack, planted: Planted
+) -> None:
+    stack.apply_pool("sneaky", replicas=1, cloudType=planted.driver)
+
+    def stalled() -> dict[str, str] | None:
+        condition = stack.condition("sneaky", "Stalled")
+        return condition if condition and condition["reason"] == "InvalidConfig" else None
+
+    condition = wait_for(stalled, 30, message="Stalled InvalidConfig on sneaky")
+    assert condition["status"] == "True"
+    assert planted.driver in condition["message"]
+    assert "CLOUDPILOT_ALLOWED_DRIVER_CLASSES" in condition["message"]
+    assert "operator.allowedDriverClasses" in condition["message"]
+    assert not planted.imported()
+    assert stack.vms("sneaky") == []
+
+
+def test_the_same_pool_runs_once_an_administrator_allows_the_class(
+    stack_without_operator: Stack, planted: Planted
+) -> None:
+    """The control: allowed by the operator's settings, the module is imported and works."""
+    stack = stack_without_operator
+    allowed = stack.settings.allowed_driver_classes | {planted.driver}
+    stack.start_operator(allowed_driver_classes=allowed)
+    stack.apply_pool("allowed", replicas=1, cloudType=planted.driver)
+    stack.wait_vms("allowed", 1)
+    assert planted.imported()
+    assert stack.condition("allowed", "Stalled") is None
