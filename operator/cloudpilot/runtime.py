@@ -54,6 +54,7 @@ def build_reconciler(settings: OperatorSettings) -> Reconciler:
             rate_limit=settings.rate_limit,
             rate_burst=settings.rate_burst,
             proxy_warn_margin=settings.proxy_warn_margin,
+            unreachable_stall_after=settings.unreachable_stall_after,
         ),
         on_cloud_call=metrics.observe_cloud_call,
     )

@@ -33,6 +33,7 @@ class OperatorSettings:
     metrics_port: int | None = None
     log_format: str = "plain"
     proxy_warn_margin: float = 6 * 3600.0
+    unreachable_stall_after: float = constants.DEFAULT_UNREACHABLE_STALL_AFTER
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
@@ -56,4 +57,7 @@ class OperatorSettings:
             log_format=os.environ.get("CLOUDPILOT_LOG_FORMAT", "plain"),
             metrics_port=_env_int("CLOUDPILOT_METRICS_PORT", 0) or None,
             proxy_warn_margin=_env_float("CLOUDPILOT_PROXY_WARN_MARGIN", 6 * 3600.0),
+            unreachable_stall_after=_env_float(
+                "CLOUDPILOT_UNREACHABLE_STALL_AFTER", constants.DEFAULT_UNREACHABLE_STALL_AFTER
+            ),
         )

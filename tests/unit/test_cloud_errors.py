@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Iterator
 
 import pytest
+import requests
 from libcloud.common.exceptions import BaseHTTPError, RateLimitReachedError
 from libcloud.common.types import (
     InvalidCredsError,
@@ -25,6 +26,7 @@ from libcloud.common.types import (
 
 from cloudpilot import constants
 from cloudpilot.cloud.errors import classify, scrub
+from cloudpilot.credentials.errors import InvalidProxyError
 from cloudpilot.memory import ErrorKind
 from cloudpilot.models.queues import ConfigError
 from cloudpilot.redaction import MASK, forget, register
@@ -161,14 +163,72 @@ def test_openstack_errors(exc: BaseException, kind: ErrorKind) -> None:
     [
         TimeoutError("read timed out"),
         ConnectionResetError(104, "Connection reset by peer"),
-        ConnectionRefusedError(111, "Connection refused"),
         ssl.SSLError("EOF occurred in violation of protocol"),
-        socket.gaierror(-3, "Temporary failure in name resolution"),
+        requests.exceptions.ReadTimeout("HTTPConnectionPool(host='x', port=1): Read timed out."),
     ],
     ids=lambda e: type(e).__name__,
 )
-def test_network_failures_are_transient(exc: BaseException) -> None:
+def test_network_failures_after_connecting_are_transient(exc: BaseException) -> None:
+    """A connection was made (or may have been): a hiccup, retried as Reconciling."""
     assert classify(exc).kind is TRANSIENT
+
+
+def _requests_refused() -> BaseException:
+    """What libcloud lets through for a closed port: requests' ConnectionError, whose
+    socket error is only in the message (urllib3 wraps it instead of chaining it)."""
+    return requests.exceptions.ConnectionError(
+        "HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: / "
+        '(Caused by NewConnectionError("Failed to establish a new connection: [Errno 111] '
+        'Connection refused"))'
+    )
+
+
+def _chained_refusal() -> BaseException:
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as inner:
+            raise RuntimeError("listing failed") from inner
+    except RuntimeError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        socket.gaierror(-2, "Name or service not known"),
+        socket.gaierror(-3, "Temporary failure in name resolution"),
+        OSError(113, "No route to host"),
+        _requests_refused(),
+        _chained_refusal(),
+    ],
+    ids=["refused", "no-such-host", "dns-down", "no-route", "requests-refused", "chained"],
+)
+def test_endpoints_that_take_no_connection_are_unreachable(exc: BaseException) -> None:
+    """Its own kind: retried with back-off, then Stalled after a bounded time (status)."""
+    assert classify(exc).kind is ErrorKind.UNREACHABLE
+
+
+def test_a_refusal_quoted_by_a_non_network_error_is_not_unreachable() -> None:
+    """Only network errors are read for the words: a cloud's message may quote anything."""
+    assert classify(RuntimeError("Connection refused")).kind is TRANSIENT
+
+
+def test_construction_errors_wrapped_as_config_are_config() -> None:
+    """``build_driver`` turns EC2's "Invalid region" into a ConfigError: stalls at once."""
+    from cloudpilot.cloud.drivers import build_driver
+
+    with pytest.raises(ConfigError) as caught:
+        build_driver(
+            "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver", "k", "s", {"region": "mars-1"}
+        )
+    assert "Invalid region: mars-1" in str(caught.value)
+    assert classify(caught.value).kind is CONFIG
+
+
+def test_an_unusable_proxy_is_its_own_kind() -> None:
+    assert classify(InvalidProxyError("secret = PROXY, but ...")).kind is ErrorKind.INVALID_PROXY
 
 
 def test_garbled_response_from_the_cloud_is_transient() -> None:

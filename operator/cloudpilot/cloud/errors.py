@@ -22,6 +22,7 @@ from libcloud.common.types import (
 )
 
 from cloudpilot import constants
+from cloudpilot.credentials.errors import InvalidProxyError
 from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import ConfigError
 from cloudpilot.redaction import redact
@@ -72,6 +73,16 @@ _CODES: tuple[tuple[ErrorKind, re.Pattern[str]], ...] = (
 )
 
 
+_UNREACHABLE = re.compile(
+    r"Connection refused|Errno 111\b|No route to host|Network is unreachable|"
+    r"Name or service not known|nodename nor servname|Temporary failure in name resolution|"
+    r"getaddrinfo failed|No address associated with hostname",
+    re.IGNORECASE,
+)
+"""What requests/urllib3 say (in the message of a ``requests.ConnectionError``, which
+wraps the socket error instead of chaining it) when no connection could be made at all."""
+
+
 def scrub(message: str) -> str:
     """Mask secrets, collapse whitespace and cut: safe for status, events and logs."""
     text = " ".join(redact(message).split())
@@ -85,7 +96,24 @@ def classify(exc: BaseException, operation: str = "") -> CloudError:
     return CloudError(kind=_kind(exc, message), message=message, operation=operation)
 
 
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the endpoint took no connection (refused, no route, no such
+    host), as opposed to one that was made and then failed or timed out."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError | socket.gaierror):
+            return True
+        if isinstance(current, OSError) and _UNREACHABLE.search(str(current)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _kind(exc: BaseException, message: str) -> ErrorKind:
+    if isinstance(exc, InvalidProxyError):
+        return ErrorKind.INVALID_PROXY
     if isinstance(exc, ConfigError):
         return ErrorKind.CONFIG
     if isinstance(exc, InvalidCredsError):
@@ -99,6 +127,8 @@ def _kind(exc: BaseException, message: str) -> ErrorKind:
         # A certificate the operator does not trust will not become trusted by retrying:
         # the driver options (secure, CA) need fixing.
         return ErrorKind.CONFIG
+    if unreachable(exc):
+        return ErrorKind.UNREACHABLE
     if isinstance(exc, socket.timeout | TimeoutError | ConnectionError | ssl.SSLError):
         return ErrorKind.TRANSIENT
     code = getattr(exc, "code", None) or getattr(exc, "http_code", None)
