@@ -322,3 +322,8 @@ def test_an_untrusted_tls_certificate_stalls_instead_of_retrying_forever() -> No
 
     error = classify(ssl.SSLCertVerificationError("certificate verify failed: self-signed"))
     assert error.kind is ErrorKind.CONFIG
+
+
+def test_an_unreachable_endpoint_is_summarised_not_the_request_url() -> None:
+    error = classify(_requests_refused(), "list")
+    assert error.message == "ConnectionError: cannot connect to 127.0.0.1:1: Connection refused"

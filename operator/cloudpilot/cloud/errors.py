@@ -74,7 +74,7 @@ _CODES: tuple[tuple[ErrorKind, re.Pattern[str]], ...] = (
 
 
 _UNREACHABLE = re.compile(
-    r"Connection refused|Errno 111\b|No route to host|Network is unreachable|"
+    r"Connection refused|No route to host|Network is unreachable|"
     r"Name or service not known|nodename nor servname|Temporary failure in name resolution|"
     r"getaddrinfo failed|No address associated with hostname",
     re.IGNORECASE,
@@ -91,9 +91,27 @@ def scrub(message: str) -> str:
     return text
 
 
+_POOL_HOST = re.compile(r"host='([^']+)', port=(\d+)")
+
+
 def classify(exc: BaseException, operation: str = "") -> CloudError:
     message = scrub(f"{type(exc).__name__}: {exc}")
-    return CloudError(kind=_kind(exc, message), message=message, operation=operation)
+    kind = _kind(exc, message)
+    if kind is ErrorKind.UNREACHABLE:
+        message = _unreachable_summary(exc, message, str(exc))
+    return CloudError(kind=kind, message=message, operation=operation)
+
+
+def _unreachable_summary(exc: BaseException, message: str, full: str) -> str:
+    """``cannot connect to host:port: Connection refused`` instead of urllib3's retry
+    report, whose request URL fills the cut message before it says what happened (so the
+    whole text is searched; only the host, port and a fixed phrase are kept from it)."""
+    cause = _UNREACHABLE.search(full)
+    where = _POOL_HOST.search(full)
+    if cause is None:
+        return message
+    target = f" to {where.group(1)}:{where.group(2)}" if where else ""
+    return scrub(f"{type(exc).__name__}: cannot connect{target}: {cause.group(0)}")
 
 
 def unreachable(exc: BaseException) -> bool:
