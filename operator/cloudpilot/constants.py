@@ -137,3 +137,8 @@ so a scale-up of 500 does not flood the events API."""
 MAX_MESSAGE_LENGTH: Final = 512
 """Error messages from clouds are cut to this length: clouds echo whole requests back, and
 a request may carry user data (and with it the pilot proxy)."""
+
+DEFAULT_UNREACHABLE_STALL_AFTER: Final = 600.0
+"""Seconds an endpoint may refuse connections (or have no address) before the pool is
+Stalled: long enough for a restart or a network blip, short enough that a wrong host or
+port gets a human's attention the same morning. Retries go on after it."""

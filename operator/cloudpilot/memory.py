@@ -32,6 +32,11 @@ class ErrorKind(StrEnum):
     INVALID_REQUEST = "InvalidRequest"
     CONFIG = "InvalidConfig"
     PROXY_EXPIRED = "ProxyExpired"
+    INVALID_PROXY = "InvalidProxy"
+    """The pilot proxy is not a PEM certificate chain with its key: nothing can use it."""
+    UNREACHABLE = "EndpointUnreachable"
+    """The endpoint refused the connection or has no address: retried with back-off, and
+    Stalled once it has lasted ``unreachable_stall_after`` (it may be down for good)."""
 
 
 PERSISTENT_KINDS = frozenset(
@@ -41,6 +46,7 @@ PERSISTENT_KINDS = frozenset(
         ErrorKind.INVALID_REQUEST,
         ErrorKind.CONFIG,
         ErrorKind.PROXY_EXPIRED,
+        ErrorKind.INVALID_PROXY,
     }
 )
 """Failures that need a human (a fixed spec or Secret): they make the pool Stalled."""
@@ -82,6 +88,34 @@ class PoolMemory:
     """VM id -> when its destroy was accepted."""
     backoff: Mapping[str, Backoff] = field(default_factory=dict)
     """Queue name -> back-off after failed creations in that queue."""
+    outage: Outage | None = None
+    """Since when the pool's cloud accounts cannot be listed (None: they could, last time)."""
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Consecutive failed listings: when they began, how many, and the latest error."""
+
+    since: datetime
+    failures: int
+    error: CloudError
+
+
+def record_outage(memory: PoolMemory, error: CloudError | None, now: datetime) -> PoolMemory:
+    """A cycle's listing outcome: ``error`` None ends an outage; a failure of another kind
+    than the last one starts a new one (an endpoint that came back and now refuses the
+    credentials is a new problem, not an older one)."""
+    if error is None:
+        return memory if memory.outage is None else replace(memory, outage=None)
+    previous = memory.outage
+    if previous is None or previous.error.kind is not error.kind:
+        return replace(memory, outage=Outage(since=now, failures=1, error=error))
+    return replace(memory, outage=Outage(previous.since, previous.failures + 1, error))
+
+
+def outage_lasted(outage: Outage | None, now: datetime, bound: float) -> bool:
+    """Whether an outage has gone on for ``bound`` seconds or more (it then stalls)."""
+    return outage is not None and (now - outage.since).total_seconds() >= bound
 
 
 def observe(memory: PoolMemory, listed_ids: Iterable[str], now: datetime) -> PoolMemory:

@@ -10,6 +10,7 @@ only gathers the inputs per cycle.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 from cloudpilot import redaction
 from cloudpilot.credentials.bundled import ProxyLocation, find_proxy_pem, locate_pilot_proxy
 from cloudpilot.credentials.proxy import (
+    ProxyReason,
     ProxyVerdict,
     parse_proxy,
     proxy_condition,
@@ -47,6 +49,8 @@ class ProxyReport:
     verdict: ProxyVerdict | None
     status: Mapping[str, Any] | None
     event: tuple[str, str, str] | None
+    stop: ProxyVerdict | None = None
+    """Why queues are stopped (an unusable proxy before an expired one), if any are."""
 
 
 async def load_queue_proxies(
@@ -89,4 +93,20 @@ def assess(
     verdict = verdicts[first]
     status = proxy_status(parsed[first], now, warn_margin)
     event = proxy_event((previous_status or {}).get("proxy"), verdict)
-    return ProxyReport(stopped, verdict, status, event)
+    stops = sorted(
+        (v.reason is not ProxyReason.INVALID, name) for name, v in verdicts.items() if v.stop
+    )
+    stop = verdicts[stops[0][1]] if stops else None
+    return ProxyReport(stopped, verdict, status, event, stop)
+
+
+@functools.lru_cache(maxsize=64)
+def unusable_proxy(pem: bytes) -> str | None:
+    """Why ``pem`` cannot serve as a proxy file at all (``secret = PROXY``), or None.
+
+    Cached by content: the same proxy is looked at on every reconcile."""
+    info = parse_proxy(pem)
+    if info.usable:
+        return None
+    problems = "; ".join(info.problems[:5])
+    return f"not a PEM certificate chain with its private key ({problems})"

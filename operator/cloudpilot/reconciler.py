@@ -24,10 +24,14 @@ from typing import Any
 from cloudpilot import constants, leader, metrics, planner, redaction
 from cloudpilot import memory as mem
 from cloudpilot.cloud import errors
+from cloudpilot.cloud.drivers import driver_class
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
 from cloudpilot.cloud.listing import LISTING_REUSE_FRACTION
+from cloudpilot.cloud.options import check_queues
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.context import build_user_data
+from cloudpilot.credentials.errors import InvalidProxyError
+from cloudpilot.credentials.proxy import ProxyReason
 from cloudpilot.credentials.proxyfiles import ProxyFileStore
 from cloudpilot.credentials.resolve import credentials_from_secret
 from cloudpilot.inventory import owned_vms, queue_prefixes
@@ -36,7 +40,7 @@ from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, eff
 from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix, vm_tags
-from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies
+from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies, unusable_proxy
 from cloudpilot.settings import class_paths
 from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
 
@@ -79,6 +83,9 @@ class ReconcilerSettings:
     def __post_init__(self) -> None:
         # Any iterable in, a checked frozenset out: it is part of a cache key downstream.
         object.__setattr__(self, "allowed_driver_classes", class_paths(self.allowed_driver_classes))
+
+    unreachable_stall_after: float = constants.DEFAULT_UNREACHABLE_STALL_AFTER
+    """An endpoint that takes no connection for this long makes the pool Stalled."""
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ class Reconciler:
         try:
             spec = parse_spec(dict(body.get("spec") or {}))
             queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
+            # Unknown driver/createOptions keys, class paths not allowed: before any driver.
+            check_queues(queues, self._driver_class)
             self._last_valid[pool.uid] = json.dumps(
                 body.get("spec") or {}, separators=(",", ":"), sort_keys=True
             )
@@ -231,6 +240,7 @@ class Reconciler:
             memory = replace(memory, backoff={})
         # An account that could not be listed blocks the whole pool's plan this cycle.
         blocking = next((v.error for v in views.values() if v.error is not None), None)
+        memory = mem.record_outage(memory, blocking, now)
         rules = {
             "limits": planner.PoolLimits(
                 spec.limits.max_instances if spec.limits else None,
@@ -251,8 +261,13 @@ class Reconciler:
             )
 
         the_plan = plan_now(memory) if blocking is None else planner.Plan()
-        if report.stopped_queues and blocking is None and report.verdict is not None:
-            blocking = mem.CloudError(mem.ErrorKind.PROXY_EXPIRED, report.verdict.message)
+        if report.stopped_queues and blocking is None and report.stop is not None:
+            kind = (
+                mem.ErrorKind.PROXY_EXPIRED
+                if report.stop.reason is ProxyReason.EXPIRED
+                else mem.ErrorKind.INVALID_PROXY
+            )
+            blocking = mem.CloudError(kind, report.stop.message)
 
         events: list[Event] = []
         by_queue = {q.name: q for q in queues}
@@ -288,14 +303,21 @@ class Reconciler:
                 prefixes=queue_prefixes(queues),
                 extra={"proxy": report.status} if report.status else None,
                 extra_conditions=[report.verdict.condition] if report.verdict else (),
+                outage=memory.outage,
+                unreachable_stall_after=self.settings.unreachable_stall_after,
             ),
             previous,
         )
+        events += _stall_events(previous, status, blocking)
         return Outcome(
             status_patch=status_patch(previous, status),
             events=events,
-            next_delay=self._next_delay(after, memory, now, blocking),
+            next_delay=self._next_delay(after, memory, now, blocking, _outage_delay(memory, spec)),
         )
+
+    def _driver_class(self, cloud_type: str) -> type:
+        """``cloudType`` resolved under this operator's allow-list of class paths."""
+        return driver_class(cloud_type, self.settings.allowed_driver_classes)
 
     def _blocked(
         self,
@@ -336,8 +358,13 @@ class Reconciler:
         memory: mem.PoolMemory,
         now: datetime,
         blocking: mem.CloudError | None,
+        outage_delay: float | None = None,
     ) -> float:
         delays = [self.settings.interval]
+        if outage_delay is not None:
+            # An unreachable endpoint: back off (capped by the interval), not every
+            # converging interval, however the plan looks.
+            return max(min(outage_delay, self.settings.interval), 1.0)
         converging = (
             after.creations
             or memory.pending
@@ -369,8 +396,13 @@ class Reconciler:
         data = await secret(account.credentials_secret)
         provider = None
         if proxy is not None:
-            provider = self._proxy_files.provider(
-                pool.key, account.credentials_secret, proxy.source, proxy.pem
+            problem = unusable_proxy(proxy.pem)
+            provider = (
+                self._proxy_files.provider(
+                    pool.key, account.credentials_secret, proxy.source, proxy.pem
+                )
+                if problem is None
+                else _refuse_proxy(proxy.source, problem)
             )
         credentials = credentials_from_secret(
             data,
@@ -727,6 +759,55 @@ def _cycle_secrets(namespace: str, read: SecretReader) -> SecretGetter:
         return cache[name]
 
     return secret
+
+
+def _refuse_proxy(source: str, problem: str) -> Callable[[], str]:
+    """A proxy path provider for a proxy nothing can use: it is never written to disk nor
+    sent to the cloud (called only if the credentials say ``PROXY``)."""
+
+    def refuse() -> str:
+        raise InvalidProxyError(f"secret = PROXY, but the pilot proxy {source} is {problem}")
+
+    return refuse
+
+
+def _outage_delay(memory: mem.PoolMemory, spec: PoolSpec) -> float | None:
+    """The next retry of an unreachable endpoint: the pool's back-off, by failed cycle."""
+    outage = memory.outage
+    if outage is None or outage.error.kind is not mem.ErrorKind.UNREACHABLE:
+        return None
+    args = _backoff_args(spec)
+    return mem.backoff_delay(
+        outage.failures,
+        outage.error.kind,
+        initial=args.get("initial", constants.BACKOFF_INITIAL),
+        maximum=args.get("maximum", constants.BACKOFF_MAX),
+        jitter=args["jitter"],
+    )
+
+
+def _stall_events(
+    previous: Mapping[str, Any], status: Mapping[str, Any], blocking: mem.CloudError | None
+) -> list[Event]:
+    """A Warning when an unreachable endpoint turns from retried to Stalled: the error's
+    own event came at its first failure, and this is the moment a human is needed."""
+    if blocking is None or blocking.kind is not mem.ErrorKind.UNREACHABLE:
+        return []
+
+    def stalled(conditions: Any) -> dict[str, Any] | None:
+        return next(
+            (
+                c
+                for c in conditions or []
+                if c.get("type") == "Stalled" and c.get("status") == "True"
+            ),
+            None,
+        )
+
+    now, before = stalled(status.get("conditions")), stalled(previous.get("conditions"))
+    if now is None or (before is not None and before.get("reason") == now.get("reason")):
+        return []
+    return [Event("Warning", now["reason"], now["message"])]
 
 
 def _listed(vm: ObservedVM) -> ListedNode:

@@ -56,6 +56,7 @@ def build_reconciler(settings: OperatorSettings) -> Reconciler:
             proxy_warn_margin=settings.proxy_warn_margin,
             max_creates_per_cycle=settings.max_creates_per_cycle,
             allowed_driver_classes=settings.allowed_driver_classes,
+            unreachable_stall_after=settings.unreachable_stall_after,
         ),
         on_cloud_call=metrics.observe_cloud_call,
     )

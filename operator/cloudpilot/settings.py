@@ -263,6 +263,7 @@ class OperatorSettings:
     metrics_port: int | None = None
     log_format: str = "plain"
     proxy_warn_margin: float = 6 * 3600.0
+    unreachable_stall_after: float = constants.DEFAULT_UNREACHABLE_STALL_AFTER
     allowed_driver_classes: frozenset[str] = frozenset()
     """``cloudType`` class paths pools may name; none by default: libcloud's own Provider
     names only, so a pool cannot make the operator import a module of its choosing."""
@@ -312,6 +313,9 @@ class OperatorSettings:
             allowed_driver_classes=env.class_paths(ALLOWED_DRIVER_CLASSES_VARIABLE),
             cluster_discovery=env.boolean("CLOUDPILOT_CLUSTER_DISCOVERY", True),
             election=ElectionSettings.read(env),
+            unreachable_stall_after=env.number(
+                "CLOUDPILOT_UNREACHABLE_STALL_AFTER", constants.DEFAULT_UNREACHABLE_STALL_AFTER
+            ),
         )
         env.check()
         return settings

@@ -24,7 +24,9 @@ from cloudpilot.memory import (
     PERSISTENT_KINDS,
     CloudError,
     ErrorKind,
+    Outage,
     PoolMemory,
+    outage_lasted,
     pending_as_observed,
 )
 from cloudpilot.models.vms import ObservedVM
@@ -59,7 +61,10 @@ class StatusInputs:
     extra: Mapping[str, Any] | None = None
     extra_conditions: Sequence[Condition] = ()
     """Conditions other parts decide (``ProxyExpiring``), shown after the kstatus ones."""
-    """Sections other parts own (e.g. ``proxy``), passed through unchanged."""
+    outage: Outage | None = None
+    """Since when the pool's accounts cannot be listed (``memory.outage`` of this cycle)."""
+    unreachable_stall_after: float = constants.DEFAULT_UNREACHABLE_STALL_AFTER
+    """Seconds an unreachable endpoint is retried as Reconciling before it is Stalled."""
 
 
 def _queue_status(summary: QueueSummary, prefix: str | None) -> dict[str, Any]:
@@ -120,7 +125,9 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
             if summary.held is Hold.BACKOFF and backoff is not None:
                 blocking = backoff.error
                 break
-    if blocking is not None and (
+    if blocking is not None and blocking.kind is ErrorKind.UNREACHABLE:
+        stalled, reconciling = _unreachable(blocking, inputs)
+    elif blocking is not None and (
         blocking.kind in PERSISTENT_KINDS or blocking.kind is ErrorKind.QUOTA
     ):
         stalled = Condition("Stalled", "True", blocking.kind.value, blocking.message)
@@ -163,6 +170,34 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
     return [c for c in (ready, reconciling, stalled) if c is not None] + list(
         inputs.extra_conditions
     )
+
+
+def _unreachable(
+    error: CloudError, inputs: StatusInputs
+) -> tuple[Condition | None, Condition | None]:
+    """(Stalled, Reconciling) for an endpoint that takes no connection: retried while it
+    may be a restart or a blip, Stalled once it has lasted ``unreachable_stall_after``
+    (a wrong host or port, a decommissioned cloud). Messages hold the start instant, not
+    the time elapsed, so the status does not change on every retry."""
+    bound = inputs.unreachable_stall_after
+    outage = inputs.outage if inputs.outage and inputs.outage.error.kind is error.kind else None
+    reason = ErrorKind.UNREACHABLE.value
+    if outage is None:
+        # Met by a create while the listing worked: the create's own back-off handles it.
+        message = f"cloud endpoint unreachable: retrying with back-off: {error.message}"
+        return None, Condition("Reconciling", "True", reason, message)
+    since = timestamp(outage.since)
+    if outage_lasted(outage, inputs.now, bound):
+        message = (
+            f"cloud endpoint unreachable since {since} (longer than {bound:g}s): check the "
+            f"driver host, port and network; still retrying with back-off: {error.message}"
+        )
+        return Condition("Stalled", "True", reason, message), None
+    message = (
+        f"cloud endpoint unreachable since {since}: retrying with back-off, Stalled if it "
+        f"lasts {bound:g}s: {error.message}"
+    )
+    return None, Condition("Reconciling", "True", reason, message)
 
 
 def _ready(plan: Plan) -> Condition:

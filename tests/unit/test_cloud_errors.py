@@ -26,6 +26,7 @@ from libcloud.common.types import (
 
 from cloudpilot import constants
 from cloudpilot.cloud.errors import classify, scrub
+from cloudpilot.credentials.errors import InvalidProxyError
 from cloudpilot.memory import ErrorKind
 from cloudpilot.models.queues import ConfigError
 from cloudpilot.redaction import MASK, forget, register
@@ -162,14 +163,71 @@ def test_openstack_errors(exc: BaseException, kind: ErrorKind) -> None:
     [
         TimeoutError("read timed out"),
         ConnectionResetError(104, "Connection reset by peer"),
-        ConnectionRefusedError(111, "Connection refused"),
         ssl.SSLError("EOF occurred in violation of protocol"),
-        socket.gaierror(-3, "Temporary failure in name resolution"),
+        requests.exceptions.ReadTimeout("HTTPConnectionPool(host='x', port=1): Read timed out."),
     ],
     ids=lambda e: type(e).__name__,
 )
-def test_network_failures_are_transient(exc: BaseException) -> None:
+def test_network_failures_after_connecting_are_transient(exc: BaseException) -> None:
+    """A connection was made (or may have been): a hiccup, retried as Reconciling."""
     assert classify(exc).kind is TRANSIENT
+
+
+def _requests_refused() -> BaseException:
+    """What libcloud lets through for a closed port: requests' ConnectionError, whose
+    socket error is only in the message (urllib3 wraps it instead of chaining it)."""
+    return requests.exceptions.ConnectionError(
+        "HTTPConnectionPool(host='127.0.0.1', port=1): Max retries exceeded with url: / "
+        '(Caused by NewConnectionError("Failed to establish a new connection: [Errno 111] '
+        'Connection refused"))'
+    )
+
+
+def _chained_refusal() -> BaseException:
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as inner:
+            raise RuntimeError("listing failed") from inner
+    except RuntimeError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(111, "Connection refused"),
+        socket.gaierror(-2, "Name or service not known"),
+        socket.gaierror(-3, "Temporary failure in name resolution"),
+        OSError(113, "No route to host"),
+        _requests_refused(),
+        _chained_refusal(),
+    ],
+    ids=["refused", "no-such-host", "dns-down", "no-route", "requests-refused", "chained"],
+)
+def test_endpoints_that_take_no_connection_are_unreachable(exc: BaseException) -> None:
+    """Its own kind: retried with back-off, then Stalled after a bounded time (status)."""
+    assert classify(exc).kind is ErrorKind.UNREACHABLE
+
+
+def test_a_refusal_quoted_by_a_non_network_error_is_not_unreachable() -> None:
+    """Only network errors are read for the words: a cloud's message may quote anything."""
+    assert classify(RuntimeError("Connection refused")).kind is TRANSIENT
+
+
+def test_construction_errors_wrapped_as_config_are_config() -> None:
+    """``build_driver`` turns EC2's "Invalid region" into a ConfigError: stalls at once."""
+    from cloudpilot.cloud.drivers import build_driver
+    from cloudpilot.devtools.moto_ec2 import CLASS_PATH
+
+    with pytest.raises(ConfigError) as caught:
+        build_driver(CLASS_PATH, "k", "s", {"region": "mars-1"}, frozenset({CLASS_PATH}))
+    assert "Invalid region: mars-1" in str(caught.value)
+    assert classify(caught.value).kind is CONFIG
+
+
+def test_an_unusable_proxy_is_its_own_kind() -> None:
+    assert classify(InvalidProxyError("secret = PROXY, but ...")).kind is ErrorKind.INVALID_PROXY
 
 
 def test_garbled_response_from_the_cloud_is_transient() -> None:
@@ -282,3 +340,8 @@ def test_an_error_after_which_the_cloud_may_have_acted_is_uncertain(
     """A timeout or a lost connection leaves the outcome unknown: the reconciler looks at
     the cloud again soon instead of waiting out the back-off. A refusal is certain."""
     assert classify(exc, "create").uncertain is uncertain
+
+
+def test_an_unreachable_endpoint_is_summarised_not_the_request_url() -> None:
+    error = classify(_requests_refused(), "list")
+    assert error.message == "ConnectionError: cannot connect to 127.0.0.1:1: Connection refused"

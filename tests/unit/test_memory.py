@@ -19,10 +19,12 @@ from cloudpilot.memory import (
     backoff_delay,
     in_backoff,
     observe,
+    outage_lasted,
     pending_as_observed,
     record_created,
     record_deleting,
     record_failure,
+    record_outage,
     record_success,
 )
 from cloudpilot.models.vms import Phase
@@ -273,3 +275,31 @@ def test_rejected_credentials_start_backing_off_at_a_minute() -> None:
     first = backoff_delay(1, ErrorKind.BAD_CREDENTIALS, initial=10, maximum=600, jitter=0.999)
     other = backoff_delay(1, ErrorKind.TRANSIENT, initial=10, maximum=600, jitter=0.999)
     assert first > 59 and other < 11
+
+
+# --- Outages: consecutive failed listings -------------------------------------------------
+
+
+def test_an_outage_starts_counts_and_ends() -> None:
+    refused = cloud_error(ErrorKind.UNREACHABLE)
+    first = record_outage(memory(), refused, NOW)
+    assert first.outage is not None and (first.outage.since, first.outage.failures) == (NOW, 1)
+    later = record_outage(first, refused, NOW + timedelta(seconds=30))
+    assert later.outage is not None
+    assert (later.outage.since, later.outage.failures) == (NOW, 2)
+    assert record_outage(later, None, NOW + timedelta(seconds=60)).outage is None
+
+
+def test_an_outage_of_another_kind_starts_afresh() -> None:
+    """The endpoint answered and now refuses the credentials: a new problem, a new clock."""
+    refused = record_outage(memory(), cloud_error(ErrorKind.UNREACHABLE), NOW)
+    later = NOW + timedelta(minutes=5)
+    other = record_outage(refused, cloud_error(ErrorKind.BAD_CREDENTIALS), later)
+    assert other.outage is not None and (other.outage.since, other.outage.failures) == (later, 1)
+
+
+def test_outage_lasted_compares_with_the_bound() -> None:
+    outage = record_outage(memory(), cloud_error(ErrorKind.UNREACHABLE), NOW).outage
+    assert not outage_lasted(outage, NOW + timedelta(seconds=9), 10)
+    assert outage_lasted(outage, NOW + timedelta(seconds=10), 10)
+    assert not outage_lasted(None, NOW + timedelta(days=1), 10)

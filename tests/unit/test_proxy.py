@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from cloudpilot.credentials.bundled import find_proxy_pem
+from cloudpilot.credentials.bundled import ProxyLocation, find_proxy_pem
 from cloudpilot.credentials.proxy import (
     CONDITION_TYPE,
     ProxyKind,
@@ -16,6 +16,7 @@ from cloudpilot.credentials.proxy import (
     proxy_event,
     proxy_status,
 )
+from cloudpilot.pilot_proxy import QueueProxy, assess, unusable_proxy
 from tests.support.proxies import (
     ProxyFactory,
     bundle_in_wrapper,
@@ -221,3 +222,57 @@ def test_plain_pem_in_an_executable_and_no_proxy_at_all(factory: ProxyFactory) -
     script = b"#!/bin/sh\ncat > proxy <<EOF\n" + pem + b"EOF\nexec pilot\n"
     assert parse_proxy(find_proxy_pem(script) or b"").valid
     assert find_proxy_pem(b"#!/bin/sh\necho token-based pilot\n" + b"QUJD" * 40) is None
+
+
+# --- Unusable content: not a PEM certificate chain with its key ---------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["garbage", "corrupt_certificate", "without_key", "key_mismatch"],
+)
+def test_content_nothing_can_use_stops_new_pilots_without_being_asked(
+    factory: ProxyFactory, content: str
+) -> None:
+    """Garbage is not a doubtful chain: no TLS handshake can use it, so pilots stop."""
+    pem = {
+        "garbage": b"this is not a proxy\n",
+        "corrupt_certificate": b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        "without_key": factory.without_key(),
+        "key_mismatch": factory.key_mismatch(),
+    }[content]
+    info = parse_proxy(pem)
+    assert not info.usable
+    verdict = proxy_condition(info, factory.now, MARGIN)
+    assert verdict.stop
+    assert verdict.reason is ProxyReason.INVALID
+    assert "unusable" in verdict.message and "no new pilots start" in verdict.message
+    assert unusable_proxy(pem) is not None
+
+
+def test_a_doubtful_but_usable_chain_is_usable(factory: ProxyFactory) -> None:
+    """A chain the offline check doubts (signature, order) may still work: no stop."""
+    for pem in (factory.broken_signature(), factory.wrong_order(), factory.rfc()):
+        assert parse_proxy(pem).usable
+        assert unusable_proxy(pem) is None
+
+
+def test_the_pool_stops_on_the_unusable_proxy_before_the_expired_one(
+    factory: ProxyFactory,
+) -> None:
+    """Two queues, one expired, one garbage: the report names the garbage (the one
+    renewing would not fix), and stops both."""
+    location = ProxyLocation("s", "k", bundled=False)
+    proxies = {
+        "a-expired": QueueProxy(location, factory.expired(), "ns/s:k"),
+        "b-garbage": QueueProxy(location, b"garbage", "ns/s:k2"),
+        "c-fine": QueueProxy(location, factory.rfc(), "ns/s:k3"),
+    }
+    report = assess(proxies, now=factory.now, warn_margin=MARGIN, previous_status=None)
+    assert report.stopped_queues == {"a-expired", "b-garbage"}
+    assert report.stop is not None and report.stop.reason is ProxyReason.INVALID
+    only_expired = {k: v for k, v in proxies.items() if k != "b-garbage"}
+    report = assess(only_expired, now=factory.now, warn_margin=MARGIN, previous_status=None)
+    assert report.stop is not None and report.stop.reason is ProxyReason.EXPIRED
+    fine = {"c-fine": proxies["c-fine"]}
+    assert assess(fine, now=factory.now, warn_margin=MARGIN, previous_status=None).stop is None

@@ -9,13 +9,14 @@ and wake every watcher.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from cloudpilot import constants
-from cloudpilot.memory import CloudError, ErrorKind, PoolMemory
+from cloudpilot.memory import CloudError, ErrorKind, Outage, PoolMemory
 from cloudpilot.models.vms import ObservedVM, Phase
 from cloudpilot.naming import pilot_stamp, queue_prefix
 from cloudpilot.planner import Hold, Plan, PoolLimits, QueueSummary, plan
@@ -489,3 +490,76 @@ def test_summary_driven_conditions_from_a_hand_made_plan() -> None:
 def test_cloud_error_helper_matches_status_wording() -> None:
     """Guard for the builders: messages used above keep their ``Kind: text`` shape."""
     assert cloud_error(ErrorKind.QUOTA).message == "QuotaExceeded: boom"
+
+
+# --- An endpoint that takes no connection: retried, then Stalled after a bound -----------
+
+REFUSED = CloudError(ErrorKind.UNREACHABLE, "ConnectionError: [Errno 111] Connection refused")
+
+
+def _unreachable(lasted: float, bound: float = 600.0) -> dict[str, Condition]:
+    outage = Outage(since=NOW - timedelta(seconds=lasted), failures=3, error=REFUSED)
+    inputs = _inputs([queue(replicas=2)], [], error=REFUSED)
+    return _conditions(replace(inputs, outage=outage, unreachable_stall_after=bound))
+
+
+def test_an_unreachable_endpoint_is_retried_within_the_bound() -> None:
+    conditions = _unreachable(lasted=599)
+    assert set(conditions) == {"Ready", "Reconciling"}
+    assert conditions["Reconciling"].reason == "EndpointUnreachable"
+    assert conditions["Ready"].reason == "EndpointUnreachable"
+    message = conditions["Reconciling"].message
+    assert "since 2025-03-01T11:50:01Z" in message
+    assert "Stalled if it lasts 600s" in message and "Connection refused" in message
+
+
+def test_an_unreachable_endpoint_stalls_once_the_bound_has_passed() -> None:
+    conditions = _unreachable(lasted=600)
+    assert set(conditions) == {"Ready", "Stalled"}
+    assert conditions["Stalled"].reason == "EndpointUnreachable"
+    assert "longer than 600s" in conditions["Stalled"].message
+    assert "still retrying" in conditions["Stalled"].message
+
+
+def test_the_bound_is_a_setting() -> None:
+    assert "Stalled" in _unreachable(lasted=3, bound=2)
+    assert "Stalled" not in _unreachable(lasted=1, bound=2)
+
+
+def test_the_unreachable_message_does_not_change_while_the_outage_lasts() -> None:
+    """The start instant, not the time elapsed: a quiet outage writes no status."""
+    outage = Outage(since=NOW, failures=1, error=REFUSED)
+
+    def at(seconds: float) -> list[Condition]:
+        later = NOW + timedelta(seconds=seconds)
+        inputs = _inputs([queue(replicas=2)], [], error=REFUSED, now=later)
+        return conditions_for(replace(inputs, outage=outage))
+
+    assert at(10) == at(200)
+    assert "since 2025-03-01T12:00:00Z" in at(10)[1].message
+
+
+def test_an_unreachable_create_without_an_outage_is_reconciling() -> None:
+    """Met by a create while the listing worked: its back-off retries it."""
+    mem = memory(backoff={"default": backoff(ErrorKind.UNREACHABLE, retry_in=60)})
+    conditions = _conditions(_inputs([queue(replicas=2)], [], mem))
+    assert set(conditions) == {"Ready", "Reconciling"}
+    assert conditions["Reconciling"].reason == "EndpointUnreachable"
+
+
+def test_an_outage_of_another_kind_does_not_count_towards_the_bound() -> None:
+    outage = Outage(
+        since=NOW - timedelta(hours=1),
+        failures=9,
+        error=CloudError(ErrorKind.TRANSIENT, "timed out"),
+    )
+    inputs = replace(_inputs([queue(replicas=2)], [], error=REFUSED), outage=outage)
+    assert "Stalled" not in _conditions(inputs)
+
+
+def test_an_unusable_proxy_stalls_the_pool() -> None:
+    """Not ProxyExpiring=False alone (kstatus reads that as healthy): Stalled, Ready=False."""
+    error = CloudError(ErrorKind.INVALID_PROXY, "the pilot proxy is unusable: ...")
+    conditions = _conditions(_inputs([queue(replicas=1)], [], error=error))
+    assert conditions["Stalled"].reason == "InvalidProxy"
+    assert conditions["Ready"].status == "False"

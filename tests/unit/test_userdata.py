@@ -25,6 +25,7 @@ from cloudpilot.context import (
     templating,
     userdata,
 )
+from cloudpilot.context.errors import MissingPilotExecutableError
 from cloudpilot.context.limits import base64_length, decode_payload, gzip_bytes
 from cloudpilot.context.userdata import clear_cache
 from cloudpilot.kube.secrets import MissingReferenceError
@@ -433,3 +434,52 @@ def test_prepare_user_data_without_executable_uses_the_failing_stub() -> None:
     )
     assert "executableSecret is not set" in result.text
     assert result.secret_values == []
+
+
+@pytest.mark.parametrize("family", list(TemplateFamily))
+async def test_no_executable_for_a_builtin_template_is_refused_before_any_vm(
+    cluster: FakeCluster, family: TemplateFamily
+) -> None:
+    """The stub would boot, fail and be replaced for ever: the operator refuses instead."""
+    queue = make_queue(executable_secret=None, template_family=family)
+    with pytest.raises(MissingPilotExecutableError) as info:
+        await cluster.build(queue)
+    assert "spec.pilot.executableSecret is not set" in str(info.value)
+    assert f"built-in template {family.value}.yaml.j2" in str(info.value)
+    assert isinstance(info.value, ConfigError)
+
+
+async def test_a_site_template_that_includes_the_builtin_needs_an_executable(
+    cluster: FakeCluster,
+) -> None:
+    cluster.configmaps[("grid", "site")] = {"k": '{% extends "el9.yaml.j2" %}\n'}
+    queue = make_queue(executable_secret=None, template=ConfigMapKeyRef(name="site", key="k"))
+    with pytest.raises(MissingPilotExecutableError, match="ConfigMap grid/site key k"):
+        await cluster.build(queue)
+
+
+async def test_a_site_template_that_starts_its_own_pilot_needs_no_executable(
+    cluster: FakeCluster,
+) -> None:
+    cluster.configmaps[("grid", "site")] = {
+        "k": "#cloud-config\nruncmd:\n  - [curl, -o, /p.sh, https://pilots.example/p.sh]\n"
+    }
+    queue = make_queue(executable_secret=None, template=ConfigMapKeyRef(name="site", key="k"))
+    assert (await cluster.build(queue)).payload
+
+
+@pytest.mark.parametrize(
+    ("text", "uses"),
+    [
+        ("{{ pilot_executable }}", True),
+        ('{% include "el9.yaml.j2" %}', True),
+        ("{% include name_from_a_variable %}", True),
+        ("{% set pilot_executable = 'x' %}{{ pilot_executable }}", False),
+        ("#cloud-config\n{{ queue }}", False),
+        ("{% if %}", True),
+    ],
+    ids=["direct", "included", "dynamic-include", "set-locally", "unused", "syntax-error"],
+)
+def test_uses_variable_follows_includes(text: str, uses: bool) -> None:
+    source = templating.site_template("grid", "site", "k", text)
+    assert templating.uses_variable(source, "pilot_executable") is uses

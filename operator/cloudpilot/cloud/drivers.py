@@ -88,5 +88,7 @@ def build_driver(
     args: tuple[Any, ...] = (key,) if secret is None else (key, secret)
     try:
         return cls(*args, **options)
-    except TypeError as exc:
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        # Raised while checking arguments (EC2's "Invalid region", OpenStack's unknown
+        # api_version): retrying cannot help, the spec must change.
         raise ConfigError(f"driver options rejected by {cls.__name__}: {exc}") from None

@@ -23,6 +23,7 @@ from libcloud.common.types import (
 )
 
 from cloudpilot import constants
+from cloudpilot.credentials.errors import InvalidProxyError
 from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import ConfigError
 from cloudpilot.redaction import redact
@@ -73,6 +74,16 @@ _CODES: tuple[tuple[ErrorKind, re.Pattern[str]], ...] = (
 )
 
 
+_UNREACHABLE = re.compile(
+    r"Connection refused|No route to host|Network is unreachable|"
+    r"Name or service not known|nodename nor servname|Temporary failure in name resolution|"
+    r"getaddrinfo failed|No address associated with hostname",
+    re.IGNORECASE,
+)
+"""What requests/urllib3 say (in the message of a ``requests.ConnectionError``, which
+wraps the socket error instead of chaining it) when no connection could be made at all."""
+
+
 def scrub(message: str) -> str:
     """Mask secrets, collapse whitespace and cut: safe for status, events and logs."""
     text = " ".join(redact(message).split())
@@ -81,19 +92,52 @@ def scrub(message: str) -> str:
     return text
 
 
+_POOL_HOST = re.compile(r"host='([^']+)', port=(\d+)")
+
+
 def classify(exc: BaseException, operation: str = "") -> CloudError:
     message = scrub(f"{type(exc).__name__}: {exc}")
+    kind = _kind(exc, message)
+    if kind is ErrorKind.UNREACHABLE:
+        message = _unreachable_summary(exc, message, str(exc))
     return CloudError(
-        kind=_kind(exc, message),
+        kind=kind,
         message=message,
         operation=operation,
-        uncertain=_uncertain(exc),
+        uncertain=kind is not ErrorKind.UNREACHABLE and _uncertain(exc),
     )
 
 
+def _unreachable_summary(exc: BaseException, message: str, full: str) -> str:
+    """``cannot connect to host:port: Connection refused`` instead of urllib3's retry
+    report, whose request URL fills the cut message before it says what happened (so the
+    whole text is searched; only the host, port and a fixed phrase are kept from it)."""
+    cause = _UNREACHABLE.search(full)
+    where = _POOL_HOST.search(full)
+    if cause is None:
+        return message
+    target = f" to {where.group(1)}:{where.group(2)}" if where else ""
+    return scrub(f"{type(exc).__name__}: cannot connect{target}: {cause.group(0)}")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the endpoint took no connection (refused, no route, no such
+    host), as opposed to one that was made and then failed or timed out."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError | socket.gaierror):
+            return True
+        if isinstance(current, OSError) and _UNREACHABLE.search(str(current)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _uncertain(exc: BaseException) -> bool:
-    """A timeout or a lost connection: the cloud may have acted on the request (a refused
-    connection is counted too: telling them apart is not worth a wrong guess)."""
+    """A timeout or a lost connection: the cloud may have acted on the request. (A refused
+    connection is not: :func:`unreachable` tells it apart first.)"""
     return isinstance(
         exc,
         socket.timeout
@@ -105,6 +149,8 @@ def _uncertain(exc: BaseException) -> bool:
 
 
 def _kind(exc: BaseException, message: str) -> ErrorKind:
+    if isinstance(exc, InvalidProxyError):
+        return ErrorKind.INVALID_PROXY
     if isinstance(exc, ConfigError):
         return ErrorKind.CONFIG
     if isinstance(exc, InvalidCredsError):
@@ -118,6 +164,8 @@ def _kind(exc: BaseException, message: str) -> ErrorKind:
         # A certificate the operator does not trust will not become trusted by retrying:
         # the driver options (secure, CA) need fixing.
         return ErrorKind.CONFIG
+    if unreachable(exc):
+        return ErrorKind.UNREACHABLE
     if isinstance(exc, socket.timeout | TimeoutError | ConnectionError | ssl.SSLError):
         return ErrorKind.TRANSIENT
     code = getattr(exc, "code", None) or getattr(exc, "http_code", None)

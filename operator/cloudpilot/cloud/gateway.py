@@ -48,6 +48,7 @@ from cloudpilot.models.queues import CloudAccount, QueueConfig
 
 T = TypeVar("T")
 
+
 @functools.cache
 def _takes_timeout(cls: type[NodeDriver]) -> bool:
     """libcloud's drivers pass ``timeout`` (through ``**kwargs``) to their connection; a

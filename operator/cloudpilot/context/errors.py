@@ -13,3 +13,8 @@ class UserDataError(ConfigError):
     condition and event) and creates no VM. The message names the template and line, or the
     size and the limit; it never quotes secret material (the pilot wrapper, the proxy).
     """
+
+
+class MissingPilotExecutableError(UserDataError):
+    """The template starts the pilot executable but the queue names none: the VM would boot
+    a stub that fails at once, and be replaced, over and over."""

@@ -16,12 +16,13 @@ import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from types import TracebackType
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from cloudpilot.context.errors import UserDataError
@@ -279,3 +280,34 @@ def mask(message: str, secrets: Iterable[str | None]) -> str:
     if len(message) > MAX_MESSAGE:
         message = message[: MAX_MESSAGE - 1] + "…"
     return message
+
+
+@lru_cache(maxsize=64)
+def uses_variable(source: TemplateSource, variable: str) -> bool:
+    """Whether rendering ``source`` may read ``variable``, through the templates it
+    extends, includes or imports too. A template named by an expression cannot be
+    followed and counts as using it (and so does one that does not parse: rendering will
+    report that); a missing one does not (rendering reports it)."""
+    env = environment({source.name: source.text})
+    seen: set[str] = set()
+    pending = [source.name]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            text = env.loader.get_source(env, name)[0] if env.loader else ""
+        except (OSError, jinja2.TemplateNotFound, ModuleNotFoundError):
+            continue
+        try:
+            tree = env.parse(text)
+        except jinja2.TemplateSyntaxError:
+            return True
+        if variable in meta.find_undeclared_variables(tree):
+            return True
+        for child in meta.find_referenced_templates(tree):
+            if child is None:
+                return True
+            pending.append(child)
+    return False

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cloudpilot.context.errors import UserDataError
+from cloudpilot.context.errors import MissingPilotExecutableError, UserDataError
 from cloudpilot.context.limits import (
     Fitted,
     SizeLimit,
@@ -23,7 +23,13 @@ from cloudpilot.context.limits import (
     fit,
     size_limit,
 )
-from cloudpilot.context.templating import TemplateSource, builtin, render_source, site_template
+from cloudpilot.context.templating import (
+    TemplateSource,
+    builtin,
+    render_source,
+    site_template,
+    uses_variable,
+)
 from cloudpilot.context.validation import check_user_data
 from cloudpilot.context.variables import template_variables
 from cloudpilot.models.queues import QueueConfig
@@ -113,6 +119,12 @@ async def build_user_data(
         )
     else:
         source = builtin_for(queue)
+    if executable is None and uses_variable(source, "pilot_executable"):
+        raise MissingPilotExecutableError(
+            f"no pilot executable: spec.pilot.executableSecret is not set, and "
+            f"{source.description} starts one (pilot_executable); name the Secret holding "
+            "the pilot wrapper, or use a template that starts the pilot itself"
+        )
     return prepare_user_data(
         queue,
         source,

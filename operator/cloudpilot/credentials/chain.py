@@ -64,6 +64,8 @@ class ProxyInfo:
     identity: str | None = None
     """The end entity's subject DN, DIRAC-style (``/DC=org/O=x/CN=name``)."""
     has_private_key: bool = False
+    key_matches: bool = False
+    """One private key, and it belongs to the first certificate."""
     voms: bool = False
     """Whether a certificate carries VOMS attributes (FedCloud needs them)."""
     problems: tuple[str, ...] = ()
@@ -72,6 +74,13 @@ class ProxyInfo:
     def valid(self) -> bool:
         """A well-formed proxy chain (time is judged separately, see :mod:`.proxy`)."""
         return not self.problems
+
+    @property
+    def usable(self) -> bool:
+        """A PEM certificate chain with the first certificate's own key: what TLS client
+        authentication (VOMS, the pilot) needs at the very least. A chain that is usable
+        but not a valid proxy may still work somewhere; one that is not usable never does."""
+        return bool(self.chain) and self.key_matches
 
 
 def dirac_dn(name: x509.Name) -> str:
@@ -200,11 +209,12 @@ def parse_proxy(pem: bytes | str) -> ProxyInfo:
         if k is not None and not _extends_issuer(cert)
     ]
     present = [k for k in keys if k is not None]
+    key_matches = len(keys) == 1 and bool(present) and _same_key(present[0], first)
     if not keys:
         problems.append("no private key (a proxy file carries the proxy's own key)")
     elif len(keys) > 1:
         problems.append("more than one private key")
-    elif present and not _same_key(present[0], first):
+    elif present and not key_matches:
         problems.append("the private key does not match the first certificate")
     problems += _chain_problems(chain)
     end_entity = next((c for c, k in zip(chain, kinds, strict=True) if k is None), None)
@@ -220,6 +230,7 @@ def parse_proxy(pem: bytes | str) -> ProxyInfo:
         not_after=min(c.not_valid_after_utc for c in chain),
         identity=dirac_dn(identity_name),
         has_private_key=bool(present),
+        key_matches=key_matches,
         voms=any(VOMS_ATTRIBUTES in _extension_oids(c) for c in chain),
         problems=tuple(dict.fromkeys(problems)),
     )

@@ -25,6 +25,11 @@ class ProxyUnavailableError(CredentialsError):
     """``secret = PROXY``, but the pool has no pilot proxy to put in its place."""
 
 
+class InvalidProxyError(CredentialsError):
+    """``secret = PROXY``, but the pilot proxy is not a PEM certificate chain with its key:
+    sent to the cloud it could only fail, or worse, look like rejected credentials."""
+
+
 class ProxyFileError(OSError):
     """The private proxy file could not be written safely (an operator problem, not the
     pool's: an unsafe or unwritable directory). An ``OSError``, so it is retried."""

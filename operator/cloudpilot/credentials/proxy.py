@@ -9,9 +9,10 @@ reconciler to put in ``status.proxy``, in ``status.conditions`` and in events:
 * stop rule: an expired proxy stops new pilots (reason ``ProxyExpired``). A pilot VM cannot
   renew its proxy, so one started now would boot, fail to reach DIRAC and halt, at the
   cloud's price. Running pilots are left alone: they were started with a proxy that
-  worked. A chain that is not a valid proxy stops new pilots only if the caller asks
-  (``stop_on_invalid``): the check has no trust store and must not be the thing that
-  takes a working site down.
+  worked. So does content that is not a PEM certificate chain with its key (``usable``):
+  nothing could use it. A usable chain that is not a valid proxy stops new pilots only if
+  the caller asks (``stop_on_invalid``): the check has no trust store and must not be the
+  thing that takes a working site down.
 
 ``secondsLeft`` is rounded down (to the hour when far from expiry, to the minute within the
 margin) so that a quiet pool's status does not change on every cycle, which would make the
@@ -151,6 +152,13 @@ def proxy_condition(
         since = timestamp(info.not_before) if info.not_before else "?"
         message = f"{who} is not valid before {since} (clock skew?); it expires at {until}"
         status = "False"
+    elif reason is ProxyReason.INVALID and not info.usable:
+        problems = "; ".join(info.problems[:MAX_PROBLEMS_SHOWN])
+        message = (
+            f"{who} is unusable: not a PEM certificate chain with its private key "
+            f"({problems}); no new pilots start until it is replaced"
+        )
+        status = "False"
     elif reason is ProxyReason.INVALID:
         problems = "; ".join(info.problems[:MAX_PROBLEMS_SHOWN])
         message = f"{who} is not a valid proxy chain: {problems}"
@@ -158,7 +166,9 @@ def proxy_condition(
     else:
         message = f"{who} expires at {until}"
         status = "False"
-    stop = reason is ProxyReason.EXPIRED or (stop_on_invalid and reason is ProxyReason.INVALID)
+    stop = reason is ProxyReason.EXPIRED or (
+        reason is ProxyReason.INVALID and (stop_on_invalid or not info.usable)
+    )
     return ProxyVerdict(
         condition=Condition(CONDITION_TYPE, status, reason.value, message),
         reason=reason,
