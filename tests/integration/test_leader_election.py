@@ -624,6 +624,80 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
 
 
 @pytest.mark.slow
+def test_a_leader_paused_between_its_decision_and_the_write_sends_nothing(
+    ha_stack: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fence: a leader decides to create VMs, then its whole process stalls (a GC
+    pause, SIGSTOP, a frozen VM) before the request leaves. Its Lease lapses, the standby
+    takes over and creates the VMs. When the old leader wakes up, its tasks resume where
+    they were, before its elector has had a chance to notice: the check right before the
+    write must refuse, or the cloud gets the VMs twice.
+
+    The pause is the leader's event-loop thread blocked inside the fence lookup that
+    starts every cloud write (``leader.fence``): from decision to request, everything in
+    between (driver, rate limiter, the request itself) runs after the pause."""
+    from dataclasses import replace
+
+    from cloudpilot import leader as leader_module
+    from tests.support.kube import wait_for
+
+    stack = ha_stack
+    settings = replace(stack.settings, namespaces=(stack.namespace,), all_namespaces=False)
+    real_fence = leader_module.fence
+    frozen, thaw = threading.Event(), threading.Event()
+    armed: list[str] = []  # the thread name of the replica to pause
+    verdicts: list[bool] = []  # what the paused replica's fence said
+
+    def pausing_fence() -> Callable[[], bool]:
+        checker = real_fence()
+        if armed and threading.current_thread().name == armed[0]:
+            armed.clear()
+            frozen.set()
+            thaw.wait(60)  # the whole event loop of that replica stands still
+
+            def recorded() -> bool:
+                verdict = checker()
+                verdicts.append(verdict)
+                return verdict
+
+            return recorded
+        return checker
+
+    monkeypatch.setattr(leader_module, "fence", pausing_fence)
+    ops: list[ElectedOperator] = []
+    with ExitStack() as replicas:
+        replicas.callback(thaw.set)
+        for name in ("replica-a", "replica-b"):
+            op = ElectedOperator(
+                name, stack.kubeconfig, settings, "cloudpilot-fence", stack.namespace
+            )
+            replicas.callback(op.stop)
+            ops.append(op.start())
+        first = wait_for(
+            lambda: next((o for o in ops if o.leading.is_set()), None), 20, message="a leader"
+        )
+        other = next(o for o in ops if o is not first)
+        stack.apply_pool("fenced", replicas=2)
+        stack.wait_vms("fenced", 2)
+
+        armed.append(f"op-{first.identity}")
+        stack.scale_pool("fenced", 4)
+        assert frozen.wait(30), "the leader never decided to create the 2 VMs"
+        # Paused, the leader renews nothing: the standby takes over and does the work.
+        wait_for(lambda: other.leading.is_set(), 30, message="the standby takes over")
+        stack.wait_vms("fenced", 4)
+        thaw.set()
+        wait_for(lambda: verdicts, 30, message="the old leader reaches its fence")
+        wait_for(lambda: not first.leading.is_set(), 30, message="the old leader stands down")
+
+        assert verdicts == [False], "the old leader was let through its fence"
+        ever = stack.vms("fenced", include_gone=True)
+        assert len(ever) == 4, [(vm.id, vm.state) for vm in ever]
+    for op in ops:
+        assert op.error is None, op.error
+
+
+@pytest.mark.slow
 def test_without_leader_election_two_operators_do_create_duplicates(
     ha_stack: Any,
 ) -> None:
