@@ -131,7 +131,7 @@ def test_an_unknown_driver_option_is_refused_with_the_accepted_names(ops: Stack)
     stalled = _stalled(ops, "typo", "InvalidConfig")
     assert "unknown option(s) regoin for MotoEC2NodeDriver" in stalled["message"]
     assert "region" in stalled["message"].split("accepted: ")[1]
-    _warning(ops, "InvalidSpec", "regoin")
+    _warning(ops, "InvalidConfig", "regoin")
     _healthy_beside(ops, "typo")
 
 
