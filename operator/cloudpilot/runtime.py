@@ -11,6 +11,7 @@ import kopf
 
 from cloudpilot import leader, metrics, redaction
 from cloudpilot.kube import handlers
+from cloudpilot.kube.status import patch_status
 from cloudpilot.reconciler import Reconciler, ReconcilerSettings
 from cloudpilot.settings import OperatorSettings
 
@@ -56,6 +57,7 @@ def build_reconciler(settings: OperatorSettings) -> Reconciler:
             proxy_warn_margin=settings.proxy_warn_margin,
         ),
         on_cloud_call=metrics.observe_cloud_call,
+        write_status=lambda pool, patch: patch_status(pool.namespace, pool.name, patch),
     )
 
 
