@@ -50,10 +50,10 @@ class _QuietWatchHandler(logging.Filter):
 
 
 class _QuietTeardownRetry(logging.Filter):
-    """kopf logs each retry of a waiting teardown at ERROR and, with posting on, posts it
-    as an event of its own: one per retry. The wait is expected and CloudPilot explains it
-    itself (conditions, one Warning event per cause), so the line is kept at INFO and is
-    not posted."""
+    """kopf logs each retry of a waiting teardown at ERROR (and, with posting on, hands it
+    to its event poster): one line per retry of an expected wait that CloudPilot explains
+    itself (conditions, one Warning event per cause). The line is kept, at INFO, and
+    marked for kopf's poster to skip."""
 
     prefix = f"Handler {TEARDOWN_HANDLER!r} failed temporarily"
 
