@@ -14,7 +14,9 @@ libcloud and moto (point the driver's host/port at :attr:`LatencyProxy.endpoint`
 * rejects RunInstances whose decoded ``UserData`` exceeds a limit, as EC2 does at 16 KiB
   (:attr:`user_data_limit`);
 * holds requests of an Action until released (:meth:`hold`, :meth:`wait_for_held`), so a
-  test can catch calls in flight deterministically instead of racing against a delay.
+  test can catch calls in flight deterministically instead of racing against a delay;
+* holds the *answers* of an Action after the target has acted (:meth:`hold_answers`), the
+  moment a client dies knowing nothing of what the cloud did.
 
 Standard library only: ``ThreadingHTTPServer`` (one thread per connection, HTTP/1.1
 keep-alive) and ``http.client`` towards the target. The Host header is forwarded unchanged,
@@ -185,6 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
             err = InjectedFault(502, "Unavailable", f"upstream error: {exc}")
             self._reply(err.status, [("Content-Type", "text/xml;charset=UTF-8")], err.body())
             return
+        proxy._wait_if_answer_held(action)
         self._reply(status, headers, data)
 
     def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
@@ -242,6 +245,8 @@ class LatencyProxy:
         self._cond = threading.Condition()
         self._holds: set[str] = set()
         self._held = 0
+        self._answer_holds: set[str] = set()
+        self._answers_held = 0
         self._in_flight = 0
         self._connections: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
@@ -492,6 +497,43 @@ class LatencyProxy:
 
     def _is_held(self, action: str) -> bool:
         return action in self._holds or "*" in self._holds
+
+    def hold_answers(self, action: str = "*") -> None:
+        """Forward requests of ``action`` ("*": any) but keep their answers until
+        :meth:`release_answers`: the target has acted, the client does not know yet."""
+        with self._cond:
+            self._answer_holds.add(action)
+
+    def release_answers(self) -> None:
+        with self._cond:
+            self._answer_holds.clear()
+            self._cond.notify_all()
+
+    @property
+    def answers_held(self) -> int:
+        """Answers currently kept back by :meth:`hold_answers`."""
+        with self._cond:
+            return self._answers_held
+
+    def wait_for_held_answers(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until at least ``count`` answers are kept back; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._answers_held >= count, timeout)
+
+    def _wait_if_answer_held(self, action: str) -> None:
+        def held() -> bool:
+            return action in self._answer_holds or "*" in self._answer_holds
+
+        with self._cond:
+            if not held():
+                return
+            self._answers_held += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: not held() or self._closing.is_set())
+            finally:
+                self._answers_held -= 1
+                self._cond.notify_all()
 
     # -- request path (called from handler threads) ---------------------------------------
 
