@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloudpilot import constants, leader, metrics, planner, redaction
+from cloudpilot import constants, leader, metrics, planner, redaction, teardown
 from cloudpilot import memory as mem
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import driver_class
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 SecretReader = Callable[[str, str], Awaitable[dict[str, bytes]]]
 SecretGetter = Callable[[str], Awaitable[dict[str, bytes]]]
+StatusWriter = Callable[["PoolRef", dict[str, Any]], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,22 @@ class Outcome:
     status_patch: dict[str, Any]
     events: list[Event] = field(default_factory=list)
     next_delay: float = constants.DEFAULT_RECONCILE_INTERVAL
+
+
+TEARDOWN_PROGRESS_RETRY = 5.0
+"""Seconds between two looks at a deletion whose VMs are being destroyed (at most the
+converging interval)."""
+
+
+@dataclass
+class TeardownOutcome:
+    """One attempt at deleting a pool: release it, or wait ``retry_in`` seconds."""
+
+    release: bool
+    status_patch: dict[str, Any] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+    retry_in: float = 0.0
+    summary: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,7 @@ class Reconciler:
         ),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_cloud_call: Callable[[str, float, mem.CloudError | None], None] | None = None,
+        write_status: StatusWriter | None = None,
     ) -> None:
         self.settings = settings or ReconcilerSettings()
         self._read_secret = read_secret
@@ -137,10 +155,14 @@ class Reconciler:
         self._secret_cache: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
         self._secret_max_age = self.settings.interval * LISTING_REUSE_FRACTION
         self._secret_owners: dict[str, set[str]] = {}
-        # The last valid spec of each pool, as compact JSON: re-parsed only if a pool whose
-        # spec was later broken is deleted (its VMs were made with this one). Parsed
-        # models would cost ~4 KB a pool for a case that almost never happens.
-        self._last_valid: dict[str, str] = {}
+        # The last usable spec of each pool as recorded in its status (``teardownSpec``), as
+        # compact JSON: re-parsed only if the pool is deleted (see cloudpilot.teardown).
+        # Parsed models would cost ~4 KB a pool for a case that almost never happens.
+        self._recorded: dict[str, str] = {}
+        self._write_status = write_status
+        """Writes ``status.teardownSpec`` before a spec is first acted on. None (harnesses
+        without an API server): the record is kept in process only."""
+        self._teardowns: dict[str, teardown.TeardownState] = {}
         self._read_configmap = read_configmap
 
     async def _read_secret_shared(self, namespace: str, name: str) -> dict[str, bytes]:
@@ -174,7 +196,7 @@ class Reconciler:
     # -- lifecycle --------------------------------------------------------------------------
 
     def forget(self, pool: PoolRef) -> None:
-        for store in (self._memories, self._last_valid):
+        for store in (self._memories, self._recorded, self._teardowns):
             store.pop(pool.uid, None)
         for owner in self._secret_owners.pop(pool.uid, set()):
             redaction.forget(owner)
@@ -208,9 +230,6 @@ class Reconciler:
             queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
             # Unknown driver/createOptions keys, class paths not allowed: before any driver.
             check_queues(queues, self._driver_class)
-            self._last_valid[pool.uid] = json.dumps(
-                body.get("spec") or {}, separators=(",", ":"), sort_keys=True
-            )
         except (ValueError, ConfigError) as exc:
             message = describe_validation_error(exc)
             return self._blocked(pool, previous, generation, now, mem.ErrorKind.CONFIG, message)
@@ -274,6 +293,10 @@ class Reconciler:
         if not leader.may_act():
             # Fencing: this replica's Lease lapsed; whoever holds it now does the work.
             the_plan = planner.Plan(queues=the_plan.queues)
+        elif blocking is None and views:
+            # Every account listed: this spec may create VMs now. Recorded first, so that a
+            # deletion can always find the spec the pool's VMs were made with.
+            await self._record_spec(pool, body.get("spec") or {}, previous)
         memory = await self._delete(pool, the_plan.deletions, views, by_queue, memory, events, now)
         memory = await self._create(
             pool, spec, the_plan.creations, views, by_queue, memory, events, now, secret
@@ -672,63 +695,128 @@ class Reconciler:
 
     # -- teardown ---------------------------------------------------------------------------
 
-    async def finalize(self, pool: PoolRef, body: Mapping[str, Any]) -> tuple[int, list[Event]]:
-        """Deleting a pool: destroy its VMs (policy Delete). Returns how many remain."""
-        async with self._locks[pool.uid]:
-            spec, queues = self._teardown_spec(pool, body)
-            if spec.deletion_policy is DeletionPolicy.ORPHAN:
-                self.forget(pool)
-                return 0, [Event("Normal", "Orphaned", "VMs left running (deletionPolicy: Orphan)")]
-            views, observed = await self._owned(pool, queues)
-            now = self._clock()
-            memory = mem.observe(
-                self._memories.get(pool.uid, mem.PoolMemory()), (vm.id for vm in observed), now
-            )
-            events: list[Event] = []
-            teardown = planner.plan_teardown(observed, memory)
-            by_name = {q.name: q for q in queues}
-            memory = await self._delete(pool, teardown, views, by_name, memory, events, now)
-            self._memories[pool.uid] = memory
-            if teardown:
-                # Most clouds drop a destroyed VM from the listing at once: look again
-                # rather than make the user wait a retry for nothing.
-                _, observed = await self._owned(pool, queues)
-            if not observed:
-                self.forget(pool)
-            return len(observed), events
+    async def _record_spec(
+        self, pool: PoolRef, spec: Mapping[str, Any], previous: Mapping[str, Any]
+    ) -> None:
+        """Record ``spec`` in ``status.teardownSpec`` before it is first acted on.
 
-    def _teardown_spec(
-        self, pool: PoolRef, body: Mapping[str, Any]
-    ) -> tuple[PoolSpec, list[QueueConfig]]:
-        """The spec to tear down with: the pool's own, or, if an edit broke it before the
-        delete, the last valid one this process reconciled (the VMs were made with it)."""
-        try:
-            spec = parse_spec(dict(body.get("spec") or {}))
-            return spec, effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
-        except (ValueError, ConfigError) as exc:
-            last = self._last_valid.get(pool.uid)
-            if last is not None:
-                spec = parse_spec(json.loads(last))
-                return spec, effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
-            raise ConfigError(
-                f"cannot delete the pool's VMs: its spec is invalid "
-                f"({describe_validation_error(exc)}) and no valid spec is known; fix the "
-                f"spec, or remove the finalizer {constants.FINALIZER} to leave the VMs"
-            ) from None
+        The write must succeed before any VM is created with the spec (a failure raises and
+        the cycle creates nothing): that is what lets a deletion tell a pool that never had
+        a VM from one whose VMs it must find (see :mod:`cloudpilot.teardown`). One write per
+        usable spec change; a JSON string, so that a merge patch replaces it whole.
+        """
+        compact = _spec_json(spec)
+        if self._recorded.get(pool.uid) == compact:
+            return
+        if self._write_status is not None and previous.get("teardownSpec") != compact:
+            await self._write_status(pool, {"teardownSpec": compact})
+        self._recorded[pool.uid] = compact
+
+    async def finalize(self, pool: PoolRef, body: Mapping[str, Any]) -> TeardownOutcome:
+        """One attempt at deleting a pool: destroy its VMs (policy Delete), or say why not.
+
+        The decisions (which spec, release or wait, what status and events, how long) are
+        :mod:`cloudpilot.teardown`'s; this only lists, destroys and reports.
+        """
+        async with self._locks[pool.uid]:
+            status = body.get("status") or {}
+            raw_spec = dict(body.get("spec") or {})
+            current, current_error = _parse(pool, raw_spec)
+            recorded_json = self._recorded.get(pool.uid) or status.get("teardownSpec")
+            recorded: tuple[PoolSpec, list[QueueConfig]] | None = None
+            recorded_error: str | None = None
+            if recorded_json:
+                try:
+                    recorded, recorded_error = _parse(pool, json.loads(recorded_json))
+                except ValueError as exc:
+                    recorded_error = f"not JSON: {exc}"
+            policy_from = current or recorded
+            facts = teardown.Facts(
+                current_error=current_error,
+                recorded=bool(recorded_json),
+                recorded_error=recorded_error,
+                orphan=policy_from is not None
+                and policy_from[0].deletion_policy is DeletionPolicy.ORPHAN,
+                status_shows_vms=teardown.status_shows_vms(status),
+                recorded_differs=bool(recorded_json) and recorded_json != _spec_json(raw_spec),
+            )
+            source = teardown.choose_source(facts)
+            events: list[Event] = []
+            attempt: teardown.Attempt | None = None
+            if source is teardown.Source.RECORDED and recorded is not None:
+                attempt = await self._teardown_attempt(pool, recorded[1], events)
+            elif source is teardown.Source.CURRENT and current is not None:
+                attempt = await self._teardown_attempt(pool, current[1], events)
+            verdict = teardown.decide(
+                facts,
+                source,
+                attempt,
+                self._teardowns.get(pool.uid, teardown.TeardownState()),
+                previous_conditions=status.get("conditions") or (),
+                initial_delay=self.settings.converging_interval,
+                progress_delay=min(TEARDOWN_PROGRESS_RETRY, self.settings.converging_interval),
+                jitter=random.random(),
+            )
+            events += [Event(n.type, n.reason, n.message) for n in verdict.events]
+            if verdict.release:
+                self.forget(pool)
+                return TeardownOutcome(release=True, events=events)
+            self._teardowns[pool.uid] = verdict.state
+            ready = verdict.conditions[0] if verdict.conditions else None
+            return TeardownOutcome(
+                release=False,
+                status_patch=teardown.status_patch(
+                    verdict,
+                    status,
+                    generation=int((body.get("metadata") or {}).get("generation") or 0),
+                    now=self._clock(),
+                ),
+                events=events,
+                retry_in=verdict.retry_in or self.settings.converging_interval,
+                summary=ready.message if ready else "",
+            )
+
+    async def _teardown_attempt(
+        self, pool: PoolRef, queues: Sequence[QueueConfig], events: list[Event]
+    ) -> teardown.Attempt:
+        """List, destroy what is listed, list again: how many VMs remain, or what failed."""
+        views, observed, error = await self._owned(pool, queues)
+        if error is not None:
+            return teardown.Attempt(error=error)
+        now = self._clock()
+        memory = mem.observe(
+            self._memories.get(pool.uid, mem.PoolMemory()), (vm.id for vm in observed), now
+        )
+        doomed = planner.plan_teardown(observed, memory)
+        by_name = {q.name: q for q in queues}
+        memory = await self._delete(pool, doomed, views, by_name, memory, events, now)
+        self._memories[pool.uid] = memory
+        if doomed:
+            # Most clouds drop a destroyed VM from the listing at once: look again rather
+            # than make the user wait a retry for nothing.
+            _, observed, error = await self._owned(pool, queues)
+            if error is not None:
+                return teardown.Attempt(error=error)
+        return teardown.Attempt(remaining=len(observed))
 
     async def _owned(
         self, pool: PoolRef, queues: Sequence[QueueConfig]
-    ) -> tuple[dict[CloudAccount, _AccountView], list[ObservedVM]]:
-        """List every account of the pool; raise if one cannot be listed (teardown only)."""
+    ) -> tuple[dict[CloudAccount, _AccountView], list[ObservedVM], mem.CloudError | None]:
+        """List every account of the pool (teardown): the pool's VMs, or the first failure."""
         secret = _cycle_secrets(pool.namespace, self._read_secret_shared)
-        proxies = await load_queue_proxies(
-            queues, namespace=pool.namespace, owner=pool.key, secret=secret
-        )
+        try:
+            proxies = await load_queue_proxies(
+                queues, namespace=pool.namespace, owner=pool.key, secret=secret
+            )
+        except ConfigError as exc:
+            return {}, [], mem.CloudError(mem.ErrorKind.CONFIG, errors.scrub(str(exc)), "list")
+        except Exception as exc:
+            return {}, [], errors.classify(exc, "list")
         views = await self._list_accounts(pool, queues, secret, proxies)
         failed = [v.error for v in views.values() if v.error is not None]
         if failed:
-            raise RuntimeError(f"cannot list the pool's VMs: {failed[0].message}")
-        return views, self._observed(pool, queues, views)
+            return views, [], failed[0]
+        return views, self._observed(pool, queues, views), None
 
     @staticmethod
     def _observed(
@@ -746,6 +834,22 @@ class Reconciler:
                 tags_supported=view.gateway.tags_supported,
             )
         return observed
+
+
+def _spec_json(spec: Mapping[str, Any]) -> str:
+    return json.dumps(spec, separators=(",", ":"), sort_keys=True)
+
+
+def _parse(
+    pool: PoolRef, raw: Mapping[str, Any]
+) -> tuple[tuple[PoolSpec, list[QueueConfig]] | None, str | None]:
+    """A spec and its queues, or why it cannot be used (never raises)."""
+    try:
+        spec = parse_spec(dict(raw))
+        queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
+    except (ValueError, ConfigError) as exc:
+        return None, errors.scrub(describe_validation_error(exc))
+    return (spec, list(queues)), None
 
 
 def _cycle_secrets(namespace: str, read: SecretReader) -> SecretGetter:

@@ -11,6 +11,7 @@ import kopf
 
 from cloudpilot import leader, metrics, redaction
 from cloudpilot.kube import handlers
+from cloudpilot.kube.status import patch_status
 from cloudpilot.reconciler import Reconciler, ReconcilerSettings
 from cloudpilot.settings import OperatorSettings
 
@@ -59,6 +60,7 @@ def build_reconciler(settings: OperatorSettings) -> Reconciler:
             unreachable_stall_after=settings.unreachable_stall_after,
         ),
         on_cloud_call=metrics.observe_cloud_call,
+        write_status=lambda pool, patch: patch_status(pool.namespace, pool.name, patch),
     )
 
 

@@ -332,6 +332,11 @@ STATUS_KEYS = (
 )
 
 
+RECORD_KEYS = ("teardownSpec",)
+"""Status CloudPilot writes apart from a cycle's status (``Reconciler._record_spec``):
+never in ``build_status``'s output, so never nulled by :func:`status_patch`."""
+
+
 def status_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
     """A merge patch turning ``previous`` into ``new``; empty when nothing changed.
 

@@ -493,6 +493,30 @@ def test_proxy_handles_concurrent_requests(ec2: EC2Emulator, ec2_proxy: LatencyP
     assert ec2_proxy.counts == {"DescribeInstances": 4}
 
 
+def test_proxy_holds_an_answer_after_the_cloud_acted(
+    ec2: EC2Emulator, ec2_proxy: LatencyProxy, proxied_driver: MotoEC2NodeDriver
+) -> None:
+    """The cloud has created the VM while its creator still waits for the answer: the
+    moment a crash leaves a VM nobody recorded."""
+    direct = MotoEC2NodeDriver(*ec2.credentials, **ec2.driver_options())
+    ec2_proxy.hold_answers("RunInstances")
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(
+            proxied_driver.create_node,
+            name="held-answer",
+            image=_image(direct),
+            size=make_size(direct),
+        )
+        try:
+            assert ec2_proxy.wait_for_held_answers(1, timeout=30)
+            assert [n.name for n in direct.list_nodes()] == ["held-answer"]
+            assert not future.done()
+        finally:
+            ec2_proxy.release_answers()
+        assert future.result(timeout=30).name == "held-answer"
+    assert ec2_proxy.answers_held == 0
+
+
 @pytest.mark.parametrize(
     ("code", "status", "exc_type"),
     [

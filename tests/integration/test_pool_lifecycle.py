@@ -10,7 +10,7 @@ from datetime import timedelta
 import yaml
 
 from cloudpilot import constants, naming
-from cloudpilot.status import STATUS_KEYS
+from cloudpilot.status import RECORD_KEYS, STATUS_KEYS
 from tests.support.ec2 import describe_user_data
 from tests.support.kube import wait_for
 from tests.support.pilot import stamp_on_vm
@@ -168,32 +168,40 @@ def test_pools_that_come_and_go_leave_nothing_behind_in_the_operator(stack: Stac
 def test_a_pool_released_by_hand_from_a_blocked_teardown_leaves_nothing_behind(
     stack: Stack,
 ) -> None:
-    """A teardown blocked on a spec that was never valid tells the admin to remove the
-    finalizer; a pool removed that way is forgotten by the operator all the same."""
-    # Admitted by the API server (createOptions is an open map); refused by the operator.
-    stack.apply_pool(
-        "never-valid",
-        replicas=1,
-        instance={"image": IMAGE, "flavor": "t3.small", "createOptions": {"ex_userdata": "x"}},
-    )
-    stack.wait_status("never-valid", lambda s: s.get("lastError"), what="InvalidConfig")
-    uid = stack.pool("never-valid")["metadata"]["uid"]  # type: ignore[index]
-    stack.delete_pool("never-valid")
+    """A teardown blocked on a deleted credentials Secret tells the admin to fix it or to
+    remove the finalizer; a pool removed that way is forgotten by the operator all the
+    same. (A pool whose spec was never usable does not block: see test_teardown.py.)"""
+    stack.apply_pool("stuck", replicas=1)
+    stack.wait_vms("stuck", 1)
+    stack.wait_status("stuck", lambda s: s.get("teardownSpec"), what="spec recorded")
+    uid = stack.pool("stuck")["metadata"]["uid"]  # type: ignore[index]
+    stack.core.delete_namespaced_secret("ec2-credentials", stack.namespace)
+    # Secrets are cached for half an interval: the pool is deleted once the loss shows.
     wait_for(
-        lambda: any(e.reason == "TeardownBlocked" for e in stack.events()),
+        lambda: (c := stack.condition("stuck", "Stalled")) and c["reason"] == "InvalidConfig",
         30,
-        message="TeardownBlocked event",
+        message="the operator sees the Secret gone",
     )
+    stack.delete_pool("stuck")
+    stalled = wait_for(
+        lambda: (
+            (c := stack.condition("stuck", "Stalled")) and c["reason"] == "TeardownBlocked" and c
+        ),
+        30,
+        message="Stalled TeardownBlocked",
+    )
+    assert constants.FINALIZER in stalled["message"]
+    assert any(e.reason == "TeardownBlocked" and e.type == "Warning" for e in stack.events())
     stack.custom.patch_namespaced_custom_object(
         constants.API_GROUP,
         constants.API_VERSION,
         stack.namespace,
         constants.PLURAL,
-        "never-valid",
+        "stuck",
         {"metadata": {"finalizers": None}},
     )
-    wait_for(lambda: stack.pool("never-valid") is None, 30, message="pool gone")
-    _assert_nothing_left_of(stack, {uid}, {f"{stack.namespace}/never-valid"})
+    wait_for(lambda: stack.pool("stuck") is None, 30, message="pool gone")
+    _assert_nothing_left_of(stack, {uid}, {f"{stack.namespace}/stuck"})
 
 
 def _assert_nothing_left_of(stack: Stack, uids: set[str], keys: set[str]) -> None:
@@ -205,7 +213,7 @@ def _assert_nothing_left_of(stack: Stack, uids: set[str], keys: set[str]) -> Non
     def leftovers() -> list[str]:
         found = [
             f"{store}: {uid}"
-            for store in ("_memories", "_locks", "_last_valid", "_secret_owners")
+            for store in ("_memories", "_locks", "_recorded", "_teardowns", "_secret_owners")
             for uid in getattr(reconciler, store)
             if uid in uids
         ]
@@ -240,7 +248,7 @@ def test_kopf_bookkeeping_stays_in_cloudpilot_annotations(stack: Stack) -> None:
     annotations = pool["metadata"].get("annotations", {})
     assert all(key.startswith("cloudpilot.io/") for key in annotations)
     assert "kopf" not in pool["status"]
-    assert set(pool["status"]) <= set(STATUS_KEYS) | {"proxy"}
+    assert set(pool["status"]) <= set(STATUS_KEYS) | set(RECORD_KEYS) | {"proxy"}
 
 
 def test_the_operator_feeds_its_prometheus_series(stack: Stack) -> None:

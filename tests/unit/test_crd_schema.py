@@ -38,7 +38,7 @@ from cloudpilot.models.queues import ConfigError, effective_queues
 from cloudpilot.models.spec import PoolSpec, parse_spec
 from cloudpilot.models.vms import ObservedVM, Phase
 from cloudpilot.planner import Hold, Plan, QueueSummary
-from cloudpilot.status import STATUS_KEYS, StatusInputs, build_status
+from cloudpilot.status import RECORD_KEYS, STATUS_KEYS, StatusInputs, build_status
 from tests.support.crd import (
     CRD_PATH,
     EXAMPLES,
@@ -507,6 +507,7 @@ def test_status_the_operator_writes_is_accepted() -> None:
     """A status the schema refused would make every status patch of the operator fail in a
     real cluster (the emulator used by the integration tests does not validate)."""
     status = _status_from_the_operator()
+    status["teardownSpec"] = '{"ce":"x","cloudType":"EC2"}'  # Reconciler._record_spec
     assert status["instances"][-1]["createdAt"] is None
     assert {"lastError", "nextRetryAt", "proxy"} <= set(status)
     obj = _pool(
@@ -525,7 +526,7 @@ def test_status_schema_declares_exactly_what_the_operator_owns() -> None:
     """Fields the operator writes but the schema lacks are pruned by the API server without
     a word; ``proxy`` is declared ahead of the issue that fills it."""
     declared = set(pool_schema()["properties"]["status"]["properties"])
-    assert declared == {*STATUS_KEYS, "proxy"}
+    assert declared == {*STATUS_KEYS, *RECORD_KEYS, "proxy"}
 
 
 def _field_paths(under: str) -> list[str]:

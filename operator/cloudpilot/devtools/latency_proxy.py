@@ -15,6 +15,8 @@ libcloud and moto (point the driver's host/port at :attr:`LatencyProxy.endpoint`
   (:attr:`user_data_limit`);
 * holds requests of an Action until released (:meth:`hold`, :meth:`wait_for_held`), so a
   test can catch calls in flight deterministically instead of racing against a delay;
+* holds the *answers* of an Action after the target has acted (:meth:`hold_answers`), the
+  moment a client dies knowing nothing of what the cloud did.
 * hangs the next N requests of an Action for good (:meth:`hang_next`: never answered, as a
   dead connection is; the client must time out) and loses the answer of the next N after
   the target acted on them (:meth:`lose_answer_next`: the connection is cut instead).
@@ -196,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
             err = InjectedFault(502, "Unavailable", f"upstream error: {exc}")
             self._reply(err.status, [("Content-Type", "text/xml;charset=UTF-8")], err.body())
             return
+        proxy._wait_if_answer_held(action)
         if proxy._take_lost_answer(action):
             # The target acted; the client never learns it: cut the connection.
             self.close_connection = True
@@ -267,6 +270,8 @@ class LatencyProxy:
         self._cond = threading.Condition()
         self._holds: set[str] = set()
         self._held = 0
+        self._answer_holds: set[str] = set()
+        self._answers_held = 0
         self._in_flight = 0
         self._connections: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
@@ -543,6 +548,43 @@ class LatencyProxy:
 
     def _is_held(self, action: str) -> bool:
         return action in self._holds or "*" in self._holds
+
+    def hold_answers(self, action: str = "*") -> None:
+        """Forward requests of ``action`` ("*": any) but keep their answers until
+        :meth:`release_answers`: the target has acted, the client does not know yet."""
+        with self._cond:
+            self._answer_holds.add(action)
+
+    def release_answers(self) -> None:
+        with self._cond:
+            self._answer_holds.clear()
+            self._cond.notify_all()
+
+    @property
+    def answers_held(self) -> int:
+        """Answers currently kept back by :meth:`hold_answers`."""
+        with self._cond:
+            return self._answers_held
+
+    def wait_for_held_answers(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until at least ``count`` answers are kept back; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._answers_held >= count, timeout)
+
+    def _wait_if_answer_held(self, action: str) -> None:
+        def held() -> bool:
+            return action in self._answer_holds or "*" in self._answer_holds
+
+        with self._cond:
+            if not held():
+                return
+            self._answers_held += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: not held() or self._closing.is_set())
+            finally:
+                self._answers_held -= 1
+                self._cond.notify_all()
 
     # -- request path (called from handler threads) ---------------------------------------
 

@@ -28,14 +28,13 @@ from cloudpilot import constants, leader, metrics
 from cloudpilot.kube.events import post_events
 from cloudpilot.kube.scheduler import PoolScheduler
 from cloudpilot.kube.status import patch_status
-from cloudpilot.models.queues import ConfigError
 from cloudpilot.pool_bodies import Change, PoolBodies
-from cloudpilot.reconciler import Event, PoolRef, Reconciler
+from cloudpilot.reconciler import PoolRef, Reconciler
 
 logger = logging.getLogger(__name__)
 RESOURCE = (constants.API_GROUP, constants.API_VERSION, constants.PLURAL)
-TEARDOWN_RETRY = 5.0
 WATCH_HANDLER = "pool-event"
+TEARDOWN_HANDLER = "teardown"
 
 
 class _QuietWatchHandler(logging.Filter):
@@ -49,10 +48,26 @@ class _QuietWatchHandler(logging.Filter):
         return record.levelno > logging.INFO or record.getMessage() != self.message
 
 
+class _QuietTeardownRetry(logging.Filter):
+    """kopf logs each retry of a waiting teardown at ERROR (and, with posting on, hands it
+    to its event poster): one line per retry of an expected wait that CloudPilot explains
+    itself (conditions, one Warning event per cause). The line is kept, at INFO, and
+    marked for kopf's poster to skip."""
+
+    prefix = f"Handler {TEARDOWN_HANDLER!r} failed temporarily"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(self.prefix):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.k8s_skip = True  # kopf's poster skips records marked so
+        return True
+
+
 def _quiet_watch_handler() -> None:
     kopf_objects = logging.getLogger("kopf.objects")
-    if not any(isinstance(f, _QuietWatchHandler) for f in kopf_objects.filters):
-        kopf_objects.addFilter(_QuietWatchHandler())
+    for kind in (_QuietWatchHandler, _QuietTeardownRetry):
+        if not any(isinstance(f, kind) for f in kopf_objects.filters):
+            kopf_objects.addFilter(kind())
 
 
 def _ref(body: kopf.Body) -> PoolRef:
@@ -145,19 +160,19 @@ def register(
             reconciler.forget(pool)
             metrics.forget_pool(pool.key)
 
-    @kopf.on.delete(*RESOURCE, registry=registry)
+    @kopf.on.delete(*RESOURCE, id=TEARDOWN_HANDLER, registry=registry)
     async def pool_deleted(body: kopf.Body, **_: Any) -> None:
         pool = _ref(body)
-        try:
-            remaining, events = await reconciler.finalize(pool, body)
-        except ConfigError as exc:
-            await post_events(body, [Event("Warning", "TeardownBlocked", str(exc))])
-            raise kopf.TemporaryError(str(exc), delay=60) from None
-        await post_events(body, events)
-        if not remaining:
+        outcome = await reconciler.finalize(pool, body)
+        if not outcome.release:
+            try:
+                await patch_status(pool.namespace, pool.name, outcome.status_patch)
+            except Exception as exc:  # status is a courtesy here; the retry is not
+                logger.warning("could not write the teardown status of %s: %s", pool.key, exc)
+        await post_events(body, outcome.events)
+        if outcome.release:
             metrics.forget_pool(pool.key)
-        if remaining:
-            raise kopf.TemporaryError(
-                f"waiting for {remaining} VM(s) of the pool to be destroyed",
-                delay=TEARDOWN_RETRY,
-            )
+            return
+        # Retried on CloudPilot's back-off, not kopf's default minute; the why is in the
+        # pool's conditions and one Warning event per cause (see cloudpilot.teardown).
+        raise kopf.TemporaryError(outcome.summary or "teardown waits", delay=outcome.retry_in)
