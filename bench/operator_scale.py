@@ -107,7 +107,10 @@ def _rss_mb(pid: int) -> tuple[float, float]:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         fields[key] = value.strip()
-    to_mb = lambda v: int(v.split()[0]) / 1024  # noqa: E731 - kB -> MiB
+
+    def to_mb(v: str) -> float:  # kB -> MiB
+        return int(v.split()[0]) / 1024
+
     return round(to_mb(fields["VmRSS"]), 1), round(to_mb(fields["VmHWM"]), 1)
 
 
@@ -177,7 +180,9 @@ def _create_pools(cloud: Cloud, pools: int) -> dict[str, int]:
     core = kube_client.core_v1()
     custom = kube_client.custom_objects()
     with contextlib.suppress(kubernetes.client.ApiException):
-        core.create_namespace(kubernetes.client.V1Namespace(metadata={"name": NAMESPACE}))
+        core.create_namespace(
+            kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))
+        )
     key, secret = cloud.ec2.credentials
     for name, data in (
         ("ec2-credentials", {"key": key, "secret": secret}),
@@ -189,7 +194,7 @@ def _create_pools(cloud: Cloud, pools: int) -> dict[str, int]:
                 # data, not stringData: the emulator stores what it is given (no API
                 # server conversion), and the operator reads .data.
                 kubernetes.client.V1Secret(
-                    metadata={"name": name},
+                    metadata=kubernetes.client.V1ObjectMeta(name=name),
                     data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
                 ),
             )

@@ -78,6 +78,8 @@ case "${1:-}" in
         done
         "$VENV/bin/ruff" check operator tests bench
         "$VENV/bin/ruff" format --check operator tests bench
+        # The type gate: mypy --strict over the package and bench ([tool.mypy] in pyproject.toml).
+        "$VENV/bin/mypy"
         shift
         exec "$VENV/bin/pytest" "$@"
         ;;

@@ -163,7 +163,7 @@ def backoff_delay(
     # longer fits a float, and 2**64 times any initial delay is past every cap anyway.
     if kind is ErrorKind.BAD_CREDENTIALS:
         initial = max(initial, constants.BACKOFF_INITIAL_BAD_CREDENTIALS)
-    nominal = min(cap, initial * 2 ** min(max(failures - 1, 0), 64))
+    nominal: float = min(cap, initial * 2 ** min(max(failures - 1, 0), 64))
     return nominal * (0.5 + jitter / 2)
 
 

@@ -146,7 +146,7 @@ class PoolBodies:
         entry = self._entries.get(uid)
         if entry is None:
             return None
-        status = json.loads(entry.status)
+        status: dict[str, Any] = json.loads(entry.status)
         if patch:
             merge_patch(status, patch)
             entry.status = _compact(status)

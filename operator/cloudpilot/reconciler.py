@@ -37,7 +37,13 @@ from cloudpilot.credentials.resolve import credentials_from_secret
 from cloudpilot.inventory import owned_vms, queue_prefixes
 from cloudpilot.kube import secrets as kube_secrets
 from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, effective_queues
-from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
+from cloudpilot.models.spec import (
+    DeletionPolicy,
+    PoolSpec,
+    ScaleDownPolicy,
+    describe_validation_error,
+    parse_spec,
+)
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix, vm_tags
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies, unusable_proxy
@@ -152,7 +158,9 @@ class Reconciler:
         self._gateway_used: dict[tuple[CloudAccount, str], float] = {}
         self._gateways_swept = float("-inf")
         self._proxy_files = ProxyFileStore()
-        self._secret_cache: dict[tuple[str, str], tuple[float, asyncio.Future[Any]]] = {}
+        self._secret_cache: dict[
+            tuple[str, str], tuple[float, asyncio.Future[dict[str, bytes]]]
+        ] = {}
         self._secret_max_age = self.settings.interval * LISTING_REUSE_FRACTION
         self._secret_owners: dict[str, set[str]] = {}
         # The last usable spec of each pool as recorded in its status (``teardownSpec``), as
@@ -260,17 +268,22 @@ class Reconciler:
         # An account that could not be listed blocks the whole pool's plan this cycle.
         blocking = next((v.error for v in views.values() if v.error is not None), None)
         memory = mem.record_outage(memory, blocking, now)
-        rules = {
-            "limits": planner.PoolLimits(
-                spec.limits.max_instances if spec.limits else None,
-                spec.limits.max_starting if spec.limits else None,
-            ),
-            "removed_queue_policy": spec.scale_down_policy or planner.ScaleDownPolicy.DRAIN,
-            "max_creates": self.settings.max_creates_per_cycle,
-        }
+        limits = planner.PoolLimits(
+            spec.limits.max_instances if spec.limits else None,
+            spec.limits.max_starting if spec.limits else None,
+        )
+        removed_queue_policy = spec.scale_down_policy or ScaleDownPolicy.DRAIN
 
         def plan_now(memory: mem.PoolMemory) -> planner.Plan:
-            the_plan = planner.plan(queues, observed, memory, now, **rules)
+            the_plan = planner.plan(
+                queues,
+                observed,
+                memory,
+                now,
+                limits=limits,
+                removed_queue_policy=removed_queue_policy,
+                max_creates=self.settings.max_creates_per_cycle,
+            )
             # An expired pilot proxy: new pilots could not work. Deletions go on.
             return replace(
                 the_plan,
@@ -503,12 +516,14 @@ class Reconciler:
                 rotated = self._note_rotation(pool, account, credentials)
                 # One listing of the account serves every pool on it; this pool's VMs
                 # are cut out of it by their name prefix.
-                listing, *_ = await asyncio.gather(
+                listing, _ = await asyncio.gather(
                     gateway.list_shared(pool.uid, prefix=pool_prefix(pool.namespace, pool.name)),
-                    *(
-                        gateway.prepare(q)
-                        for q in queues
-                        if q.account == account and q.name in warm
+                    asyncio.gather(
+                        *(
+                            gateway.prepare(q)
+                            for q in queues
+                            if q.account == account and q.name in warm
+                        )
                     ),
                 )
             except Exception as exc:

@@ -242,7 +242,9 @@ def merge_conditions(
                 "reason": condition.reason,
                 "message": condition.message[: constants.MAX_MESSAGE_LENGTH],
                 "observedGeneration": generation,
-                "lastTransitionTime": timestamp(now) if changed else old["lastTransitionTime"],
+                "lastTransitionTime": (
+                    timestamp(now) if old is None or changed else old["lastTransitionTime"]
+                ),
             }
         )
     return merged

@@ -17,6 +17,7 @@ from typing import Any
 from libcloud.compute.base import NodeDriver
 from libcloud.compute.providers import Provider, get_driver
 
+from cloudpilot.cloud.driver_protocol import ComputeDriver
 from cloudpilot.models.queues import ConfigError
 from cloudpilot.settings import ALLOWED_DRIVER_CLASSES_VALUE, ALLOWED_DRIVER_CLASSES_VARIABLE
 
@@ -79,7 +80,7 @@ def build_driver(
     secret: str | None,
     options: dict[str, Any],
     allowed: frozenset[str] = frozenset(),
-) -> Any:
+) -> ComputeDriver:
     """A new driver instance. Each worker thread gets its own: libcloud connections keep
     per-request state and are not safe to share between threads. ``allowed``: the class
     paths ``cloud_type`` may name (see :func:`driver_class`)."""

@@ -34,14 +34,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from xml.etree.ElementTree import Element
 
 from libcloud.compute.base import Node, NodeDriver
+from libcloud.compute.types import NodeState
 
 from cloudpilot import constants, leader
 from cloudpilot.cloud import errors
+from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
 from cloudpilot.cloud.drivers import build_driver, driver_class
 from cloudpilot.cloud.listing import SharedListing, shared_listing
-from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, is_ec2
+from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import CloudAccount, QueueConfig
@@ -117,7 +120,7 @@ class _NotSent(Exception):
     """A call given up before it was sent (see ``CloudGateway._call``)."""
 
 
-def _describe_instances(driver: NodeDriver, token: str | None) -> tuple[list[Node], str | None]:
+def _describe_instances(ec2: EC2Driver, token: str | None) -> tuple[list[Node], str | None]:
     """One ``DescribeInstances`` page of CloudPilot's live instances, parsed by the driver.
 
     libcloud's ``list_nodes`` would also call ``DescribeAddresses`` whenever it finds
@@ -125,9 +128,7 @@ def _describe_instances(driver: NodeDriver, token: str | None) -> tuple[list[Nod
     (the driver's connection) and the same parsing (its ``_to_nodes``).
     """
     from libcloud.compute.drivers.ec2 import NAMESPACE
-    from libcloud.utils.xml import findall, findtext
 
-    ec2: Any = driver
     params: dict[str, Any] = {"Action": "DescribeInstances", "MaxResults": EC2_LIST_PAGE_SIZE}
     params.update(
         ec2._build_filters(
@@ -141,9 +142,10 @@ def _describe_instances(driver: NodeDriver, token: str | None) -> tuple[list[Nod
         params["NextToken"] = token
     elem = ec2.connection.request(ec2.path, params=params).object
     nodes: list[Node] = []
-    for reservation in findall(element=elem, xpath="reservationSet/item", namespace=NAMESPACE):
+    # libcloud.utils.xml's findall/findtext, which are unannotated, do just this.
+    for reservation in elem.findall(f"{{{NAMESPACE}}}reservationSet/{{{NAMESPACE}}}item"):
         nodes += ec2._to_nodes(reservation, "instancesSet/item")
-    next_token = findtext(element=elem, xpath="nextToken", namespace=NAMESPACE)
+    next_token = elem.findtext(f"{{{NAMESPACE}}}nextToken")
     return nodes, next_token or None
 
 
@@ -194,10 +196,10 @@ class CloudGateway:
         self._parallelism = parallelism
         self._batch_size = batch_size
         self._allowed_driver_classes = frozenset(allowed_driver_classes)
-        self._idle: asyncio.Queue[NodeDriver] = asyncio.Queue()
+        self._idle: asyncio.Queue[ComputeDriver] = asyncio.Queue()
         self._built = 0
         self._build_lock = asyncio.Lock()
-        self._probe: NodeDriver | None = None
+        self._probe: ComputeDriver | None = None
         self.resolver = Resolver()
         self._on_call = on_call
         self.listing: SharedListing[ListedNode] = shared_listing(
@@ -206,10 +208,11 @@ class CloudGateway:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _new_driver(self) -> NodeDriver:
+    def _new_driver(self) -> ComputeDriver:
         options = dict(self.account.options)
         cls = driver_class(self.account.cloud_type, self._allowed_driver_classes)
-        if "timeout" not in options and _takes_timeout(cls):
+        # ignore: a class is hashable; mypy checks NodeDriver's __hash__ for instances instead.
+        if "timeout" not in options and _takes_timeout(cls):  # type: ignore[arg-type]
             # A bounded wait for every call; the pool's own driver.timeout wins.
             options["timeout"] = constants.CLOUD_CALL_TIMEOUT
         return build_driver(
@@ -220,14 +223,14 @@ class CloudGateway:
             self._allowed_driver_classes,
         )
 
-    def probe(self) -> NodeDriver:
+    def probe(self) -> ComputeDriver:
         """A driver used only to inspect capabilities (never for calls across threads)."""
         if self._probe is None:
             self._probe = self._new_driver()
         return self._probe
 
     @contextlib.asynccontextmanager
-    async def _driver(self) -> AsyncIterator[NodeDriver]:
+    async def _driver(self) -> AsyncIterator[ComputeDriver]:
         async with self._build_lock:
             if self._idle.empty() and self._built < self._parallelism:
                 self._built += 1
@@ -245,7 +248,7 @@ class CloudGateway:
     async def _call(
         self,
         operation: str,
-        fn: Callable[[NodeDriver], T],
+        fn: Callable[[ComputeDriver], T],
         *,
         cancelled: Callable[[], bool] | None = None,
     ) -> T:
@@ -257,7 +260,7 @@ class CloudGateway:
         loop = asyncio.get_running_loop()
         may_write = leader.fence() if operation in _WRITES else None
 
-        def fenced(driver: NodeDriver) -> T:
+        def fenced(driver: ComputeDriver) -> T:
             # The fence, in the worker thread right before the request leaves: a replica
             # that lost its Lease while it waited for a driver or a rate-limit token (or
             # was paused) sends nothing.
@@ -310,8 +313,10 @@ class CloudGateway:
         token: str | None = None
         for _ in range(MAX_LIST_PAGES):
 
-            def run(driver: NodeDriver, token: str | None = token) -> tuple[list[Node], str | None]:
-                return _describe_instances(driver, token)
+            def run(
+                driver: ComputeDriver, token: str | None = token
+            ) -> tuple[list[Node], str | None]:
+                return _describe_instances(ec2_driver(driver), token)
 
             page, token = await self._call("list", run)
             nodes += (_as_listed(n) for n in page)
@@ -371,7 +376,7 @@ class CloudGateway:
             kwargs = self.resolver.create_arguments(self.probe(), queue, offline=True)
         except NeedsLookupError:
 
-            def resolve(driver: NodeDriver) -> dict[str, Any]:
+            def resolve(driver: ComputeDriver) -> dict[str, Any]:
                 return self.resolver.create_arguments(driver, queue)
 
             kwargs = await self._call("resolve", resolve)
@@ -401,9 +406,9 @@ class CloudGateway:
         async def batch(batch_no: int, size: int) -> list[ListedNode]:
             token = f"{request.client_token}-{batch_no}" if request.client_token else None
 
-            def run(driver: NodeDriver) -> list[Node]:
-                extra = {"ex_clienttoken": token} if token else {}
-                nodes = driver.create_node(
+            def run(driver: ComputeDriver) -> list[Node]:
+                extra: dict[str, Any] = {"ex_clienttoken": token} if token else {}
+                nodes = ec2_driver(driver).create_node(
                     name=request.name, ex_mincount=size, ex_maxcount=size, **kwargs, **extra
                 )
                 return nodes if isinstance(nodes, list) else [nodes]
@@ -445,14 +450,14 @@ class CloudGateway:
             return await self._destroy_ec2(nodes)
 
         async def one(listed: ListedNode) -> CloudError | None:
-            def run(driver: NodeDriver) -> Any:
+            def run(driver: ComputeDriver) -> bool:
                 node = Node(
                     id=listed.id,
                     name=listed.name,
-                    state=None,
+                    state=NodeState.UNKNOWN,
                     public_ips=[],
                     private_ips=[],
-                    driver=driver,
+                    driver=as_node_driver(driver),
                 )
                 return driver.destroy_node(node)
 
@@ -478,10 +483,11 @@ class CloudGateway:
         for start in range(0, len(nodes), EC2_TERMINATE_CHUNK):
             chunk = nodes[start : start + EC2_TERMINATE_CHUNK]
 
-            def run(driver: NodeDriver, chunk: Sequence[ListedNode] = chunk) -> Any:
+            def run(driver: ComputeDriver, chunk: Sequence[ListedNode] = chunk) -> Element:
+                ec2 = ec2_driver(driver)
                 params: dict[str, str] = {"Action": "TerminateInstances"}
                 params.update({f"InstanceId.{i + 1}": n.id for i, n in enumerate(chunk)})
-                return driver.connection.request(driver.path, params=params).object
+                return ec2.connection.request(ec2.path, params=params).object
 
             try:
                 await self._call("destroy", run)

@@ -22,11 +22,19 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
-from libcloud.compute.base import NodeDriver, NodeImage, NodeSize
+from libcloud.compute.base import NodeImage, NodeSize
 
 from cloudpilot import constants
+from cloudpilot.cloud.driver_protocol import (
+    Catalogued,
+    ComputeDriver,
+    EC2Driver,
+    NetworkListingDriver,
+    as_node_driver,
+)
 from cloudpilot.models.queues import ConfigError, Lookup, QueueConfig
 
 
@@ -34,14 +42,27 @@ class NotFoundError(LookupError):
     """A ``name:`` or id that the cloud does not know."""
 
 
-def is_ec2(driver: NodeDriver) -> bool:
+C = TypeVar("C", bound=Catalogued)
+V = TypeVar("V")
+
+
+def is_ec2(driver: ComputeDriver) -> bool:
     """Whether ``driver`` speaks the EC2 API (also used by the gateway)."""
     from libcloud.compute.drivers.ec2 import BaseEC2NodeDriver
 
     return isinstance(driver, BaseEC2NodeDriver)
 
 
-def _is_openstack(driver: NodeDriver) -> bool:
+def ec2_driver(driver: ComputeDriver) -> EC2Driver:
+    """``driver``'s EC2 face, for the paths that :func:`is_ec2` already chose."""
+    from libcloud.compute.drivers.ec2 import BaseEC2NodeDriver
+
+    if not isinstance(driver, BaseEC2NodeDriver):
+        raise TypeError(f"{type(driver).__name__} does not speak the EC2 API")
+    return driver
+
+
+def _is_openstack(driver: ComputeDriver) -> bool:
     from libcloud.compute.drivers.openstack import OpenStack_1_1_NodeDriver
 
     return isinstance(driver, OpenStack_1_1_NodeDriver)
@@ -56,25 +77,26 @@ class Resolver:
 
     def __init__(self, ttl: float = constants.LOOKUP_CACHE_TTL) -> None:
         self._ttl = ttl
-        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, object]] = {}
         self._lock = threading.Lock()
         self._inflight: dict[tuple[str, str], threading.Lock] = {}
         self.lookups = 0
         """How many lookups reached the cloud (for tests and the benchmark)."""
         self._offline = threading.local()
 
-    def _hit(self, key: tuple[str, str]) -> tuple[bool, Any]:
+    def _hit(self, key: tuple[str, str]) -> tuple[bool, object]:
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and time.monotonic() - hit[0] < self._ttl:
                 return True, hit[1]
         return False, None
 
-    def _cached(self, kind: str, ref: Lookup, fetch: Any) -> Any:
+    def _cached(self, kind: str, ref: Lookup, fetch: Callable[[], V]) -> V:
+        """``fetch()``'s value, cached under ``(kind, ref)`` (one kind, one type of value)."""
         key = (kind, str(ref))
         found, value = self._hit(key)
         if found:
-            return value
+            return cast(V, value)
         if getattr(self._offline, "on", False):
             raise NeedsLookupError(f"{kind} {ref} is not cached")
         with self._lock:
@@ -83,37 +105,41 @@ class Resolver:
             # Whoever held the gate before us may have just filled the cache.
             found, value = self._hit(key)
             if found:
-                return value
+                return cast(V, value)
             now = time.monotonic()
             try:
-                value = fetch()
+                fetched = fetch()
                 with self._lock:
-                    self._cache[key] = (now, value)
+                    self._cache[key] = (now, fetched)
             finally:
                 with self._lock:
                     self._inflight.pop(key, None)
-        return value
+        return fetched
 
     def forget(self) -> None:
         """Drop everything, e.g. after the cloud rejected a cached id."""
         with self._lock:
             self._cache.clear()
 
-    def image(self, driver: NodeDriver, ref: Lookup) -> NodeImage:
+    def image(self, driver: ComputeDriver, ref: Lookup) -> NodeImage:
         if not ref.by_name and (is_ec2(driver) or _is_openstack(driver)):
-            return NodeImage(id=ref.value, name=None, driver=driver)
+            return NodeImage(
+                id=ref.value,
+                name=None,  # type: ignore[arg-type]  # a raw id has no name (libcloud says str)
+                driver=as_node_driver(driver),
+            )
 
         def fetch() -> NodeImage:
             self.lookups += 1
             if ref.by_name and is_ec2(driver):
-                images = driver.list_images(ex_filters={"name": ref.value})
+                images = ec2_driver(driver).list_images(ex_filters={"name": ref.value})
             else:
                 images = driver.list_images()
             return _find(images, ref, "image")
 
         return self._cached("image", ref, fetch)
 
-    def flavor(self, driver: NodeDriver, ref: Lookup) -> NodeSize:
+    def flavor(self, driver: ComputeDriver, ref: Lookup) -> NodeSize:
         if not ref.by_name and (is_ec2(driver) or _is_openstack(driver)):
             return NodeSize(
                 id=ref.value,
@@ -121,8 +147,8 @@ class Resolver:
                 ram=0,
                 disk=0,
                 bandwidth=None,
-                price=None,
-                driver=driver,
+                price=None,  # type: ignore[arg-type]  # unknown, and never read (libcloud says float)
+                driver=as_node_driver(driver),
             )
 
         def fetch() -> NodeSize:
@@ -131,7 +157,7 @@ class Resolver:
 
         return self._cached("flavor", ref, fetch)
 
-    def networks(self, driver: NodeDriver, refs: tuple[Lookup, ...]) -> dict[str, Any]:
+    def networks(self, driver: ComputeDriver, refs: tuple[Lookup, ...]) -> dict[str, Any]:
         """``create_node`` keyword arguments for the networks (EC2: a subnet)."""
         if not refs:
             return {}
@@ -139,22 +165,23 @@ class Resolver:
             if len(refs) > 1:
                 raise ConfigError("EC2 takes one network (a subnet) per instance")
             ref = refs[0]
+            ec2 = ec2_driver(driver)
 
-            def fetch_subnet() -> Any:
+            def fetch_subnet() -> Catalogued:
                 self.lookups += 1
                 if ref.by_name:
-                    subnets = driver.ex_list_subnets(filters={"tag:Name": ref.value})
+                    subnets = ec2.ex_list_subnets(filters={"tag:Name": ref.value})
                 else:
-                    subnets = driver.ex_list_subnets(subnet_ids=[ref.value])
+                    subnets = ec2.ex_list_subnets(subnet_ids=[ref.value])
                 return _find(subnets, ref, "network")
 
             return {"ex_subnet": self._cached("network", ref, fetch_subnet)}
-        if not hasattr(driver, "ex_list_networks"):
+        if not isinstance(driver, NetworkListingDriver):
             raise ConfigError(f"{type(driver).__name__} has no networks to choose from")
         found = []
         for ref in refs:
 
-            def fetch(ref: Lookup = ref) -> Any:
+            def fetch(ref: Lookup = ref) -> Catalogued:
                 self.lookups += 1
                 return _find(driver.ex_list_networks(), ref, "network")
 
@@ -162,7 +189,7 @@ class Resolver:
         return {"networks": found}
 
     def create_arguments(
-        self, driver: NodeDriver, queue: QueueConfig, *, offline: bool = False
+        self, driver: ComputeDriver, queue: QueueConfig, *, offline: bool = False
     ) -> dict[str, Any]:
         """``create_node`` arguments for the queue's image, flavor and networks.
 
@@ -180,7 +207,7 @@ class Resolver:
             self._offline.on = False
 
 
-def _find(items: list[Any], ref: Lookup, kind: str) -> Any:
+def _find(items: Sequence[C], ref: Lookup, kind: str) -> C:
     attr = "name" if ref.by_name else "id"
     for item in items:
         if getattr(item, attr, None) == ref.value:

@@ -79,7 +79,9 @@ def accepted_create_options(cls: type) -> frozenset[str]:
 def concrete_class(cls: type, options: Mapping[str, Any]) -> type:
     """The class a construction with ``options`` really makes: some drivers pick a
     subclass in ``__new__`` (OpenStack by ``api_version``). Nothing is initialised."""
-    if cls.__new__ is object.__new__:
+    # As an object: typeshed's overloaded object.__new__ makes mypy call the test always false.
+    new: object = cls.__new__
+    if new is object.__new__:
         return cls
     try:
         made = cls.__new__(cls, "key", **options)
@@ -136,7 +138,9 @@ def check_queues(
     its own ConfigError for an unknown cloudType goes through unchanged).
     """
     if resolve is None:
-        from cloudpilot.cloud.drivers import driver_class as resolve
+        from cloudpilot.cloud.drivers import driver_class
+
+        resolve = driver_class
     for queue in queues:
         options = queue.account.options
         cls = resolve(queue.account.cloud_type)

@@ -69,7 +69,9 @@ class Demo:
 
     def show(self) -> None:
         status = self._status()
-        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+        ready: dict[str, Any] = next(
+            (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}
+        )
         self.say(
             f"  kubectl get cpp {DEMO_POOL}:  DESIRED={status.get('desiredReplicas', '-')} "
             f"LIVE={status.get('replicas', '-')} RUNNING={status.get('running', '-')} "
@@ -232,7 +234,7 @@ class Demo:
         from cloudpilot import constants
 
         try:
-            return self.custom.get_namespaced_custom_object(
+            pool: dict[str, Any] = self.custom.get_namespaced_custom_object(
                 constants.API_GROUP,
                 constants.API_VERSION,
                 DEMO_NAMESPACE,
@@ -243,6 +245,7 @@ class Demo:
             if exc.status == 404:
                 return None
             raise
+        return pool
 
     def _status(self) -> dict[str, Any]:
         return (self._pool() or {}).get("status") or {}

@@ -63,7 +63,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
     settings = OperatorSettings.from_env()
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}  # argparse's values: checked by OperatorSettings itself
     if args.namespace:
         changes.update(namespaces=tuple(args.namespace), all_namespaces=False)
     if args.reconcile_interval:

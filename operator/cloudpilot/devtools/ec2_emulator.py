@@ -153,7 +153,7 @@ def _make_server_class() -> type[Any]:
     )
     from werkzeug.serving import make_server
 
-    class _TrackingServer(ThreadedMotoServer):  # type: ignore[misc]
+    class _TrackingServer(ThreadedMotoServer):
         def __init__(self, ip_address: str, port: int) -> None:
             super().__init__(ip_address=ip_address, port=port, verbose=False)
             self.connections: set[socket.socket] = set()
@@ -162,7 +162,7 @@ def _make_server_class() -> type[Any]:
             self.startup_error: BaseException | None = None
             owner = self
 
-            class Handler(MotoRequestHandler):  # type: ignore[misc]
+            class Handler(MotoRequestHandler):
                 def log(self, type: str, message: str, *args: Any) -> None:
                     # werkzeug prints every request to stderr (adding its own handler to
                     # the "werkzeug" logger); keep the demo's and the tests' output clean.

@@ -190,7 +190,7 @@ def _apply_patch(target: Obj, patch: Any, content_type: str) -> Obj:
     return result
 
 
-def _selector(expr: str, lookup: Callable[[Obj, str], Any]) -> Callable[[Obj], bool]:
+def _selector(expr: str, lookup: Callable[[Obj, str], object]) -> Callable[[Obj], bool]:
     """Compile a label/field selector: ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``, ``k in (a,b)``,
     ``k notin (a,b)``, comma-separated (all must hold)."""
     checks: list[Callable[[Obj], bool]] = []
@@ -199,13 +199,25 @@ def _selector(expr: str, lookup: Callable[[Obj, str], Any]) -> Callable[[Obj], b
             continue
         if m := re.fullmatch(r"\s*([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*", term):
             key, negate, values = m[1], m[2] == "notin", {v.strip() for v in m[3].split(",")}
-            checks.append(lambda o, k=key, n=negate, vs=values: (lookup(o, k) in vs) != n)
+
+            def among(o: Obj, k: str = key, n: bool = negate, vs: set[str] = values) -> bool:
+                return (lookup(o, k) in vs) != n
+
+            checks.append(among)
         elif m := re.fullmatch(r"\s*([\w./-]+)\s*(==|=|!=)\s*([\w./-]*)\s*", term):
             key, negate, value = m[1], m[2] == "!=", m[3]
-            checks.append(lambda o, k=key, n=negate, v=value: (lookup(o, k) == v) != n)
+
+            def equal(o: Obj, k: str = key, n: bool = negate, v: str = value) -> bool:
+                return (lookup(o, k) == v) != n
+
+            checks.append(equal)
         elif m := re.fullmatch(r"\s*(!?)\s*([\w./-]+)\s*", term):
             key, negate = m[2], m[1] == "!"
-            checks.append(lambda o, k=key, n=negate: (lookup(o, k) is not None) != n)
+
+            def present(o: Obj, k: str = key, n: bool = negate) -> bool:
+                return (lookup(o, k) is not None) != n
+
+            checks.append(present)
         else:
             raise _error(400, "BadRequest", f"unable to parse the selector {expr!r}")
     return lambda obj: all(check(obj) for check in checks)

@@ -56,12 +56,12 @@ class MotoEC2Response(EC2Response):
     def parse_body(self) -> Any:
         if self.body:
             self.body = _EC2_XMLNS.sub(f'xmlns="{NAMESPACE}"', self.body)
-        return super().parse_body()
+        return super().parse_body()  # type: ignore[no-untyped-call]  # unannotated in libcloud
 
     def parse_error(self) -> Any:
         if self.body:
             self.body = _EC2_XMLNS.sub("", self.body)
-        return super().parse_error()
+        return super().parse_error()  # type: ignore[no-untyped-call]  # unannotated in libcloud
 
 
 class MotoEC2Connection(EC2Connection):
@@ -88,7 +88,7 @@ class MotoEC2NodeDriver(EC2NodeDriver):
         signature_version: str | None = "4",
         **kwargs: Any,
     ) -> None:
-        super().__init__(
+        super().__init__(  # type: ignore[no-untyped-call]  # unannotated in libcloud
             key,
             secret=secret,
             secure=secure,

@@ -22,10 +22,10 @@ def new_api_client() -> Any:
 
     configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]  # unannotated in kubernetes
     except kubernetes.config.ConfigException:
         # The client reads KUBECONFIG once, at import; read it now, as kubectl does.
-        kubernetes.config.load_kube_config(
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]  # unannotated in kubernetes
             config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
         )
     return kubernetes.client.ApiClient(configuration)

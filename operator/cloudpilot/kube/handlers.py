@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -70,7 +71,7 @@ def _quiet_watch_handler() -> None:
             kopf_objects.addFilter(kind())
 
 
-def _ref(body: kopf.Body) -> PoolRef:
+def _ref(body: Mapping[str, Any]) -> PoolRef:
     meta = body.get("metadata", {})
     return PoolRef(namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid", ""))
 
