@@ -85,8 +85,8 @@ LOOPBACK: Final = "127.0.0.1"
 SERVERS_DIR: Final = Path(__file__).resolve().parent / "openstack_peer_servers"
 """The scripts run by the peer's python (they never import CloudPilot)."""
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[3]
-"""Repository root for a source checkout (``operator/cloudpilot/devtools/`` is 3 levels down)."""
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+"""Repository root for a source checkout (``operator/cloudpilot_devtools/`` is 2 levels down)."""
 
 NOVA_SERVICE_ID: Final = "nova"
 """mimic service id of Nova; fixed by ``mimic_runner.py``."""
