@@ -4,7 +4,7 @@ Why in-process: the tests and the demo need to reach *behind* the API to simulat
 a real cloud does on its own (a pilot VM that halts itself, a VM that has been running for
 longer than its maximum lifetime). moto keeps its state in module-level backends, so an
 in-process server lets us change that state directly while CloudPilot talks to it through
-libcloud's real EC2 driver over HTTP (see :mod:`cloudpilot.devtools.moto_ec2`).
+libcloud's real EC2 driver over HTTP (see :mod:`cloudpilot_devtools.moto_ec2`).
 
 Consequence: moto's state is global to the Python process, so only one ``EC2Emulator`` may
 run per process at a time (a second ``start()`` raises ``RuntimeError``), and ``reset()``
@@ -326,7 +326,7 @@ class EC2Emulator:
         """Keyword arguments for ``MotoEC2NodeDriver(key, secret, **options)``.
 
         ``endpoint`` overrides host/port, e.g. to go through a
-        :class:`~cloudpilot.devtools.latency_proxy.LatencyProxy`. ``signature_version`` must
+        :class:`~cloudpilot_devtools.latency_proxy.LatencyProxy`. ``signature_version`` must
         be "4": with SigV2 moto cannot tell the service and routes the request to S3.
         """
         host, port = endpoint or self.endpoint

@@ -893,7 +893,7 @@ class ClusterEmulatorThread:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m cloudpilot.devtools.kube_emulator --kubeconfig PATH``: serve on loopback
+    """``python -m cloudpilot_devtools.kube_emulator --kubeconfig PATH``: serve on loopback
     in a process of its own until SIGTERM/SIGINT (benchmarks that must not share a GIL
     with it). Prints the URL once serving."""
     import argparse

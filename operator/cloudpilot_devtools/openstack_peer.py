@@ -11,7 +11,7 @@ catalogue gets a compute endpoint pointing at mimic.
 keystone and mimic pin libraries that would break CloudPilot's own environment, so they
 live in a separate virtualenv made by ``.ci/setup-openstack-peer.sh``; this module runs in
 CloudPilot's environment and only starts that venv's python on the scripts in
-:mod:`cloudpilot.devtools.openstack_peer_servers`. It uses nothing but the standard library
+:mod:`cloudpilot_devtools.openstack_peer_servers`. It uses nothing but the standard library
 (libcloud is the *client* under test, never the harness).
 
 Usage::

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloudpilot import constants, naming
-from cloudpilot.devtools.openstack_peer import OpenStackPeer
+from cloudpilot_devtools.openstack_peer import OpenStackPeer
 from tests.support.kube import wait_for
 from tests.support.openstack import make_driver
 from tests.support.stack import Stack

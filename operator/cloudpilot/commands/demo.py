@@ -28,8 +28,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from cloudpilot.devtools.ec2_emulator import EC2Emulator
-        from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
+        from cloudpilot_devtools.ec2_emulator import EC2Emulator
+        from cloudpilot_devtools.kube_emulator import ClusterEmulatorThread
     except ImportError as exc:
         print(
             f"the demo needs its emulators ({exc.name}): pip install 'cloudpilot[demo]'",
@@ -80,9 +80,9 @@ class Demo:
     # -- the story --------------------------------------------------------------------------
 
     def run(self) -> int:
-        from cloudpilot.devtools import moto_ec2
         from cloudpilot.runtime import OperatorThread
         from cloudpilot.settings import OperatorSettings
+        from cloudpilot_devtools import moto_ec2
 
         self.say(f"Kubernetes API emulator and EC2 emulator ({self.ec2.url}) on 127.0.0.1")
         self._prepare()
@@ -192,7 +192,7 @@ class Demo:
 
     def _pool_manifest(self) -> dict[str, Any]:
         from cloudpilot import constants
-        from cloudpilot.devtools import moto_ec2
+        from cloudpilot_devtools import moto_ec2
 
         return {
             "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
@@ -255,7 +255,7 @@ class Demo:
 
     def _vms(self) -> list[Any]:
         from cloudpilot import naming
-        from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
+        from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 
         driver = MotoEC2NodeDriver(*self.ec2.credentials, **self.ec2.driver_options())
         prefix = naming.pool_prefix(DEMO_NAMESPACE, DEMO_POOL)
