@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import sys
 import time
 from collections.abc import Callable
@@ -20,21 +21,39 @@ DEMO_NAMESPACE = "pilots"
 DEMO_POOL = "demo-pool"
 STEP_TIMEOUT = 60.0
 
+#: What the demo needs beyond the operator's own dependencies: the emulators' package and
+#: the ``demo`` extra (moto imports lazily, after its AMI catalogue is set, so it is looked
+#: up rather than imported; flask comes with moto's ``server`` extra).
+DEMO_MODULES = ("cloudpilot_devtools", "kmock", "jsonpatch", "moto", "flask")
+INSTALL_HINT = "pip install 'cloudpilot[demo]'"
+
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicas", type=int, default=3, help="pilots to start (default 3)")
     parser.add_argument("--quiet", "-q", action="store_true", help="only the summary lines")
 
 
+def missing_module() -> str | None:
+    """The first of :data:`DEMO_MODULES` that is not installed, if any."""
+    for name in DEMO_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return name
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    missing = missing_module()
     try:
+        if missing is not None:
+            raise ModuleNotFoundError(name=missing)
         from cloudpilot_devtools.ec2_emulator import EC2Emulator
         from cloudpilot_devtools.kube_emulator import ClusterEmulatorThread
     except ImportError as exc:
-        print(
-            f"the demo needs its emulators ({exc.name}): pip install 'cloudpilot[demo]'",
-            file=sys.stderr,
-        )
+        print(f"the demo needs its emulators ({exc.name}): {INSTALL_HINT}", file=sys.stderr)
         return 2
     import logging
 
