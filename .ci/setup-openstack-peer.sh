@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create the OpenStack test peer's own virtualenv: real keystone + mimic (see
-# operator/cloudpilot/devtools/openstack_peer.py for how it is used).
+# tests/support/openstack_peer.py for how it is used).
 #
 # Why a separate venv: keystone pins dozens of oslo.* / SQLAlchemy / eventlet libraries and
 # mimic (2016) needs Twisted + klein; installed next to CloudPilot they would move its

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cloudpilot.devtools import moto_ec2
-from cloudpilot.devtools.ec2_emulator import EC2Emulator
-from cloudpilot.devtools.latency_proxy import LatencyProxy
-from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
 from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
+from cloudpilot_devtools import moto_ec2
+from cloudpilot_devtools.ec2_emulator import EC2Emulator
+from cloudpilot_devtools.latency_proxy import LatencyProxy
+from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 
 CE = "ce.cloudpilot.bench"
 NAMESPACE = "pilots"

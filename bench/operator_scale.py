@@ -154,7 +154,7 @@ def _emulator_process(kubeconfig: Path) -> Iterator[Path]:
         [
             sys.executable,
             "-m",
-            "cloudpilot.devtools.kube_emulator",
+            "cloudpilot_devtools.kube_emulator",
             "--kubeconfig",
             str(kubeconfig),
         ],

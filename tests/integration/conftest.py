@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloudpilot.devtools.ec2_emulator import EC2Emulator
+from cloudpilot_devtools.ec2_emulator import EC2Emulator
 from tests.support.stack import Stack, running_stack
 
 

@@ -27,13 +27,13 @@ from cloudpilot import constants, naming
 from cloudpilot.cloud import gateway as gateway_module
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
 from cloudpilot.cloud.ratelimit import TokenBucket
-from cloudpilot.devtools import moto_ec2
-from cloudpilot.devtools.ec2_emulator import EC2Emulator
-from cloudpilot.devtools.latency_proxy import LatencyProxy
-from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
 from cloudpilot.models.queues import QueueConfig, effective_queues
 from cloudpilot.models.spec import parse_spec
 from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
+from cloudpilot_devtools import moto_ec2
+from cloudpilot_devtools.ec2_emulator import EC2Emulator
+from cloudpilot_devtools.latency_proxy import LatencyProxy
+from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 from tests.support.kube import wait_for
 from tests.support.stack import IMAGE, PILOT, Stack
 

@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes
 import pytest
 
-from cloudpilot.devtools.latency_proxy import LatencyProxy
+from cloudpilot_devtools.latency_proxy import LatencyProxy
 from tests.support.kube import wait_for
 from tests.support.stack import Stack
 

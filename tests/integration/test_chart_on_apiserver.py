@@ -41,8 +41,8 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 
 from cloudpilot import constants
-from cloudpilot.devtools.ec2_emulator import EC2Emulator
 from cloudpilot.kube import client as kube_client
+from cloudpilot_devtools.ec2_emulator import EC2Emulator
 from tests.support import cluster
 from tests.support import helm as helm_support
 from tests.support.apiserver import ControlPlane

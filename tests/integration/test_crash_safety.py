@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from cloudpilot import runtime
-from cloudpilot.devtools.latency_proxy import LatencyProxy
 from cloudpilot.kube import handlers
+from cloudpilot_devtools.latency_proxy import LatencyProxy
 from tests.support.kube import wait_for
 from tests.support.operator_process import OperatorProcess
 from tests.support.stack import Stack

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudpilot.devtools.latency_proxy import LatencyProxy
+from cloudpilot_devtools.latency_proxy import LatencyProxy
 from tests.support.kube import wait_for
 from tests.support.proxies import ProxyFactory
 from tests.support.stack import Stack

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudpilot.devtools import moto_ec2
+from cloudpilot_devtools import moto_ec2
 from tests.support.kube import wait_for
 from tests.support.stack import Stack
 

@@ -1,7 +1,7 @@
 """Facts about moto + libcloud's EC2 driver that CloudPilot relies on, and the dev tools.
 
 Each test records one behaviour of the emulated EC2 API as seen through libcloud's real EC2
-driver (cloudpilot.devtools.moto_ec2). Where moto differs from AWS, the test asserts moto's
+driver (cloudpilot_devtools.moto_ec2). Where moto differs from AWS, the test asserts moto's
 behaviour and says so: if a moto upgrade changes it, the test fails and the note tells what
 the operator's tests assumed. No assertion here depends on elapsed time.
 """
@@ -29,9 +29,9 @@ from libcloud.compute.providers import get_driver
 from libcloud.compute.types import NodeState
 from libcloud.utils.xml import findall
 
-from cloudpilot.devtools.ec2_emulator import DEFAULT_AMIS, EC2Emulator
-from cloudpilot.devtools.latency_proxy import EC2_USER_DATA_LIMIT, LatencyProxy
-from cloudpilot.devtools.moto_ec2 import MOTO_EC2_PROVIDER, MotoEC2NodeDriver, register
+from cloudpilot_devtools.ec2_emulator import DEFAULT_AMIS, EC2Emulator
+from cloudpilot_devtools.latency_proxy import EC2_USER_DATA_LIMIT, LatencyProxy
+from cloudpilot_devtools.moto_ec2 import MOTO_EC2_PROVIDER, MotoEC2NodeDriver, register
 
 try:
     from tests.support.ec2 import (
@@ -130,8 +130,8 @@ def test_ami_catalogue_robust_to_moto_imported_first_and_clean_stop() -> None:
         import moto.ec2.models.amis as moto_amis
         before = len(ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].amis)
         original_amis = moto_amis.AMIS
-        from cloudpilot.devtools.ec2_emulator import EC2Emulator
-        from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
+        from cloudpilot_devtools.ec2_emulator import EC2Emulator
+        from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
         with EC2Emulator() as ec2:
             driver = MotoEC2NodeDriver(*ec2.credentials, **ec2.driver_options())
             images = len(driver.list_images())
@@ -184,7 +184,7 @@ def test_driver_registration_and_dotted_path() -> None:
     assert register() == MOTO_EC2_PROVIDER
     assert register() == MOTO_EC2_PROVIDER  # idempotent
     assert get_driver(MOTO_EC2_PROVIDER) is MotoEC2NodeDriver
-    module, _, name = "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver".rpartition(".")
+    module, _, name = "cloudpilot_devtools.moto_ec2.MotoEC2NodeDriver".rpartition(".")
     assert getattr(importlib.import_module(module), name) is MotoEC2NodeDriver
 
 

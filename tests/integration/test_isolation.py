@@ -21,9 +21,9 @@ import kubernetes
 import pytest
 
 from cloudpilot import constants
-from cloudpilot.devtools.ec2_emulator import EC2Emulator
-from cloudpilot.devtools.latency_proxy import LatencyProxy
 from cloudpilot.reconciler import PoolRef, ReconcilerSettings
+from cloudpilot_devtools.ec2_emulator import EC2Emulator
+from cloudpilot_devtools.latency_proxy import LatencyProxy
 from tests.integration.test_api_costs import NAMESPACE, Harness
 from tests.support.kube import wait_for
 from tests.support.stack import Stack

@@ -1,4 +1,4 @@
-"""The Kubernetes API emulator (cloudpilot.devtools.kube_emulator) as its real clients see it.
+"""The Kubernetes API emulator (cloudpilot_devtools.kube_emulator) as its real clients see it.
 
 Each test talks to the emulator over HTTP through the official ``kubernetes`` client or through
 kopf itself, and asserts the server behaviour that CloudPilot's operator and tests rely on:
@@ -25,7 +25,7 @@ import kubernetes
 import pytest
 from kubernetes.client import ApiException, CoordinationV1Api, CoreV1Api, CustomObjectsApi
 
-from cloudpilot.devtools.kube_emulator import (
+from cloudpilot_devtools.kube_emulator import (
     DEFAULT_RESOURCES,
     ClusterEmulator,
     ClusterEmulatorThread,

@@ -707,8 +707,8 @@ def test_without_leader_election_two_operators_do_create_duplicates(
     as in a real race, without depending on timing."""
     from dataclasses import replace
 
-    from cloudpilot.devtools.latency_proxy import LatencyProxy
     from cloudpilot.runtime import OperatorThread, build_reconciler
+    from cloudpilot_devtools.latency_proxy import LatencyProxy
     from tests.support.kube import wait_for
 
     stack = ha_stack

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from cloudpilot import redaction
-from cloudpilot.devtools.latency_proxy import LatencyProxy
+from cloudpilot_devtools.latency_proxy import LatencyProxy
 from tests.support.kube import wait_for
 from tests.support.proxies import ProxyFactory
 from tests.support.stack import Stack

@@ -25,7 +25,7 @@ from libcloud.compute.base import NodeDriver
 from libcloud.compute.drivers.openstack import OpenStackNetwork
 from libcloud.compute.types import NodeState
 
-from cloudpilot.devtools.openstack_peer import OpenStackPeer, OpenStackPeerError
+from tests.support.openstack_peer import OpenStackPeer, OpenStackPeerError
 
 try:
     from tests.support.openstack import (

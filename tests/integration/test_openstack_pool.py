@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from cloudpilot import constants, naming
-from cloudpilot.devtools.openstack_peer import OpenStackPeer
 from tests.support.kube import wait_for
 from tests.support.openstack import make_driver
+from tests.support.openstack_peer import OpenStackPeer
 from tests.support.stack import Stack
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cloudpilot import constants
-from cloudpilot.devtools.latency_proxy import LatencyProxy
+from cloudpilot_devtools.latency_proxy import LatencyProxy
 from tests.support.kube import wait_for
 from tests.support.stack import Stack
 

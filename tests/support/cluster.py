@@ -86,7 +86,7 @@ def kube_peer() -> Iterator[KubePeer]:
     if external:
         peer = KubePeer(kubeconfig=Path(external), real=True)
     elif os.environ.get("CLOUDPILOT_TEST_KUBE") == "emulator":
-        from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
+        from cloudpilot_devtools.kube_emulator import ClusterEmulatorThread
 
         with ClusterEmulatorThread() as emulator:
             yield KubePeer(kubeconfig=emulator.kubeconfig_path, real=False)

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from libcloud.compute.base import NodeImage, NodeSize
 
-from cloudpilot.devtools.ec2_emulator import EC2Emulator
-from cloudpilot.devtools.latency_proxy import LatencyProxy
-from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
+from cloudpilot_devtools.ec2_emulator import EC2Emulator
+from cloudpilot_devtools.latency_proxy import LatencyProxy
+from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 
 __all__ = [
     "describe_user_data",

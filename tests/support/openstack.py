@@ -20,7 +20,7 @@ from libcloud.compute.base import NodeDriver, NodeImage, NodeSize
 from libcloud.compute.providers import get_driver
 from libcloud.compute.types import Provider
 
-from cloudpilot.devtools.openstack_peer import OpenStackPeer
+from tests.support.openstack_peer import OpenStackPeer
 
 __all__ = [
     "find_image",

@@ -22,7 +22,7 @@ FAST_ENV = {
     "CLOUDPILOT_CONVERGING_INTERVAL": "0.5",
     "CLOUDPILOT_RATE_LIMIT": "1000",
     "CLOUDPILOT_RATE_BURST": "1000",
-    "CLOUDPILOT_ALLOWED_DRIVER_CLASSES": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+    "CLOUDPILOT_ALLOWED_DRIVER_CLASSES": "cloudpilot_devtools.moto_ec2.MotoEC2NodeDriver",
 }
 """Short intervals so tests converge in seconds, and the moto driver the test pools name
 allowed, as tests.support.stack.FAST does."""

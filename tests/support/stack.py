@@ -23,13 +23,13 @@ from typing import Any
 import kubernetes
 
 from cloudpilot import constants, naming
-from cloudpilot.devtools import moto_ec2
-from cloudpilot.devtools.ec2_emulator import EC2Emulator
-from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
 from cloudpilot.kube import client as kube_client
 from cloudpilot.reconciler import Reconciler
 from cloudpilot.runtime import OperatorThread, build_reconciler
 from cloudpilot.settings import OperatorSettings
+from cloudpilot_devtools import moto_ec2
+from cloudpilot_devtools.ec2_emulator import EC2Emulator
+from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 from tests.support import cluster
 from tests.support.kube import wait_for
 

@@ -1078,11 +1078,11 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any, all_namespa
     import kubernetes
 
     from cloudpilot import constants
-    from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
     from cloudpilot.kube import client as kube_client
     from cloudpilot.leader import run_with_leader_election
     from cloudpilot.runtime import build_reconciler, run_operator
     from cloudpilot.settings import OperatorSettings
+    from cloudpilot_devtools.kube_emulator import ClusterEmulatorThread
     from tests.support.kube import wait_for
     from tests.support.rbac import rbac_request
 
@@ -1094,7 +1094,7 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any, all_namespa
         converging_interval=0.5,
         rate_limit=1000.0,
         rate_burst=1000,
-        allowed_driver_classes=frozenset({"cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver"}),
+        allowed_driver_classes=frozenset({"cloudpilot_devtools.moto_ec2.MotoEC2NodeDriver"}),
     )
     with (
         ClusterEmulatorThread() as cluster,
@@ -1163,7 +1163,7 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any, all_namespa
                     "metadata": {"name": name},
                     "spec": {
                         "ce": "ce.cloudpilot.test",
-                        "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+                        "cloudType": "cloudpilot_devtools.moto_ec2.MotoEC2NodeDriver",
                         "driver": shared_ec2.driver_options(),
                         "credentialsSecret": {"name": "ec2-credentials"},
                         "instance": {

@@ -218,7 +218,7 @@ def test_a_refusal_quoted_by_a_non_network_error_is_not_unreachable() -> None:
 def test_construction_errors_wrapped_as_config_are_config() -> None:
     """``build_driver`` turns EC2's "Invalid region" into a ConfigError: stalls at once."""
     from cloudpilot.cloud.drivers import build_driver
-    from cloudpilot.devtools.moto_ec2 import CLASS_PATH
+    from cloudpilot_devtools.moto_ec2 import CLASS_PATH
 
     with pytest.raises(ConfigError) as caught:
         build_driver(CLASS_PATH, "k", "s", {"region": "mars-1"}, frozenset({CLASS_PATH}))

@@ -22,9 +22,9 @@ from cloudpilot.cloud.options import (
     create_option_problem,
     driver_option_problem,
 )
-from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
 from cloudpilot.models.queues import RESERVED_CREATE_OPTIONS, ConfigError, effective_queues
 from cloudpilot.models.spec import parse_spec
+from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 
 OPENSTACK = get_driver(Provider.OPENSTACK)
 
@@ -116,7 +116,7 @@ def test_reserved_create_options_are_never_listed_as_accepted() -> None:
 def _queues(**spec: Any) -> Any:
     base: dict[str, Any] = {
         "ce": "ce.example",
-        "cloudType": "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver",
+        "cloudType": "cloudpilot_devtools.moto_ec2.MotoEC2NodeDriver",
         "credentialsSecret": {"name": "c"},
         "instance": {"image": "ami-1", "flavor": "t3.small"},
         "replicas": 1,
@@ -170,6 +170,6 @@ def test_check_queues_uses_the_resolver_it_is_given() -> None:
 def _allowing_moto(cloud_type: str) -> type:
     """The resolver of an operator whose allow-list holds the test driver."""
     from cloudpilot.cloud.drivers import driver_class
-    from cloudpilot.devtools.moto_ec2 import CLASS_PATH
+    from cloudpilot_devtools.moto_ec2 import CLASS_PATH
 
     return driver_class(cloud_type, frozenset({CLASS_PATH}))

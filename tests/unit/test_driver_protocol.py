@@ -13,7 +13,7 @@ import pytest
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, NetworkListingDriver
 from cloudpilot.cloud.drivers import build_driver
 from cloudpilot.cloud.lookups import ec2_driver, is_ec2
-from cloudpilot.devtools.moto_ec2 import CLASS_PATH as MOTO_EC2
+from cloudpilot_devtools.moto_ec2 import CLASS_PATH as MOTO_EC2
 
 OPENSTACK_OPTIONS = {
     "ex_force_auth_url": "http://127.0.0.1:5000",

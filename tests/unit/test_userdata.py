@@ -105,7 +105,7 @@ def cluster() -> FakeCluster:
         ("ec2", Provider.EC2),
         ("EC2", Provider.EC2),
         ("mysite.drivers.PatchedEC2NodeDriver", Provider.EC2),
-        ("cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver", Provider.EC2),
+        ("cloudpilot_devtools.moto_ec2.MotoEC2NodeDriver", Provider.EC2),
         ("OPENSTACK", Provider.OPENSTACK),
         ("libcloud.compute.drivers.openstack.OpenStack_2_NodeDriver", Provider.OPENSTACK),
         ("gce", Provider.GCE),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import sys
 import time
 from collections.abc import Callable
@@ -20,21 +21,39 @@ DEMO_NAMESPACE = "pilots"
 DEMO_POOL = "demo-pool"
 STEP_TIMEOUT = 60.0
 
+#: What the demo needs beyond the operator's own dependencies: the emulators' package and
+#: the ``demo`` extra (moto imports lazily, after its AMI catalogue is set, so it is looked
+#: up rather than imported; flask comes with moto's ``server`` extra).
+DEMO_MODULES = ("cloudpilot_devtools", "kmock", "jsonpatch", "moto", "flask")
+INSTALL_HINT = "pip install 'cloudpilot[demo]'"
+
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicas", type=int, default=3, help="pilots to start (default 3)")
     parser.add_argument("--quiet", "-q", action="store_true", help="only the summary lines")
 
 
+def missing_module() -> str | None:
+    """The first of :data:`DEMO_MODULES` that is not installed, if any."""
+    for name in DEMO_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return name
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    missing = missing_module()
     try:
-        from cloudpilot.devtools.ec2_emulator import EC2Emulator
-        from cloudpilot.devtools.kube_emulator import ClusterEmulatorThread
+        if missing is not None:
+            raise ModuleNotFoundError(name=missing)
+        from cloudpilot_devtools.ec2_emulator import EC2Emulator
+        from cloudpilot_devtools.kube_emulator import ClusterEmulatorThread
     except ImportError as exc:
-        print(
-            f"the demo needs its emulators ({exc.name}): pip install 'cloudpilot[demo]'",
-            file=sys.stderr,
-        )
+        print(f"the demo needs its emulators ({exc.name}): {INSTALL_HINT}", file=sys.stderr)
         return 2
     import logging
 
@@ -82,9 +101,9 @@ class Demo:
     # -- the story --------------------------------------------------------------------------
 
     def run(self) -> int:
-        from cloudpilot.devtools import moto_ec2
         from cloudpilot.runtime import OperatorThread
         from cloudpilot.settings import OperatorSettings
+        from cloudpilot_devtools import moto_ec2
 
         self.say(f"Kubernetes API emulator and EC2 emulator ({self.ec2.url}) on 127.0.0.1")
         self._prepare()
@@ -194,7 +213,7 @@ class Demo:
 
     def _pool_manifest(self) -> dict[str, Any]:
         from cloudpilot import constants
-        from cloudpilot.devtools import moto_ec2
+        from cloudpilot_devtools import moto_ec2
 
         return {
             "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
@@ -258,7 +277,7 @@ class Demo:
 
     def _vms(self) -> list[Any]:
         from cloudpilot import naming
-        from cloudpilot.devtools.moto_ec2 import MotoEC2NodeDriver
+        from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 
         driver = MotoEC2NodeDriver(*self.ec2.credentials, **self.ec2.driver_options())
         prefix = naming.pool_prefix(DEMO_NAMESPACE, DEMO_POOL)

@@ -40,10 +40,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Final, Self
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
+
+from cloudpilot_devtools.background import SocketServerThread
 
 __all__ = [
     "EC2_ERRORS",
@@ -225,7 +226,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
 
-class LatencyProxy:
+class LatencyProxy(SocketServerThread):
     """Reverse proxy on 127.0.0.1 (free port) to ``target`` with latency, counts, faults.
 
     Usage::
@@ -237,6 +238,8 @@ class LatencyProxy:
             ...
             assert proxy.counts["RunInstances"] == 1
     """
+
+    description = "latency-proxy"
 
     def __init__(
         self,
@@ -250,6 +253,8 @@ class LatencyProxy:
     ) -> None:
         if host not in ("127.0.0.1", "localhost"):  # ThreadingHTTPServer is IPv4
             raise ValueError("LatencyProxy only listens on IPv4 loopback")
+        super().__init__()
+        self.handler_join_timeout = upstream_timeout
         self._target = target
         self._host = host
         self._port = port
@@ -273,24 +278,17 @@ class LatencyProxy:
         self._answer_holds: set[str] = set()
         self._answers_held = 0
         self._in_flight = 0
-        self._connections: set[socket.socket] = set()
-        self._threads: set[threading.Thread] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle (start, stop, connection tracking: SocketServerThread) -------------------
 
-    def start(self) -> Self:
+    def _make_server(self) -> _Server:
         server = _Server((self._host, self._port), _Handler)
         server.proxy = self
-        self._server = server
+        return server
+
+    def start(self) -> Self:
         self._closing.clear()
-        # A short poll interval so that stop() (shutdown) returns promptly.
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="latency-proxy", daemon=True
-        )
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         """Stop accepting, cut pending delays and holds short, close connections, join
@@ -298,44 +296,21 @@ class LatencyProxy:
         self._closing.set()
         with self._cond:
             self._cond.notify_all()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        super().stop()
+
+    def _drain(self) -> None:
         # Let requests being served (now released from delays and holds) send their answer
         # before the connections are cut.
         with self._cond:
             self._cond.wait_for(lambda: self._in_flight == 0, self._upstream_timeout)
-        with self._lock:
-            conns = list(self._connections)
-            threads = list(self._threads)
-        for conn in conns:
-            with contextlib.suppress(OSError):  # the peer may have closed it already
-                conn.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(timeout=self._upstream_timeout)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def endpoint(self) -> tuple[str, int]:
         """(host, port) to give the libcloud driver instead of the target's."""
-        if self._server is None:
+        address = self.server_address
+        if address is None:
             raise RuntimeError("LatencyProxy is not running")
-        host, port = self._server.server_address[:2]
-        return (str(host), int(port))
+        return address
 
     @property
     def url(self) -> str:
@@ -602,15 +577,6 @@ class LatencyProxy:
         """Requests being served right now (delayed, held or forwarded)."""
         with self._cond:
             return self._in_flight
-
-    def _track(self, conn: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._connections.add(conn)
-                self._threads.add(threading.current_thread())
-            else:
-                self._connections.discard(conn)
-                self._threads.discard(threading.current_thread())
 
     def _on_request(self, action: str, params: dict[str, str]) -> InjectedFault | None:
         """Count, delay, then pick the fault (if any) to answer instead of forwarding."""

@@ -4,7 +4,7 @@ Why in-process: the tests and the demo need to reach *behind* the API to simulat
 a real cloud does on its own (a pilot VM that halts itself, a VM that has been running for
 longer than its maximum lifetime). moto keeps its state in module-level backends, so an
 in-process server lets us change that state directly while CloudPilot talks to it through
-libcloud's real EC2 driver over HTTP (see :mod:`cloudpilot.devtools.moto_ec2`).
+libcloud's real EC2 driver over HTTP (see :mod:`cloudpilot_devtools.moto_ec2`).
 
 Consequence: moto's state is global to the Python process, so only one ``EC2Emulator`` may
 run per process at a time (a second ``start()`` raises ``RuntimeError``), and ``reset()``
@@ -29,7 +29,6 @@ and ``AMIS`` value and removes the file.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as dt
 import http.client
@@ -37,12 +36,13 @@ import json
 import logging
 import os
 import shutil
-import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Self
+
+from cloudpilot_devtools.background import Service, SocketServerThread
 
 __all__ = [
     "DEFAULT_AMIS",
@@ -134,18 +134,18 @@ def write_ami_catalogue(path: Path, amis: tuple[dict[str, Any], ...] = DEFAULT_A
     return path
 
 
-def _make_server_class() -> type[Any]:
-    """Build the ThreadedMotoServer subclass lazily, so importing this module does not
-    import moto (which must only happen after ``MOTO_AMIS_PATH`` is set).
+def _make_server_class() -> Callable[[str, int], SocketServerThread]:
+    """Build moto's server class lazily, so importing this module does not import moto
+    (which must only happen after ``MOTO_AMIS_PATH`` is set).
 
-    Why a subclass: ``ThreadedMotoServer.stop()`` shuts the accept loop down but does not
-    close the keep-alive connections that clients (libcloud uses a ``requests`` session)
-    leave open, so their handler threads would linger. The subclass tracks live
-    connections and closes them all on stop, sends werkzeug's request log to a logger at
-    DEBUG level instead of stderr, and reports a failed bind instead of hanging (werkzeug
-    calls ``sys.exit`` in the server thread, and ``start()`` would wait forever).
+    Why not moto's ``ThreadedMotoServer``: its ``stop()`` shuts the accept loop down but
+    does not close the keep-alive connections that clients (libcloud uses a ``requests``
+    session) leave open, so their handler threads would linger, and a failed bind hangs its
+    ``start()`` (werkzeug calls ``sys.exit`` in the server thread). This serves the same
+    werkzeug app from a :class:`SocketServerThread`, which tracks live connections and
+    closes them all on stop, and sends werkzeug's request log to a logger at DEBUG level
+    instead of stderr.
     """
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -153,13 +153,13 @@ def _make_server_class() -> type[Any]:
     )
     from werkzeug.serving import make_server
 
-    class _TrackingServer(ThreadedMotoServer):
+    class _MotoServer(SocketServerThread):
+        description = "moto-server"
+
         def __init__(self, ip_address: str, port: int) -> None:
-            super().__init__(ip_address=ip_address, port=port, verbose=False)
-            self.connections: set[socket.socket] = set()
-            self.handler_threads: set[threading.Thread] = set()
-            self.lock = threading.Lock()
-            self.startup_error: BaseException | None = None
+            super().__init__()
+            self._ip_address = ip_address
+            self._port = port
             owner = self
 
             class Handler(MotoRequestHandler):
@@ -171,52 +171,32 @@ def _make_server_class() -> type[Any]:
 
                 def setup(self) -> None:
                     super().setup()
-                    with owner.lock:
-                        owner.connections.add(self.connection)
-                        owner.handler_threads.add(threading.current_thread())
+                    owner._track(self.connection, add=True)
 
                 def finish(self) -> None:
                     try:
                         super().finish()
                     finally:
-                        with owner.lock:
-                            owner.connections.discard(self.connection)
-                            owner.handler_threads.discard(threading.current_thread())
+                        owner._track(self.connection, add=False)
 
             self.handler_class = Handler
 
-        def _server_entry(self) -> None:
-            # Same as ThreadedMotoServer._server_entry, with our request handler and a
-            # short poll interval.
+        def _make_server(self) -> Any:
+            # As ThreadedMotoServer._server_entry does, with our request handler.
             app = DomainDispatcherApplication(create_backend_app)
             try:
-                self._server = make_server(
+                return make_server(
                     self._ip_address, self._port, app, True, request_handler=self.handler_class
                 )
-            except BaseException as exc:  # werkzeug: sys.exit(1) if the port is taken
-                self.startup_error = exc
-                self._server_ready_event.set()
-                return
-            self._server_ready_event.set()
-            self._server.serve_forever(poll_interval=0.05)  # prompt stop()
+            except SystemExit as exc:  # werkzeug: sys.exit(1) if the port is taken
+                raise RuntimeError(
+                    f"moto server could not listen on {self._ip_address}:{self._port}"
+                ) from exc
 
-        def stop(self) -> None:
-            super().stop()  # shutdown() + join of the serving thread
-            if self._server is not None:
-                self._server.server_close()
-            with self.lock:
-                conns = list(self.connections)
-                threads = list(self.handler_threads)
-            for conn in conns:
-                with contextlib.suppress(OSError):  # the peer may have closed it already
-                    conn.shutdown(socket.SHUT_RDWR)
-            for thread in threads:
-                thread.join(timeout=5)
-
-    return _TrackingServer
+    return _MotoServer
 
 
-class EC2Emulator:
+class EC2Emulator(Service):
     """moto's EC2 API served on 127.0.0.1 (free port) from a thread of this process.
 
     Usage::
@@ -264,12 +244,9 @@ class EC2Emulator:
             server = _make_server_class()(self._host, self._port)
             server.start()
             self._server = server
-            if server.startup_error is not None:
-                raise RuntimeError(
-                    f"moto server could not listen on {self._host}:{self._port}"
-                ) from server.startup_error
-            host, port = server.get_host_and_port()
-            self._endpoint = (host, int(port))
+            address = server.server_address
+            assert address is not None
+            self._endpoint = address
             # Drop state (and region backends built with another AMI catalogue) that this
             # process may hold from an earlier emulator or a mock_aws block.
             self.reset()
@@ -291,17 +268,6 @@ class EC2Emulator:
             with _active_lock:
                 if _active is self:
                     _active = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- connection details ----------------------------------------------------------------
 
@@ -326,7 +292,7 @@ class EC2Emulator:
         """Keyword arguments for ``MotoEC2NodeDriver(key, secret, **options)``.
 
         ``endpoint`` overrides host/port, e.g. to go through a
-        :class:`~cloudpilot.devtools.latency_proxy.LatencyProxy`. ``signature_version`` must
+        :class:`~cloudpilot_devtools.latency_proxy.LatencyProxy`. ``signature_version`` must
         be "4": with SigV2 moto cannot tell the service and routes the request to S3.
         """
         host, port = endpoint or self.endpoint

@@ -1,7 +1,7 @@
 """libcloud's EC2 driver, fixed for moto's one incompatibility.
 
 Why this exists: CloudPilot's tests and demo run against moto (see
-:mod:`cloudpilot.devtools.ec2_emulator`) and must exercise libcloud's *real* EC2 driver code
+:mod:`cloudpilot_devtools.ec2_emulator`) and must exercise libcloud's *real* EC2 driver code
 (request building, SigV4 signing, XML parsing), so that what passes here is what runs
 against AWS. moto answers with the XML namespace ``http://ec2.amazonaws.com/doc/2016-11-15``
 (no trailing slash), while libcloud looks elements up in
@@ -13,7 +13,7 @@ error bodies so that libcloud's error parser (which looks for un-namespaced
 driver defaults to SigV4, which moto needs to route requests to EC2 rather than S3.
 
 Use it as a class (``MotoEC2NodeDriver(key, secret, host=, port=, secure=False)``), by its
-dotted path ``"cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver"``, or through libcloud's
+dotted path ``"cloudpilot_devtools.moto_ec2.MotoEC2NodeDriver"``, or through libcloud's
 provider registry after :func:`register` (``get_driver(MOTO_EC2_PROVIDER)``).
 """
 
@@ -41,7 +41,7 @@ __all__ = [
 
 #: The ``cloudType`` of pools on the emulator. Not allowed by default: the tests, the
 #: benchmarks and the demo put it on their operator's ``allowed_driver_classes``.
-CLASS_PATH: Final = "cloudpilot.devtools.moto_ec2.MotoEC2NodeDriver"
+CLASS_PATH: Final = "cloudpilot_devtools.moto_ec2.MotoEC2NodeDriver"
 
 #: Provider name under which :func:`register` puts the driver in libcloud's registry.
 MOTO_EC2_PROVIDER: Final = "moto-ec2"

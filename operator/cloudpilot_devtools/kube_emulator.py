@@ -34,13 +34,12 @@ import os
 import re
 import socket
 import tempfile
-import threading
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp.web
 import attrs
@@ -48,6 +47,8 @@ import jsonpatch
 import kmock
 import yaml
 from kmock._internal.rendering import StreamingError
+
+from cloudpilot_devtools.background import BackgroundServer
 
 __all__ = [
     "DEFAULT_RESOURCES",
@@ -801,7 +802,7 @@ async def serve_cluster(
                 await runner.cleanup()
 
 
-class ClusterEmulatorThread:
+class ClusterEmulatorThread(BackgroundServer):
     """Serve an emulator from its own event loop in a daemon thread (for sync code and kopf).
 
     Usage::
@@ -811,6 +812,8 @@ class ClusterEmulatorThread:
 
     The emulator's state belongs to that thread's loop: inspect it with :meth:`call`.
     """
+
+    description = "the Kubernetes emulator"
 
     def __init__(
         self,
@@ -822,16 +825,16 @@ class ClusterEmulatorThread:
         timeout: float = 10.0,
     ) -> None:
         _loopback(host)
+        super().__init__()
+        self.start_timeout = self.stop_timeout = timeout
         self.emulator = emulator if emulator is not None else ClusterEmulator()
         self._host, self._port, self._timeout = host, port, timeout
         self._kubeconfig_path = None if kubeconfig_path is None else Path(kubeconfig_path)
         self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
         self._url: str | None = None
-        self._error: BaseException | None = None
 
     @property
     def url(self) -> str:
@@ -845,21 +848,23 @@ class ClusterEmulatorThread:
             raise RuntimeError("the emulator is not running")
         return self._kubeconfig_path
 
-    def __enter__(self) -> ClusterEmulatorThread:
-        if self._thread is not None:
+    def start(self) -> Self:
+        if self._started:
             raise RuntimeError("the emulator thread can be started only once")
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(self._main(),), name="cloudpilot-kube-emulator", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(self._timeout) or self._error is not None:
-            self.__exit__(None, None, None)
-            raise RuntimeError("the Kubernetes emulator did not start") from self._error
+        self._started = True
+        super().start()
         if self._kubeconfig_path is None:
             self._tmpdir = tempfile.TemporaryDirectory(prefix="cloudpilot-kube-")
             self._kubeconfig_path = Path(self._tmpdir.name) / "kubeconfig"
         write_kubeconfig(self.url, self._kubeconfig_path)
         return self
+
+    def stop(self) -> None:
+        super().stop()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+        self._url = None
 
     def __exit__(
         self,
@@ -867,31 +872,25 @@ class ClusterEmulatorThread:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has already finished
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(self._timeout)
-            if self._thread.is_alive():
-                raise RuntimeError("the Kubernetes emulator thread did not stop")
-        if self._tmpdir is not None:
-            self._tmpdir.cleanup()
-            self._tmpdir = None
-        was_running, self._url = self._url is not None, None
+        was_running = self._url is not None
+        self.stop()
         if was_running and self._error is not None and exc is None:  # e.g. kmock's strict=True
             raise RuntimeError("the Kubernetes emulator failed") from self._error
 
-    async def _main(self) -> None:
+    def _serve(self, ready: Callable[[], None]) -> None:
+        asyncio.run(self._main(ready))
+
+    def _shutdown(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already finished
+                self._loop.call_soon_threadsafe(self._stop.set)
+
+    async def _main(self, ready: Callable[[], None]) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        try:
-            async with serve_cluster(host=self._host, port=self._port, emulator=self.emulator) as s:
-                self._url = s.url
-                self._ready.set()
-                await self._stop.wait()
-        except Exception as e:  # reported by __enter__ in the caller's thread
-            self._error = e
-        finally:
-            self._ready.set()
+        async with serve_cluster(host=self._host, port=self._port, emulator=self.emulator) as s:
+            self._url = s.url
+            ready()
+            await self._stop.wait()
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn()`` in the emulator's loop (e.g. to read ``emulator.objects`` safely)."""
@@ -905,7 +904,7 @@ class ClusterEmulatorThread:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m cloudpilot.devtools.kube_emulator --kubeconfig PATH``: serve on loopback
+    """``python -m cloudpilot_devtools.kube_emulator --kubeconfig PATH``: serve on loopback
     in a process of its own until SIGTERM/SIGINT (benchmarks that must not share a GIL
     with it). Prints the URL once serving."""
     import argparse

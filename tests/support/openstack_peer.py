@@ -11,7 +11,7 @@ catalogue gets a compute endpoint pointing at mimic.
 keystone and mimic pin libraries that would break CloudPilot's own environment, so they
 live in a separate virtualenv made by ``.ci/setup-openstack-peer.sh``; this module runs in
 CloudPilot's environment and only starts that venv's python on the scripts in
-:mod:`cloudpilot.devtools.openstack_peer_servers`. It uses nothing but the standard library
+:mod:`tests.support.openstack_peer_servers`. It uses nothing but the standard library
 (libcloud is the *client* under test, never the harness).
 
 Usage::
@@ -62,8 +62,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any, Final, Literal, NamedTuple, Self, TypeVar
+
+from cloudpilot_devtools.background import Service
 
 __all__ = [
     "ENV_PYTHON",
@@ -85,8 +86,8 @@ LOOPBACK: Final = "127.0.0.1"
 SERVERS_DIR: Final = Path(__file__).resolve().parent / "openstack_peer_servers"
 """The scripts run by the peer's python (they never import CloudPilot)."""
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[3]
-"""Repository root for a source checkout (``operator/cloudpilot/devtools/`` is 3 levels down)."""
+REPO_ROOT: Final = Path(__file__).resolve().parents[2]
+"""Repository root for a source checkout (``tests/support/`` is 2 levels down)."""
 
 NOVA_SERVICE_ID: Final = "nova"
 """mimic service id of Nova; fixed by ``mimic_runner.py``."""
@@ -152,7 +153,7 @@ def _probe(python: str) -> str | None:
     return None
 
 
-class OpenStackPeer:
+class OpenStackPeer(Service):
     """keystone + mimic Nova on loopback, for libcloud's real OpenStack driver.
 
     A context manager (``with OpenStackPeer() as peer:``), or call :meth:`start` and
@@ -276,17 +277,6 @@ class OpenStackPeer:
         }
 
     # -- life cycle -----------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> Self:
         """Set keystone up, start both servers, register Nova; return once both answer."""
