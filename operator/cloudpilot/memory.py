@@ -90,6 +90,8 @@ class PoolMemory:
     """Queue name -> back-off after failed creations in that queue."""
     outage: Outage | None = None
     """Since when the pool's cloud accounts cannot be listed (None: they could, last time)."""
+    generation: int = 0
+    """The spec generation the back-off was earned under (0: not known yet)."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,18 @@ def record_failure(
     delay = backoff_delay(failures, error.kind, initial=initial, maximum=maximum, jitter=jitter)
     entry = Backoff(failures=failures, retry_at=now + timedelta(seconds=delay), error=error)
     return replace(memory, backoff={**memory.backoff, queue: entry})
+
+
+def for_generation(memory: PoolMemory, generation: int) -> PoolMemory:
+    """The memory under spec ``generation``: an edited spec clears the back-off that the
+    previous one earned (a fixed template, an added executable Secret, a corrected image),
+    so the fix is tried at once rather than after up to ``BACKOFF_MAX``. The first cycle of
+    a process only records the generation: what it remembers was earned under it."""
+    if memory.generation == generation:
+        return memory
+    if memory.generation == 0:
+        return replace(memory, generation=generation)
+    return replace(memory, backoff={}, generation=generation)
 
 
 def record_success(memory: PoolMemory, queue: str) -> PoolMemory:

@@ -256,7 +256,7 @@ class Reconciler:
             previous_status=previous,
         )
 
-        memory = self._memories.get(pool.uid, mem.PoolMemory())
+        memory = mem.for_generation(self._memories.get(pool.uid, mem.PoolMemory()), generation)
         warm = {q.name for q in queues if q.replicas > 0 and q.name not in memory.backoff}
         views = await self._list_accounts(pool, queues, secret, proxies, warm)
         observed = self._observed(pool, queues, views)

@@ -303,3 +303,16 @@ def test_outage_lasted_compares_with_the_bound() -> None:
     assert not outage_lasted(outage, NOW + timedelta(seconds=9), 10)
     assert outage_lasted(outage, NOW + timedelta(seconds=10), 10)
     assert not outage_lasted(None, NOW + timedelta(days=1), 10)
+
+
+def test_an_edited_spec_clears_the_back_off_the_previous_one_earned() -> None:
+    """A pool stalled at creation (a missing executable Secret, a broken template) that the
+    admin fixes by editing the spec is tried at once, not after up to ten minutes."""
+    from cloudpilot.memory import for_generation
+
+    failed = record_failure(PoolMemory(), "q", cloud_error(ErrorKind.CONFIG), NOW, jitter=0.0)
+    first = for_generation(failed, 3)  # the first cycle of this process: nothing to clear
+    assert first.backoff == failed.backoff and first.generation == 3
+    assert for_generation(first, 3) is first  # same spec: the back-off holds
+    edited = for_generation(first, 4)
+    assert edited.backoff == {} and edited.generation == 4
