@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from cloudpilot.commands import EXIT_USAGE, CommandError, reports
 from cloudpilot.settings import LOG_FORMATS, LOG_LEVELS, OperatorSettings, SettingsError
 
-EXIT_BAD_SETTINGS = 2
+EXIT_BAD_SETTINGS = EXIT_USAGE
 """As for a bad command-line flag (argparse): the operator was told something it cannot use."""
 
 
@@ -93,6 +93,7 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
     return replace(settings, **changes)
 
 
+@reports("operator")
 def run(args: argparse.Namespace) -> int:
     from cloudpilot.runtime import LOG_LEVELS as LOG_LEVEL_NUMBERS
     from cloudpilot.runtime import configure_logging, run_operator_with_election
@@ -101,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from_args(args)
     except SettingsError as exc:
         # A configuration mistake, not a bug: say which variable and stop, no traceback.
-        print(f"cloudpilot operator: {exc}", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
+        raise CommandError(str(exc), EXIT_BAD_SETTINGS) from None
     configure_logging(LOG_LEVEL_NUMBERS[settings.log_level], settings.log_format)
     asyncio.run(run_operator_with_election(settings))
     return 0
