@@ -19,7 +19,15 @@ from cloudpilot.reconciler import Reconciler, ReconcilerSettings
 from cloudpilot.settings import OperatorSettings
 
 #: What every LogRecord has: the JSON formatter emits anything else (``extra=``) as a key.
-_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+#: kopf's per-object extras: its settings object is not for a log line, and the object
+#: reference becomes the ``namespace`` and ``pool`` keys.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "settings",
+    "k8s_skip",
+    "k8s_ref",
+}
 
 LOG_LEVELS = {
     "debug": logging.DEBUG,
@@ -42,6 +50,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict) and ref.get("name"):
+            entry.update(namespace=ref.get("namespace") or "", pool=ref["name"])
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and not key.startswith("_") and key not in entry:
                 # Extra fields pass through redaction too: they are as public as the message.

@@ -51,6 +51,15 @@ def test_extra_fields_are_json_keys_and_standard_attributes_are_not() -> None:
     assert not {"args", "msg", "levelno", "created", "thread", "pathname"} & entry.keys()
 
 
+def test_a_kopf_record_about_a_pool_carries_the_pool_not_kopfs_settings() -> None:
+    ref = {"kind": "CloudPilotPool", "namespace": "grid", "name": "lhcb", "uid": "u-1"}
+    entry = json.loads(
+        JsonFormatter().format(_record(k8s_ref=ref, k8s_skip=False, settings=object()))
+    )
+    assert (entry["namespace"], entry["pool"]) == ("grid", "lhcb")
+    assert not {"settings", "k8s_skip", "k8s_ref"} & entry.keys()
+
+
 def test_a_secret_in_an_extra_field_is_masked() -> None:
     redaction.register("test-log-format", ["s3cr3t-access-key-value"])
     try:
