@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloudpilot import constants, leader, metrics, planner, redaction, teardown
+from cloudpilot import audit, constants, leader, metrics, planner, redaction, teardown
 from cloudpilot import memory as mem
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import driver_class
@@ -59,9 +59,15 @@ StatusWriter = Callable[["PoolRef", dict[str, Any]], Awaitable[Any]]
 
 @dataclass(frozen=True)
 class Event:
+    """A Kubernetes Event about the pool; ``queue`` and ``vm_ids`` are for the audit log
+    only (not compared: they do not change what ``kubectl describe`` shows)."""
+
     type: str
     reason: str
     message: str
+    queue: str = field(default="", compare=False)
+    vm_ids: tuple[str, ...] = field(default=(), compare=False)
+    audited: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -227,7 +233,9 @@ class Reconciler:
                 # lock, and teardown (``finalize``) owns the pool now. Acting could create
                 # VMs for a pool whose finalizer is about to go.
                 return Outcome(status_patch={}, next_delay=self.settings.interval)
-            return await self._reconcile(pool, body)
+            outcome = await self._reconcile(pool, body)
+            outcome.events = _audited(pool, outcome.events)
+            return outcome
 
     async def _reconcile(self, pool: PoolRef, body: Mapping[str, Any]) -> Outcome:
         now = self._clock()
@@ -554,6 +562,7 @@ class Reconciler:
     ) -> mem.PoolMemory:
         if not deletions:
             return memory
+        _audit_planned_deletions(pool, deletions)
         grouped: defaultdict[CloudGateway, list[planner.Deletion]] = defaultdict(list)
         for deletion in deletions:
             gateway = self._gateway_for_vm(deletion.vm, views, queues)
@@ -572,14 +581,20 @@ class Reconciler:
         for deletion in ok:
             metrics.count_vms_deleted(pool.key, deletion.vm.queue, deletion.reason.value)
         events += _capped(
-            [
-                Event(
-                    "Normal",
-                    "Deleted",
-                    f"Deleted VM {d.vm.name} ({d.vm.id}) of queue {d.vm.queue}: {d.reason.value}",
-                )
-                for d in ok
-            ],
+            _audited(
+                pool,
+                [
+                    Event(
+                        "Normal",
+                        "Deleted",
+                        f"Deleted VM {d.vm.name} ({d.vm.id}) of queue {d.vm.queue}: "
+                        f"{d.reason.value}",
+                        queue=d.vm.queue,
+                        vm_ids=(d.vm.id,),
+                    )
+                    for d in ok
+                ],
+            ),
             "Deleted",
             "Deleted {n} more VM(s)",
         )
@@ -587,14 +602,19 @@ class Reconciler:
         for deletion, error in failed:
             metrics.count_vm_failures(pool.key, deletion.vm.queue, "destroy", error.kind.value)
         events += _capped(
-            [
-                Event(
-                    "Warning",
-                    "DeleteFailed",
-                    f"Could not delete VM {d.vm.name} ({d.vm.id}): {e.message}",
-                )
-                for d, e in failed
-            ],
+            _audited(
+                pool,
+                [
+                    Event(
+                        "Warning",
+                        "DeleteFailed",
+                        f"Could not delete VM {d.vm.name} ({d.vm.id}): {e.message}",
+                        queue=d.vm.queue,
+                        vm_ids=(d.vm.id,),
+                    )
+                    for d, e in failed
+                ],
+            ),
             "DeleteFailed",
             "{n} more deletions failed",
         )
@@ -645,14 +665,30 @@ class Reconciler:
             )
             return creation, await gateway.create(request)
 
+        for creation in creations:
+            audit.record(
+                pool.namespace,
+                pool.name,
+                "ScaleUpPlanned",
+                f"queue {creation.queue}: creating {creation.count} VM(s)",
+                queue=creation.queue,
+            )
         for creation, result in await asyncio.gather(*(one(c) for c in creations)):
             if isinstance(result, mem.CloudError):
                 metrics.count_vm_failures(pool.key, creation.queue, "create", result.kind.value)
                 memory = mem.record_failure(
                     memory, creation.queue, result, now, **_backoff_args(spec)
                 )
-                events.append(
-                    Event("Warning", "CreateFailed", f"queue {creation.queue}: {result.message}")
+                events += _audited(
+                    pool,
+                    [
+                        Event(
+                            "Warning",
+                            "CreateFailed",
+                            f"queue {creation.queue}: {result.message}",
+                            queue=creation.queue,
+                        )
+                    ],
                 )
                 continue
             metrics.count_vms_created(pool.key, creation.queue, len(result.created))
@@ -664,14 +700,19 @@ class Reconciler:
                 ),
             )
             events += _capped(
-                [
-                    Event(
-                        "Normal",
-                        "Created",
-                        f"Created VM {n.name} ({n.id}) in queue {creation.queue}",
-                    )
-                    for n in result.created
-                ],
+                _audited(
+                    pool,
+                    [
+                        Event(
+                            "Normal",
+                            "Created",
+                            f"Created VM {n.name} ({n.id}) in queue {creation.queue}",
+                            queue=creation.queue,
+                            vm_ids=(n.id,),
+                        )
+                        for n in result.created
+                    ],
+                ),
                 "Created",
                 "Created {n} more VM(s)",
             )
@@ -682,13 +723,17 @@ class Reconciler:
                 memory = mem.record_failure(
                     memory, creation.queue, result.error, now, **_backoff_args(spec)
                 )
-                events.append(
-                    Event(
-                        "Warning",
-                        "CreateFailed",
-                        f"queue {creation.queue}: created {len(result.created)} of "
-                        f"{result.requested}: {result.error.message}",
-                    )
+                events += _audited(
+                    pool,
+                    [
+                        Event(
+                            "Warning",
+                            "CreateFailed",
+                            f"queue {creation.queue}: created {len(result.created)} of "
+                            f"{result.requested}: {result.error.message}",
+                            queue=creation.queue,
+                        )
+                    ],
                 )
             else:
                 memory = mem.record_success(memory, creation.queue)
@@ -773,8 +818,13 @@ class Reconciler:
                 jitter=random.random(),
             )
             events += [Event(n.type, n.reason, n.message) for n in verdict.events]
+            events = _audited(pool, events)
             if verdict.release:
                 self.forget(pool)
+                if not any(e.reason in ("Released", "Orphaned") for e in events):
+                    audit.record(
+                        pool.namespace, pool.name, "Released", "finalizer removed: no VM left"
+                    )
                 return TeardownOutcome(release=True, events=events)
             self._teardowns[pool.uid] = verdict.state
             ready = verdict.conditions[0] if verdict.conditions else None
@@ -947,5 +997,43 @@ def _capped(events: list[Event], reason: str, summary: str) -> list[Event]:
     if len(events) <= limit:
         return events
     kept = events[:limit]
-    kept.append(Event(events[0].type, reason, summary.format(n=len(events) - limit)))
+    # Each VM had its own audit line; the summary is only for the Events.
+    kept.append(Event(events[0].type, reason, summary.format(n=len(events) - limit), audited=True))
     return kept
+
+
+def _audited(pool: PoolRef, events: Sequence[Event]) -> list[Event]:
+    """``events``, each logged once to the audit trail (those already logged pass as they are):
+    every Event the pool gets is also a structured log line."""
+    done: list[Event] = []
+    for event in events:
+        if not event.audited:
+            audit.record(
+                pool.namespace,
+                pool.name,
+                event.reason,
+                event.message,
+                type_=event.type,
+                queue=event.queue,
+                vm_ids=event.vm_ids,
+            )
+            event = replace(event, audited=True)
+        done.append(event)
+    return done
+
+
+def _audit_planned_deletions(pool: PoolRef, deletions: Sequence[planner.Deletion]) -> None:
+    """The decision before the action: which VMs a cycle means to delete, and why (one line
+    per queue and reason)."""
+    grouped: defaultdict[tuple[str, str], list[str]] = defaultdict(list)
+    for deletion in deletions:
+        grouped[(deletion.vm.queue, deletion.reason.value)].append(deletion.vm.id)
+    for (queue, why), ids in grouped.items():
+        audit.record(
+            pool.namespace,
+            pool.name,
+            "ScaleDownPlanned",
+            f"queue {queue}: deleting {len(ids)} VM(s): {why}",
+            queue=queue,
+            vm_ids=ids,
+        )

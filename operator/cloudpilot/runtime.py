@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import kopf
 
@@ -15,31 +18,62 @@ from cloudpilot.kube.status import patch_status
 from cloudpilot.reconciler import Reconciler, ReconcilerSettings
 from cloudpilot.settings import OperatorSettings
 
+#: What every LogRecord has: the JSON formatter emits anything else (``extra=``) as a key.
+#: kopf's per-object extras: its settings object is not for a log line, and the object
+#: reference becomes the ``namespace`` and ``pool`` keys.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "settings",
+    "k8s_skip",
+    "k8s_ref",
+}
 
-class _JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log collectors (``CLOUDPILOT_LOG_FORMAT=json``)."""
+LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors (``--log-format json``): the time in
+    ISO 8601 UTC with a ``Z`` zone, and a record's ``extra=`` fields (the audit trail's
+    namespace, pool, queue, vm_ids, reason) as keys of their own."""
 
     def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        entry = {
-            "time": self.formatTime(record),
+        stamp = datetime.fromtimestamp(record.created, UTC)
+        entry: dict[str, Any] = {
+            "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict) and ref.get("name"):
+            entry.update(namespace=ref.get("namespace") or "", pool=ref["name"])
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_") and key not in entry:
+                # Extra fields pass through redaction too: they are as public as the message.
+                entry[key] = redaction.redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
             entry["exception"] = record.exc_text
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
 def configure_logging(level: int = logging.INFO, log_format: str = "plain") -> None:
+    """``log_format``: ``plain`` or ``json`` (anything else is a bug of the caller: the
+    settings and the flags refuse other values before this is reached)."""
+    if log_format not in ("plain", "json"):
+        raise ValueError(f"unknown log format {log_format!r}")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(level)
     if log_format == "json":
         for handler in logging.getLogger().handlers:
-            handler.setFormatter(_JsonFormatter())
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     redaction.install_log_filter()

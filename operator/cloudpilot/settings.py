@@ -244,6 +244,10 @@ class ElectionSettings:
         )
 
 
+LOG_FORMATS = ("plain", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     """Everything the operator is configured with; :meth:`from_env` is how a pod gets it
@@ -262,6 +266,7 @@ class OperatorSettings:
     health_port: int | None = None
     metrics_port: int | None = None
     log_format: str = "plain"
+    log_level: str = "info"
     proxy_warn_margin: float = 6 * 3600.0
     unreachable_stall_after: float = constants.DEFAULT_UNREACHABLE_STALL_AFTER
     allowed_driver_classes: frozenset[str] = frozenset()
@@ -303,7 +308,8 @@ class OperatorSettings:
                 constants.MAX_CONCURRENT_RECONCILES,
                 minimum=1,
             ),
-            log_format=env.choice("CLOUDPILOT_LOG_FORMAT", "plain", ("plain", "json")),
+            log_format=env.choice("CLOUDPILOT_LOG_FORMAT", "plain", LOG_FORMATS),
+            log_level=env.choice("CLOUDPILOT_LOG_LEVEL", "info", LOG_LEVELS),
             # 0 (as unset) means no metrics endpoint.
             metrics_port=env.integer("CLOUDPILOT_METRICS_PORT", 0, minimum=0, maximum=65535)
             or None,

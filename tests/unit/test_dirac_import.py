@@ -269,7 +269,7 @@ def test_command_report_and_yaml_comments_agree(capsys: pytest.CaptureFixture[st
         assert needle in err
         assert needle in comments
     for line in err.splitlines()[:-1]:
-        assert f"# {line.removeprefix('import-dirac-cfg: ')}" in comments
+        assert f"# {line.removeprefix('cloudpilot import-dirac-cfg: ')}" in comments
     assert "2 pool(s) written to stdout" in err
 
 

@@ -3,6 +3,7 @@ value named with what was expected, ``cloudpilot operator`` exiting 2 without a 
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -193,7 +194,7 @@ def test_cloudpilot_operator_stops_with_the_message_and_status_2() -> None:
     result = _run_operator(CLOUDPILOT_PARALLELISM="eight")
     assert result.returncode == 2, result.stderr
     assert (
-        "cloudpilot operator: invalid setting CLOUDPILOT_PARALLELISM='eight': "
+        "cloudpilot operator: error: invalid setting CLOUDPILOT_PARALLELISM='eight': "
         "expected a whole number of at least 1"
     ) in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -205,4 +206,40 @@ def test_a_bad_command_line_value_is_refused_by_argparse_with_status_2() -> None
     assert "argument --parallelism: expected a whole number of at least 1, got '0'" in (
         result.stderr
     )
+    assert "Traceback" not in result.stderr
+
+
+def _operator_args(*argv: str) -> argparse.Namespace:
+    from cloudpilot.cli import build_parser
+
+    return build_parser().parse_args(["operator", *argv])
+
+
+def test_log_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudpilot.commands.run_operator import settings_from_args
+
+    monkeypatch.setenv("CLOUDPILOT_LOG_FORMAT", "plain")
+    monkeypatch.setenv("CLOUDPILOT_LOG_LEVEL", "warning")
+    from_env = settings_from_args(_operator_args())
+    assert (from_env.log_format, from_env.log_level) == ("plain", "warning")
+    flagged = settings_from_args(_operator_args("--log-format", "json", "--log-level", "debug"))
+    assert (flagged.log_format, flagged.log_level) == ("json", "debug")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "complaint"),
+    [
+        (("--log-format", "JSON"), {}, "argument --log-format: invalid choice: 'JSON'"),
+        (("--log-level", "verbose"), {}, "argument --log-level: invalid choice: 'verbose'"),
+        ((), {"CLOUDPILOT_LOG_FORMAT": "JSON"}, "CLOUDPILOT_LOG_FORMAT='JSON'"),
+        ((), {"CLOUDPILOT_LOG_LEVEL": "trace"}, "CLOUDPILOT_LOG_LEVEL='trace'"),
+    ],
+)
+def test_an_unknown_log_format_or_level_is_status_2_never_plain(
+    args: tuple[str, ...], env: dict[str, str], complaint: str
+) -> None:
+    result = _run_operator(*args, **env)
+    assert result.returncode == 2, result.stderr
+    assert complaint in result.stderr
+    assert "cloudpilot operator: error: " in result.stderr
     assert "Traceback" not in result.stderr

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import base64
 import importlib.util
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
+
+from cloudpilot.commands import EXIT_USAGE, CommandError, reports
 
 DEMO_NAMESPACE = "pilots"
 DEMO_POOL = "demo-pool"
@@ -29,8 +30,21 @@ INSTALL_HINT = "pip install 'cloudpilot[demo]'"
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--replicas", type=int, default=3, help="pilots to start (default 3)")
+    parser.add_argument(
+        "--replicas", type=_replicas, default=3, help="pilots to start (1 to 20, default 3)"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="only the summary lines")
+
+
+def _replicas(text: str) -> int:
+    """An argparse ``type``: a bad value is status 2 with usage, not a demo that never ends."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 20:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 20, got {text!r}")
+    return value
 
 
 def missing_module() -> str | None:
@@ -45,6 +59,7 @@ def missing_module() -> str | None:
     return None
 
 
+@reports("demo")
 def run(args: argparse.Namespace) -> int:
     missing = missing_module()
     try:
@@ -53,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
         from cloudpilot_devtools.ec2_emulator import EC2Emulator
         from cloudpilot_devtools.kube_emulator import ClusterEmulatorThread
     except ImportError as exc:
-        print(f"the demo needs its emulators ({exc.name}): {INSTALL_HINT}", file=sys.stderr)
-        return 2
+        raise CommandError(
+            f"the demo needs its emulators ({exc.name}): {INSTALL_HINT}", EXIT_USAGE
+        ) from None
     import logging
 
     from cloudpilot.kube import client

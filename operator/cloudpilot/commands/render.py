@@ -7,8 +7,8 @@ wrapper and proxy masked unless ``--show-secrets`` is given. The sizes and the g
 go to stderr, for the pool's own cloud and for every other known one, so stdout can be piped
 to ``cloud-init schema --config-file /dev/stdin``.
 
-Exit status: 0 when every queue renders and fits, 1 when one does not (the message says
-why), 2 for unusable input.
+Exit status (:mod:`cloudpilot.commands`): 0 when every queue renders and fits, 1 when one
+does not (the message says why), 2 for unusable input.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ from typing import Any, TextIO
 import yaml
 
 from cloudpilot import constants
+from cloudpilot.commands import EXIT_USAGE, CommandError, reports
 
 _MISSING = object()
+ERROR = "cloudpilot render: error: "
+WARNING = "cloudpilot render: warning: "
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -81,13 +84,13 @@ class Inputs:
     secret_files: dict[tuple[str, str | None], bytes] = field(default_factory=dict)
 
 
+@reports("render")
 def run(args: argparse.Namespace) -> int:
     try:
         inputs = load_inputs(args.filename, args.secret_file, args.namespace or "default")
         return render_pools(inputs, args, sys.stdout, sys.stderr)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(str(exc), EXIT_USAGE) from None
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -99,8 +102,10 @@ def load_inputs(files: Iterable[str], secret_files: Iterable[str], namespace: st
         try:
             text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
             documents = list(yaml.safe_load_all(text))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"{name}: {exc}") from None
+        except OSError as exc:
+            raise InputError(f"cannot read {name}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"cannot read {name}: not UTF-8 text") from None
         except yaml.YAMLError as exc:
             raise InputError(f"{name}: not valid YAML: {exc}") from None
         for doc in _flatten(documents):
@@ -113,7 +118,9 @@ def load_inputs(files: Iterable[str], secret_files: Iterable[str], namespace: st
         try:
             inputs.secret_files[(secret, key or None)] = Path(path).read_bytes()
         except OSError as exc:
-            raise InputError(f"--secret-file {item!r}: {exc}") from None
+            raise InputError(
+                f"--secret-file {item!r}: cannot read: {exc.strerror or exc}"
+            ) from None
     return inputs
 
 
@@ -210,7 +217,7 @@ def _render_queue(
         value = _secret(inputs, namespace, ref.name, ref.key)
         if value is None:
             print(
-                f"warning: {label}: Secret {namespace}/{ref.name} key {ref.key} not given "
+                f"{WARNING}{label}: Secret {namespace}/{ref.name} key {ref.key} not given "
                 f"(add it with -f or --secret-file); its size is not counted",
                 file=err,
             )
@@ -219,14 +226,14 @@ def _render_queue(
     try:
         texts = {role: v.decode("utf-8") for role, (_, v) in secrets.items()}
     except UnicodeDecodeError:
-        print(f"error: {label}: a pilot Secret is not UTF-8 text", file=err)
+        print(f"{ERROR}{label}: a pilot Secret is not UTF-8 text", file=err)
         return False
     try:
         if queue.template is not None:
             data = inputs.configmaps.get((namespace, queue.template.name))
             if data is None or queue.template.key not in data:
                 print(
-                    f"error: {label}: ConfigMap {namespace}/{queue.template.name} key "
+                    f"{ERROR}{label}: ConfigMap {namespace}/{queue.template.name} key "
                     f"{queue.template.key} not given (add it with -f)",
                     file=err,
                 )
@@ -245,7 +252,7 @@ def _render_queue(
             pilot_proxy=texts.get("proxy") or None,
         )
     except UserDataError as exc:
-        print(f"error: {label}: {exc}", file=err)
+        print(f"{ERROR}{label}: {exc}", file=err)
         return False
 
     if show_secrets:

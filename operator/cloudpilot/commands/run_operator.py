@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from cloudpilot.settings import OperatorSettings, SettingsError
+from cloudpilot.commands import EXIT_USAGE, CommandError, reports
+from cloudpilot.settings import LOG_FORMATS, LOG_LEVELS, OperatorSettings, SettingsError
 
-EXIT_BAD_SETTINGS = 2
+EXIT_BAD_SETTINGS = EXIT_USAGE
 """As for a bad command-line flag (argparse): the operator was told something it cannot use."""
 
 
@@ -58,7 +57,17 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--health-port", type=_port, help="serve /healthz on this port")
     parser.add_argument("--metrics-port", type=_port, help="serve Prometheus /metrics on this port")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="plain text or one JSON object per line (default: $CLOUDPILOT_LOG_FORMAT or plain)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="least severe level logged (default: $CLOUDPILOT_LOG_LEVEL or info)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true", help="as --log-level debug")
 
 
 def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
@@ -74,18 +83,26 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         changes["health_port"] = args.health_port
     if args.metrics_port:
         changes["metrics_port"] = args.metrics_port
+    # Flags override the environment.
+    if args.log_format:
+        changes["log_format"] = args.log_format
+    if args.verbose:
+        changes["log_level"] = "debug"
+    if args.log_level:
+        changes["log_level"] = args.log_level
     return replace(settings, **changes)
 
 
+@reports("operator")
 def run(args: argparse.Namespace) -> int:
+    from cloudpilot.runtime import LOG_LEVELS as LOG_LEVEL_NUMBERS
     from cloudpilot.runtime import configure_logging, run_operator_with_election
 
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:
         # A configuration mistake, not a bug: say which variable and stop, no traceback.
-        print(f"cloudpilot operator: {exc}", file=sys.stderr)
-        return EXIT_BAD_SETTINGS
-    configure_logging(logging.DEBUG if args.verbose else logging.INFO, settings.log_format)
+        raise CommandError(str(exc), EXIT_BAD_SETTINGS) from None
+    configure_logging(LOG_LEVEL_NUMBERS[settings.log_level], settings.log_format)
     asyncio.run(run_operator_with_election(settings))
     return 0

@@ -2,8 +2,9 @@
 
 The scheduler runs outside kopf's per-object handler tasks, where ``kopf.event`` finds its
 posting queue, so CloudPilot posts its own (teardown too, so that every event of a pool
-goes one way): one ``create`` of a core/v1 Event per event, in
-a worker thread (the official client is synchronous). Messages pass through redaction once
+goes one way): a core/v1 Event per distinct event, in a worker thread (the official client
+is synchronous); a repeat within ten minutes patches the posted one's ``count`` instead
+(:class:`EventRecorder`), as client-go's recorder does. Messages pass through redaction once
 more on the way out: an event outlives the pod and is readable by anyone who may list events
 in the namespace. A failed post is logged and dropped, as kopf does: an event is a courtesy,
 never a reason to fail a reconcile.
@@ -12,10 +13,15 @@ never a reason to fail a reconcile.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Iterable, Mapping
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cloudpilot.kube import client
 from cloudpilot.redaction import redact
@@ -54,10 +60,119 @@ def build_event(
     }
 
 
-def _create(namespace: str, event: dict[str, Any]) -> None:
-    client.core_v1().create_namespaced_event(
-        namespace, event, field_validation="Strict", _preload_content=False
-    )
+AGGREGATION_WINDOW = 600.0
+"""Seconds during which a repeat of an event bumps the posted one's ``count`` (what
+client-go's EventCorrelator does, with its ten-minute window) rather than adding another."""
+MAX_CACHED_EVENTS = 4096
+"""Recent events remembered for aggregation; the oldest are forgotten first."""
+
+EventKey = tuple[str, str, str, str, str, str]
+"""(namespace, involved object's uid or name, kind, type, reason, message)."""
+
+
+@dataclass
+class _Posted:
+    name: str
+    count: int
+    first_timestamp: str
+    posted_at: float
+
+
+class EventApi(Protocol):
+    """The two calls of the API server events need (a fake one in the unit tests)."""
+
+    def create(self, namespace: str, event: dict[str, Any]) -> str:
+        """Create ``event``; its name."""
+
+    def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """Merge-patch the Event ``name``; :class:`LookupError` when it is gone (404)."""
+
+
+class _KubeEventApi:
+    def create(self, namespace: str, event: dict[str, Any]) -> str:
+        response = client.core_v1().create_namespaced_event(
+            namespace, event, field_validation="Strict", _preload_content=False
+        )
+        return str(json.loads(response.data)["metadata"]["name"])
+
+    def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            client.core_v1().patch_namespaced_event(name, namespace, patch, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise LookupError(name) from None
+            raise
+
+
+class EventRecorder:
+    """Posts events, aggregated the Kubernetes way: the same event (same object, type,
+    reason and message) again within :data:`AGGREGATION_WINDOW` increments the existing
+    Event's ``count`` and ``lastTimestamp``; one that expired (404) is created anew."""
+
+    def __init__(
+        self,
+        api: EventApi | None = None,
+        *,
+        window: float = AGGREGATION_WINDOW,
+        capacity: int = MAX_CACHED_EVENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api: EventApi = api or _KubeEventApi()
+        self.window = window
+        self.capacity = capacity
+        self.clock = clock
+        self._recent: OrderedDict[EventKey, _Posted] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(event: Mapping[str, Any]) -> EventKey:
+        involved = event.get("involvedObject") or {}
+        return (
+            str(involved.get("namespace") or ""),
+            str(involved.get("uid") or involved.get("name") or ""),
+            str(involved.get("kind") or ""),
+            str(event.get("type")),
+            str(event.get("reason")),
+            str(event.get("message")),
+        )
+
+    def post(self, namespace: str, event: dict[str, Any]) -> None:
+        """Create or aggregate ``event`` (blocking: called in a worker thread)."""
+        key = self.key(event)
+        now = self.clock()
+        with self._lock:
+            seen = self._recent.get(key)
+            if seen is not None and now - seen.posted_at > self.window:
+                del self._recent[key]
+                seen = None
+        if seen is not None:
+            count = seen.count + 1
+            try:
+                self.api.patch(
+                    namespace,
+                    seen.name,
+                    {"count": count, "lastTimestamp": event["lastTimestamp"]},
+                )
+            except LookupError:
+                seen = None  # expired or deleted by someone: a new one
+            else:
+                self._remember(key, replace(seen, count=count, posted_at=now))
+                return
+        name = self.api.create(namespace, event)
+        self._remember(key, _Posted(name, 1, event["firstTimestamp"], now))
+
+    def _remember(self, key: EventKey, posted: _Posted) -> None:
+        with self._lock:
+            self._recent[key] = posted
+            self._recent.move_to_end(key)
+            while len(self._recent) > self.capacity:
+                self._recent.popitem(last=False)
+
+
+recorder = EventRecorder()
+"""The operator's one recorder (its cache is what aggregates across cycles)."""
 
 
 async def post_events(body: Mapping[str, Any], events: Iterable[Any]) -> None:
@@ -66,7 +181,7 @@ async def post_events(body: Mapping[str, Any], events: Iterable[Any]) -> None:
     for event in events:
         payload = build_event(body, event.type, event.reason, event.message, datetime.now(UTC))
         try:
-            await asyncio.to_thread(_create, namespace, payload)
+            await asyncio.to_thread(recorder.post, namespace, payload)
         except Exception as exc:  # see the module docstring
             logger.warning(
                 "could not post event %s for %s/%s: %s",
