@@ -351,6 +351,125 @@ def test_the_crd_template_renders_the_top_level_crd_verbatim(helm: Path, tmp_pat
     assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
 
 
+def _site_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A grid-like CA (bundle file), and a server certificate for 127.0.0.1 it signed."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, server_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test Grid CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    bundle, cert, key = tmp_path / "ca-bundle.pem", tmp_path / "tls.crt", tmp_path / "tls.key"
+    bundle.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert.write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return bundle, cert, key
+
+
+_OPENSTACK_CALL = """
+import sys
+from libcloud.compute.providers import Provider, get_driver
+driver = get_driver(Provider.OPENSTACK)(
+    "user", "password", ex_force_auth_url=sys.argv[1], ex_force_auth_version="3.x_password",
+    ex_tenant_name="grid", timeout=10,
+)
+try:
+    driver.list_nodes()
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_ssl_cert_file_is_the_ca_bundle_libcloud_openstack_trusts(tmp_path: Path) -> None:
+    """docs/deployment.md mounts a site CA bundle and points SSL_CERT_FILE at it: libcloud
+    reads that variable (libcloud.security, at import) and verifies against that file alone;
+    REQUESTS_CA_BUNDLE is not used (libcloud passes its own bundle to requests). Proven with
+    the OpenStack driver against an HTTPS endpoint signed by a private CA."""
+    import http.server
+    import ssl
+    import threading
+
+    bundle, cert, key = _site_ca(tmp_path)
+
+    class Keystone(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # any answer past the TLS handshake will do
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": {"code": 401, "message": "no"}}')
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Keystone)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+
+        def call(**env: str) -> str:
+            clean = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE",)}
+            result = subprocess.run(
+                [sys.executable, "-c", _OPENSTACK_CALL, url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env={**clean, **env},
+            )
+            assert result.returncode == 0, result.stderr
+            return result.stdout
+
+        assert "InvalidCredsError" in call(SSL_CERT_FILE=str(bundle))  # TLS passed: 401
+        assert "SSLError" in call()  # the default bundle does not know the grid CA
+        assert "SSLError" in call(REQUESTS_CA_BUNDLE=str(bundle))
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 def test_the_crd_is_off_by_default_and_keep_can_be_turned_off(
     helm: Path, tmp_path: Path, rendered: dict[str, list[dict]]
 ) -> None:
