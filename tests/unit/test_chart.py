@@ -470,6 +470,26 @@ def test_ssl_cert_file_is_the_ca_bundle_libcloud_openstack_trusts(tmp_path: Path
         thread.join(timeout=10)
 
 
+def test_the_documented_ca_bundle_values_render_and_point_into_the_mount(
+    helm: Path, tmp_path: Path
+) -> None:
+    """The values block docs/deployment.md gives a site, rendered as it is: the variable
+    names a file inside the mounted ConfigMap, and the Deployment is valid Kubernetes."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    block = re.search(r"```yaml\n# values-site-ca\.yaml\n(.*?)```", text, re.DOTALL)
+    assert block, "docs/deployment.md: the values-site-ca.yaml example"
+    values = yaml.safe_load(block[1])
+    docs = render(helm, tmp_path, values)
+    deployment = only(docs, "Deployment")
+    kubernetes_validate.validate(deployment, NEWEST_KUBERNETES, strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    (mount,) = [m for m in container(docs)["volumeMounts"] if m["name"] != "tmp"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    bundle = env_of(docs)["SSL_CERT_FILE"]
+    assert bundle.startswith(mount["mountPath"] + "/")
+    assert volume["configMap"]["name"] and mount["readOnly"] is True
+
+
 def test_the_crd_is_off_by_default_and_keep_can_be_turned_off(
     helm: Path, tmp_path: Path, rendered: dict[str, list[dict]]
 ) -> None:
@@ -477,8 +497,8 @@ def test_the_crd_is_off_by_default_and_keep_can_be_turned_off(
         kinds = [d["kind"] for d in docs]
         assert kinds.count("CustomResourceDefinition") == (name == "site"), name
     # nothing for `helm install` to create before the templates (Helm's crds/ folder)
-    no_hooks = run_helm(helm, "template", RELEASE, str(CHART), "--include-crds").stdout
-    assert "CustomResourceDefinition" not in no_hooks
+    crds_folder = run_helm(helm, "template", RELEASE, str(CHART), "--include-crds").stdout
+    assert "CustomResourceDefinition" not in crds_folder
     docs = render(helm, tmp_path, {"crds": {"enabled": True, "keep": False}})
     crd = only(docs, "CustomResourceDefinition")
     assert "annotations" not in crd["metadata"]
@@ -1073,7 +1093,7 @@ def test_the_chart_packages_with_its_crds(helm: Path, tmp_path: Path) -> None:
     assert "cloudpilot-operator/files/grafana-dashboard.json" in names
 
 
-@pytest.mark.parametrize("name", ["defaults", "namespaced", "service-monitor"])
+@pytest.mark.parametrize("name", ["defaults", "namespaced", "service-monitor", "site"])
 def test_helm_4_lints_and_renders_the_same(
     helm: Path, helm4: Path, tmp_path: Path, rendered: dict[str, list[dict]], name: str
 ) -> None:
