@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Copy what the Helm chart must carry verbatim from its single source in the repository:
-#   crds/*.yaml             -> charts/cloudpilot-operator/crds/   (Helm installs crds/ as is)
+#   crds/*.yaml             -> charts/cloudpilot-operator/files/crds/ (templates/crds.yaml
+#                              renders them with crds.enabled; the chart has no crds/ folder,
+#                              which Helm would install on its own and never upgrade)
 #   docs/argocd-health.lua  -> charts/cloudpilot-operator/files/  (printed by NOTES.txt)
 # Run it after changing either; tests/unit/test_chart.py fails while the copies differ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 chart=charts/cloudpilot-operator
-rm -f "$chart"/crds/*.yaml
-cp crds/*.yaml "$chart/crds/"
+mkdir -p "$chart/files/crds"
+rm -f "$chart"/files/crds/*.yaml
+cp crds/*.yaml "$chart/files/crds/"
 cp docs/argocd-health.lua "$chart/files/argocd-health.lua"
-echo "synced: $(cd "$chart" && ls crds/*.yaml files/argocd-health.lua | tr '\n' ' ')"
+echo "synced: $(cd "$chart" && ls files/crds/*.yaml files/argocd-health.lua | tr '\n' ' ')"

@@ -11,12 +11,14 @@ must be posted, the Lease held and released, and nothing the operator sends may 
 (its log names no Forbidden answer). Last, the ServiceAccount's own limits: Secrets outside
 the watched namespaces (namespaced install), listing Secrets at all (cluster-wide install).
 
-The CRD: the suite installs ``crds/`` before any test; the chart's ``crds/`` copy is the
-same file (tests/unit/test_chart.py). Helm 3 creates what is in ``crds/`` only when it is
-absent: an existing CRD is skipped (``CRD ... is already present. Skipping.``, shown with
-``--debug``), neither adopted nor changed, so the install succeeds and the CRD keeps no
-Helm ownership. A server-side dry-run replace with the chart's copy shows the server
-accepts it and that it would change nothing.
+The CRD: the suite installs ``crds/`` before any test; the chart's ``files/crds/`` copy is
+the same file (tests/unit/test_chart.py). By default (``crds.enabled: false``) the chart
+renders no CRD and has no ``crds/`` folder: the suite's CRD is neither adopted nor changed
+and keeps no Helm ownership. A server-side dry-run replace with the chart's copy shows the
+server accepts it and that it would change nothing. With ``crds.enabled`` the release takes
+the CRD over (``--take-ownership``, as a site moving to it does), ``helm upgrade`` changes
+it, and ``helm uninstall`` leaves it and its pools (``crds.keep``); the test then puts the
+suite's CRD back as it was.
 
 No controller manager runs: the Deployment never gets a pod (the operator runs beside it,
 with its identity), and namespaces stay Terminating after their deletion.
@@ -27,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -53,7 +55,9 @@ from tests.support.stack import Stack
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 CHART = helm_support.REPO_ROOT / "charts" / "cloudpilot-operator"
-CHART_CRD = CHART / "crds" / "cloudpilotpools.cloudpilot.io.yaml"
+CHART_CRD = CHART / "files" / "crds" / "cloudpilotpools.cloudpilot.io.yaml"
+CRD_NAME = f"{constants.PLURAL}.{constants.API_GROUP}"
+REPO_CASES = helm_support.REPO_ROOT / "tests" / "unit" / "crd_cases" / "valid"
 POD_NAME = "cloudpilot-operator-0"  # what the downward API would give the pod
 
 
@@ -128,9 +132,12 @@ def installed(
     admin: Any,
     values: dict[str, Any],
     namespaces: list[str],
+    *extra: str,
+    chart: Path = CHART,
 ) -> Iterator[Release]:
     """``helm install`` into a fresh release namespace (``namespaces`` created first, as a
-    site creates its grid namespaces); on exit ``helm uninstall`` and clean every namespace."""
+    site creates its grid namespaces); on exit ``helm uninstall`` and clean every namespace.
+    The release may be uninstalled inside the block (then only the namespaces are cleaned)."""
     name = f"cp{uuid.uuid4().hex[:6]}"
     namespace = f"{name}-system"
     values_path = home / f"{name}-values.yaml"
@@ -145,7 +152,7 @@ def installed(
             peer.kubeconfig,
             "install",
             name,
-            str(CHART),
+            str(chart),
             "--namespace",
             namespace,
             "-f",
@@ -153,8 +160,9 @@ def installed(
             "--timeout",
             "120s",
             "--debug",
+            *extra,
         )
-        stack.callback(run_helm, helm, home, peer.kubeconfig, "uninstall", name, "-n", namespace)
+        stack.callback(uninstall_if_installed, helm, home, peer, name, namespace)
         manifest = run_helm(
             helm, home, peer.kubeconfig, "get", "manifest", name, "-n", namespace
         ).stdout
@@ -165,6 +173,14 @@ def installed(
             install_output=result.stdout + result.stderr,
             manifest=[doc for doc in yaml.safe_load_all(manifest) if doc],
         )
+
+
+def uninstall_if_installed(
+    helm: Path, home: Path, peer: cluster.KubePeer, name: str, namespace: str
+) -> None:
+    listed = run_helm(helm, home, peer.kubeconfig, "list", "-n", namespace, "-q").stdout
+    if name in listed.split():
+        run_helm(helm, home, peer.kubeconfig, "uninstall", name, "-n", namespace)
 
 
 def release_status(helm: Path, home: Path, peer: cluster.KubePeer, release: Release) -> str:
@@ -205,13 +221,12 @@ def assert_release_objects_served(admin: Any, release: Release) -> dict[str, lis
 
 
 def assert_crd_left_alone_and_chart_copy_accepted(admin: Any, release: Release) -> None:
-    """The suite's CRD survives the install untouched (helm skipped it) and Established;
-    the chart's copy passes the server's CRD validation and would change nothing."""
+    """The suite's CRD survives the install untouched (crds.enabled is off: the release has
+    no CRD) and Established; the chart's copy passes the server's CRD validation and would
+    change nothing."""
     api = kubernetes.client.ApiextensionsV1Api(admin)
-    name = f"{constants.PLURAL}.{constants.API_GROUP}"
-    assert re.search(
-        rf"CRD {re.escape(name)} is already present\. Skipping", release.install_output
-    )
+    name = CRD_NAME
+    assert not [d for d in release.manifest if d["kind"] == "CustomResourceDefinition"]
     current = api.read_custom_resource_definition(name)
     conditions = {c.type: c.status for c in current.status.conditions or []}
     assert conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True"
@@ -510,3 +525,145 @@ def test_cluster_wide_install_reads_secrets_by_name_only(
             assert not allowed(sa_client, grid, "create", "leases", "coordination.k8s.io")
         finally:
             sa_client.close()
+
+
+# -- the CRD as part of the release (crds.enabled), and a site's values ----------------------------
+
+
+def served_crd(admin: Any) -> dict[str, Any]:
+    api = kubernetes.client.ApiextensionsV1Api(admin)
+    return admin.sanitize_for_serialization(api.read_custom_resource_definition(CRD_NAME))
+
+
+def crd_description(crd: dict[str, Any]) -> str:
+    return str(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"])
+
+
+def test_crds_enabled_installs_upgrades_and_keeps_the_crd(
+    helm: Path, peer: cluster.KubePeer, admin: Any, tmp_path: Path
+) -> None:
+    """The cert-manager way end to end: the release owns the CRD, ``helm upgrade`` changes
+    the served CRD (what Helm's crds/ folder never does), ``helm uninstall`` leaves it and
+    the pools it holds. The suite's CRD is put back afterwards (other tests rely on it)."""
+    source = yaml.safe_load(cluster.CRD_PATH.read_text())
+    original = crd_description(source)
+    marker = f"Changed by {uuid.uuid4().hex[:8]}."
+    upgraded_chart = tmp_path / "chart"
+    shutil.copytree(CHART, upgraded_chart)
+    crd_copy = upgraded_chart / "files" / "crds" / CHART_CRD.name
+    text = crd_copy.read_text()
+    assert text.count("A pool of DIRAC pilot VMs on one cloud CE:") == 1
+    crd_copy.write_text(text.replace("A pool of DIRAC", f"{marker} A pool of DIRAC"))
+
+    values = {"crds": {"enabled": True}}
+    pools = f"pools-{uuid.uuid4().hex[:6]}"
+    custom = kubernetes.client.CustomObjectsApi(admin)
+    pool = yaml.safe_load((REPO_CASES / "minimal.yaml").read_text())
+    group, version, plural = constants.API_GROUP, constants.API_VERSION, constants.PLURAL
+    try:
+        with installed(helm, tmp_path, peer, admin, values, [pools], "--take-ownership") as release:
+            # installed: owned by the release, kept on uninstall, the spec from crds/
+            crd = served_crd(admin)
+            annotations = crd["metadata"].get("annotations") or {}
+            assert annotations.get("meta.helm.sh/release-name") == release.name
+            assert annotations.get("meta.helm.sh/release-namespace") == release.namespace
+            assert annotations.get("helm.sh/resource-policy") == "keep"
+            assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+            assert crd_description(crd) == original
+            assert [
+                d["metadata"]["name"]
+                for d in release.manifest
+                if d["kind"] == "CustomResourceDefinition"
+            ] == [CRD_NAME]
+            custom.create_namespaced_custom_object(group, version, pools, plural, pool)
+
+            # upgraded: the served CRD follows the chart's (changed) copy
+            run_helm(
+                helm,
+                tmp_path,
+                peer.kubeconfig,
+                "upgrade",
+                release.name,
+                str(upgraded_chart),
+                "-n",
+                release.namespace,
+                "--reuse-values",
+                "--timeout",
+                "120s",
+            )
+            crd = served_crd(admin)
+            assert crd_description(crd) == f"{marker} {original}"
+            conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+            assert conditions.get("Established") == "True"
+
+            # uninstalled: helm says it kept the CRD, and the CRD and its pools are there
+            out = run_helm(
+                helm, tmp_path, peer.kubeconfig, "uninstall", release.name, "-n", release.namespace
+            )
+            assert "kept due to the resource policy" in out.stdout + out.stderr
+            assert CRD_NAME in out.stdout + out.stderr
+            crd = served_crd(admin)
+            assert not crd["metadata"].get("deletionTimestamp")
+            assert crd_description(crd) == f"{marker} {original}"
+            assert custom.get_namespaced_custom_object(
+                group, version, pools, plural, pool["metadata"]["name"]
+            )
+    finally:
+        cluster.install_crd(admin)  # the suite's CRD as crds/ has it, without Helm's marks
+    crd = served_crd(admin)
+    assert crd_description(crd) == original
+    assert "meta.helm.sh/release-name" not in (crd["metadata"].get("annotations") or {})
+
+
+def test_site_values_are_accepted_by_the_api_server(
+    helm: Path, peer: cluster.KubePeer, admin: Any, tmp_path: Path
+) -> None:
+    """A site's security contexts (a fixed UID), a CA bundle ConfigMap mounted for libcloud
+    (SSL_CERT_FILE), a registry and a digest: the API server validates the Deployment and
+    serves what the values say."""
+    digest = "sha256:" + "5e" * 32
+    values = {
+        "image": {"registry": "registry.example.org:5000", "digest": digest},
+        "podSecurityContext": {"runAsUser": 20001, "runAsGroup": 20001, "fsGroup": 20001},
+        "securityContext": {"runAsUser": 20001, "runAsGroup": 20001},
+        "extraVolumes": [
+            {
+                "name": "site-ca",
+                "configMap": {
+                    "name": "site-ca-bundle",
+                    "items": [{"key": "ca.pem", "path": "ca.pem"}],
+                },
+            }
+        ],
+        "extraVolumeMounts": [
+            {"name": "site-ca", "mountPath": "/etc/grid-security/site-ca", "readOnly": True}
+        ],
+        "operator": {
+            "extraEnv": [{"name": "SSL_CERT_FILE", "value": "/etc/grid-security/site-ca/ca.pem"}]
+        },
+    }
+    with installed(helm, tmp_path, peer, admin, values, []) as release:
+        assert release_status(helm, tmp_path, peer, release) == "deployed"
+        (deployment,) = assert_release_objects_served(admin, release)["Deployment"]
+        pod = deployment["spec"]["template"]["spec"]
+        (operator,) = pod["containers"]
+        assert operator["image"] == (
+            f"registry.example.org:5000/cloudpilot/cloudpilot-operator@{digest}"
+        )
+        assert pod["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": 20001,
+            "runAsGroup": 20001,
+            "fsGroup": 20001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        assert operator["securityContext"]["runAsUser"] == 20001
+        assert operator["securityContext"]["readOnlyRootFilesystem"] is True
+        assert operator["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["site-ca"]["configMap"]["name"] == "site-ca-bundle"
+        mounts = {m["name"]: m for m in operator["volumeMounts"]}
+        assert mounts["site-ca"]["mountPath"] == "/etc/grid-security/site-ca"
+        assert mounts["site-ca"]["readOnly"] is True
+        env = {e["name"]: e.get("value") for e in operator["env"]}
+        assert env["SSL_CERT_FILE"] == "/etc/grid-security/site-ca/ca.pem"
