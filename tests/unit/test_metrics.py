@@ -368,7 +368,7 @@ def test_grafana_dashboard_and_alerts_query_only_exported_series() -> None:
     assert "cloudpilot_pilots" in queried and "cloudpilot_leader" in alerted
     assert queried <= exported, queried - exported
     assert alerted <= exported, alerted - exported
-    assert "cloudpilot_proxy_expiry_timestamp_seconds" in alerted
+    assert "cloudpilot_proxy_expiry_timestamp_seconds" in alerted & queried
 
 
 DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
