@@ -10,6 +10,12 @@
 --                                                 this spec yet)
 --   Stalled=True                               -> Degraded (needs a human: bad credentials,
 --                                                 invalid spec, image not found, quota)
+--   ProxyExpiring=True                         -> Degraded (the pilot proxy expires within
+--                                                 the warning margin, or has expired: only a
+--                                                 human renewing its Secret fixes it, and
+--                                                 Degraded is what Argo CD's notifications
+--                                                 (on-health-degraded) and the UI flag;
+--                                                 Progressing would say it resolves itself)
 --   Reconciling=True                           -> Progressing (VMs being created or deleted,
 --                                                 or retrying after a transient error)
 --   Ready=True                                 -> Healthy
@@ -73,6 +79,13 @@ local stalled = condition(status.conditions, "Stalled")
 if stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
   hs.message = describe(stalled, "Stalled")
+  return hs
+end
+
+local expiring = condition(status.conditions, "ProxyExpiring")
+if expiring ~= nil and expiring.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(expiring, "The pilot proxy expires soon: renew it")
   return hs
 end
 

@@ -28,6 +28,7 @@ pilots_desired                         gauge     namespace, pool, queue
 queue_backoff                          gauge     namespace, pool, queue (1 while backing off)
 queues_in_backoff                      gauge     namespace, pool
 pool_condition                         gauge     namespace, pool, type (1 while True)
+proxy_expiry_timestamp_seconds         gauge     namespace, pool (the first-expiring proxy)
 vms_created_total                      counter   namespace, pool, queue
 vms_deleted_total                      counter   namespace, pool, queue, reason
 vm_failures_total                      counter   namespace, pool, queue, operation, reason
@@ -48,6 +49,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final, NamedTuple
 from wsgiref.simple_server import WSGIServer
 
@@ -160,6 +162,18 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
 
+def _epoch(value: Any) -> float | None:
+    """An RFC 3339 time (``2026-01-02T03:04:05Z``) or an aware ``datetime`` as Unix seconds."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.timestamp()
+    return None
+
+
 def _count(value: Any) -> int:
     try:
         return int(value or 0)
@@ -190,6 +204,7 @@ class PoolGauges(Collector):
         self._lock = threading.Lock()
         self._queues: dict[str, dict[str, QueueGauges]] = {}
         self._conditions: dict[str, tuple[int, ...]] = {}
+        self._proxy_expiry: dict[str, float] = {}
 
     def set_queues(self, pool_key: str, queues: dict[str, QueueGauges]) -> None:
         with self._lock:
@@ -199,10 +214,18 @@ class PoolGauges(Collector):
         with self._lock:
             self._conditions[pool_key] = flags
 
+    def set_proxy_expiry(self, pool_key: str, expiry: float | None) -> None:
+        with self._lock:
+            if expiry is None:
+                self._proxy_expiry.pop(pool_key, None)
+            else:
+                self._proxy_expiry[pool_key] = expiry
+
     def forget(self, pool_key: str) -> None:
         with self._lock:
             self._queues.pop(pool_key, None)
             self._conditions.pop(pool_key, None)
+            self._proxy_expiry.pop(pool_key, None)
 
     def describe(self) -> Iterable[Metric]:
         return self._families()
@@ -211,12 +234,14 @@ class PoolGauges(Collector):
         with self._lock:
             queues = dict(self._queues)
             conditions = dict(self._conditions)
-        return self._families(queues, conditions)
+            proxy_expiry = dict(self._proxy_expiry)
+        return self._families(queues, conditions, proxy_expiry)
 
     @staticmethod
     def _families(
         queues: Mapping[str, Mapping[str, QueueGauges]] | None = None,
         conditions: Mapping[str, tuple[int, ...]] | None = None,
+        proxy_expiry: Mapping[str, float] | None = None,
     ) -> list[Metric]:
         pool = ["namespace", "pool"]
         pilots = GaugeMetricFamily(
@@ -242,6 +267,11 @@ class PoolGauges(Collector):
             "1 while the pool's condition (Ready, Reconciling, Stalled) is True, else 0.",
             labels=[*pool, "type"],
         )
+        expiry = GaugeMetricFamily(
+            f"{PREFIX}_proxy_expiry_timestamp_seconds",
+            "Unix time at which the pool's first-expiring pilot proxy expires.",
+            labels=pool,
+        )
         for key, by_queue in (queues or {}).items():
             namespace, name = _pool_labels(key)
             for queue, gauges in by_queue.items():
@@ -254,7 +284,9 @@ class PoolGauges(Collector):
             namespace, name = _pool_labels(key)
             for kind, flag in zip(CONDITION_TYPES, flags, strict=True):
                 condition.add_metric([namespace, name, kind], flag)
-        return [pilots, desired, backoff, in_backoff, condition]
+        for key, when in (proxy_expiry or {}).items():
+            expiry.add_metric(list(_pool_labels(key)), when)
+        return [pilots, desired, backoff, in_backoff, condition, expiry]
 
 
 class OperatorMetrics:
@@ -404,12 +436,28 @@ class OperatorMetrics:
         )
 
     def set_pool_status(self, pool_key: str, status: Mapping[str, Any]) -> None:
-        """Both of the above from a pool's whole ``status`` (as written to Kubernetes):
-        ``status.queues`` and ``status.conditions``. Missing sections are left as they are."""
+        """All of the above from a pool's whole ``status`` (as written to Kubernetes):
+        ``status.queues``, ``status.conditions`` (missing sections are left as they are) and
+        ``status.proxy.notAfter``.
+
+        The proxy is the exception: status drops ``proxy`` when the pool no longer has one,
+        so a missing (or unparsable) ``notAfter`` removes the series rather than leaving a
+        stale expiry that would keep an alert firing.
+        """
         if status.get("queues") is not None:
             self.set_pool_phases(pool_key, status["queues"])
         if status.get("conditions") is not None:
             self.set_pool_conditions(pool_key, status["conditions"])
+        self.set_proxy_expiry(pool_key, _get(status.get("proxy") or {}, "notAfter"))
+
+    def set_proxy_expiry(self, pool_key: str, not_after: Any) -> None:
+        """Publish when the pool's pilot proxy expires (``status.proxy.notAfter``, an RFC 3339
+        time or a ``datetime``); ``None`` or anything unparsable removes the series.
+
+        A timestamp rather than seconds left: it does not need updating between reconciles,
+        and ``cloudpilot_proxy_expiry_timestamp_seconds - time()`` gives the seconds left.
+        """
+        self.pool_gauges.set_proxy_expiry(pool_key, _epoch(not_after))
 
     # -- VM events (counters) ----------------------------------------------------------------------
 

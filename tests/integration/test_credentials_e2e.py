@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -117,9 +118,28 @@ def test_proxy_secret_becomes_a_private_file_removed_with_the_pool(
     assert stat.S_IMODE(Path(path).parent.stat().st_mode) == 0o700
     status = stack.wait_status("fed", lambda s: s.get("proxy") and s, what="status.proxy")
     assert status["proxy"]["reason"] == "ProxyValid" and status["proxy"]["valid"] is True
+    # The expiry alert's gauge: the proxy's notAfter, published once the status is written.
+    from cloudpilot import metrics
+
+    labels = {"namespace": stack.namespace, "pool": "fed"}
+    registry = metrics.default().registry
+    expiry = wait_for(
+        lambda: registry.get_sample_value("cloudpilot_proxy_expiry_timestamp_seconds", labels),
+        30,
+        message="the proxy expiry gauge",
+    )
+    not_after = datetime.fromisoformat(status["proxy"]["notAfter"].replace("Z", "+00:00"))
+    assert expiry == not_after.timestamp()
     stack.delete_pool("fed")
     wait_for(lambda: stack.pool("fed") is None, 60, message="pool gone")
     assert not Path(path).exists()
+    wait_for(
+        lambda: (
+            registry.get_sample_value("cloudpilot_proxy_expiry_timestamp_seconds", labels) is None
+        ),
+        30,
+        message="the deleted pool's proxy gauge removed",
+    )
 
 
 def test_an_expired_pilot_proxy_stops_new_pilots_until_it_is_renewed(

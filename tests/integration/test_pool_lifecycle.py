@@ -221,7 +221,11 @@ def _assert_nothing_left_of(stack: Stack, uids: set[str], keys: set[str]) -> Non
         for gateway in reconciler._gateways.values():
             found += [f"listing seen: {uid}" for uid in gateway.listing._seen if uid in uids]
         gauges = metrics.default().pool_gauges
-        found += [f"gauges: {k}" for k in (*gauges._queues, *gauges._conditions) if k in keys]
+        found += [
+            f"gauges: {k}"
+            for k in (*gauges._queues, *gauges._conditions, *gauges._proxy_expiry)
+            if k in keys
+        ]
         return found
 
     with contextlib.suppress(TimeoutError):

@@ -106,3 +106,37 @@ def test_the_api_server_refuses_each_invalid_case(api: Any, case: dict[str, Any]
 def test_the_api_server_accepts_each_valid_case(api: Any, path: Path) -> None:
     document = yaml.safe_load(path.read_text())
     _dry_run(api, document.get("spec", document), document.get("status"))
+
+
+def test_the_api_server_fills_in_the_pool_level_defaults_only(api: Any) -> None:
+    """A pool written without the defaulted fields reads back with them (what ``kubectl get
+    -o yaml`` shows); its queues get none, so they keep inheriting the pool's values. The
+    unit tests' defaulting emulation (tests/support/crd.py) must agree with the server."""
+    from tests.support.crd import apply_defaults, pool_schema
+
+    custom, namespace = api
+    spec = {
+        "ce": "ce.example.org",
+        "cloudType": "EC2",
+        "credentialsSecret": {"name": "creds"},
+        "instance": {"image": "ami-1", "flavor": "m5.large"},
+        "queues": [{"name": "own", "context": {"maxLifetime": 3600}}, {"name": "inherits"}],
+    }
+    created = custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, _pool(spec), dry_run="All", field_validation="Strict"
+    )
+    stored = created["spec"]
+    assert stored["bootTimeout"] == constants.DEFAULT_BOOT_TIMEOUT
+    assert stored["scaleDownPolicy"] == "Drain"
+    assert stored["deletionPolicy"] == "Delete"
+    assert stored["context"] == {
+        "templateFamily": "el9",
+        "maxLifetime": constants.DEFAULT_MAX_LIFETIME,
+        "haltGracePeriod": constants.DEFAULT_HALT_GRACE_PERIOD,
+    }
+    assert stored["backoff"] == {"maxSeconds": constants.BACKOFF_MAX}
+    assert stored["queues"] == [
+        {"name": "own", "replicas": 0, "context": {"maxLifetime": 3600}},
+        {"name": "inherits", "replicas": 0},
+    ]
+    assert stored == apply_defaults(pool_schema(), _pool(spec))["spec"]

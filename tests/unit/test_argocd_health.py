@@ -183,3 +183,31 @@ def test_the_real_status_builder_output_is_read_correctly() -> None:
     conditions = conditions_for(inputs)
     body = pool(*conditions, generation=5, observed=5)
     assert health(body)["status"] == "Healthy"
+
+
+EXPIRING = Condition(
+    "ProxyExpiring",
+    "True",
+    "ProxyExpiring",
+    "the pilot proxy of /DC=ch/CN=pilot expires at 2026-11-21T16:00:00Z, within the 6h "
+    "warning margin: renew it",
+)
+
+
+def test_an_expiring_proxy_is_degraded_although_the_pool_is_ready() -> None:
+    """Only a human renewing the proxy's Secret helps, before a deadline: Degraded is what
+    Argo CD notifies on (Progressing would claim it resolves itself)."""
+    assert health(pool(READY, EXPIRING)) == {
+        "status": "Degraded",
+        "message": f"ProxyExpiring: {EXPIRING.message}",
+    }
+    assert health(pool(NOT_READY_SCALING, SCALING, EXPIRING))["status"] == "Degraded"
+    # Stalled (the proxy expired: ProxyExpired) keeps its own, more urgent, message.
+    assert health(pool(NOT_READY_STALLED, STALLED, EXPIRING))["message"].startswith(
+        "BadCredentials"
+    )
+
+
+def test_a_proxy_that_is_not_expiring_leaves_the_pool_healthy() -> None:
+    fine = Condition("ProxyExpiring", "False", "ProxyValid", "the pilot proxy expires at 2027")
+    assert health(pool(READY, fine))["status"] == "Healthy"

@@ -52,7 +52,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     },
     "metrics-off": {"metrics": {"enabled": False}},
     "service-monitor": {
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "kps"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "kps"}},
+        },
         "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "CloudPilot"}},
     },
     "single-no-election": {"leaderElection": {"enabled": False}},
@@ -290,11 +293,63 @@ SERVICE_MONITOR_SCHEMA = {
                         "properties": {
                             "port": {"type": "string"},
                             "path": {"type": "string"},
+                            "honorLabels": {"type": "boolean"},
                             "interval": _DURATION,
                             "scrapeTimeout": _DURATION,
                         },
                     },
                 },
+            },
+        },
+    },
+}
+
+
+# The subset of monitoring.coreos.com/v1 PrometheusRule's schema the chart uses (closed).
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name", "namespace"]},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "expr": {"type": "string"},
+                                        "for": _DURATION,
+                                        "labels": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                        "annotations": {
+                                            "type": "object",
+                                            "additionalProperties": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    },
+                }
             },
         },
     },
@@ -310,7 +365,8 @@ def test_every_rendered_manifest_is_valid_kubernetes(
     assert docs
     for doc in docs:
         if doc["apiVersion"] == "monitoring.coreos.com/v1":
-            jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+            schema = PROMETHEUS_RULE_SCHEMA if doc["kind"] == "PrometheusRule" else None
+            jsonschema.validate(doc, schema or SERVICE_MONITOR_SCHEMA)
             continue
         kubernetes_validate.validate(doc, kubernetes_version, strict=True)
 
@@ -574,6 +630,8 @@ def test_value_sets_render_the_expected_objects(rendered: dict[str, list[dict]])
     assert "Service" not in kinds["metrics-off"]
     assert "ServiceMonitor" in kinds["service-monitor"]
     assert "ServiceMonitor" not in kinds["defaults"]
+    assert "PrometheusRule" in kinds["service-monitor"]
+    assert "PrometheusRule" not in kinds["defaults"]
     assert "ConfigMap" in kinds["service-monitor"] and "ConfigMap" not in kinds["defaults"]
     assert "ServiceAccount" not in kinds["customised"]  # serviceAccount.create: false
     assert kinds["namespaced"].count("Role") == 3  # two watched namespaces + the lease
@@ -1048,6 +1106,23 @@ def test_service_and_service_monitor_select_the_operator(
     assert monitor["metadata"]["labels"]["release"] == "kps"
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    # The pool's own namespace label, not exported_namespace (docs/deployment.md, Metrics).
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+def test_prometheus_rule_embeds_the_rule_file_untemplated(
+    rendered: dict[str, list[dict]],
+) -> None:
+    """Helm must not eat the alerts' ``{{ $labels.pool }}``: the rendered rules are the
+    file's, byte for byte once parsed, and every alert has its annotations."""
+    rule = only(rendered["service-monitor"], "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    source = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    assert rule["spec"] == source
+    alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
+    assert any("{{ $labels.pool }}" in r["annotations"]["summary"] for r in alerts)
+    for alert in alerts:
+        assert alert["annotations"]["summary"] and alert["annotations"]["description"]
 
 
 def test_grafana_dashboard_queries_only_series_the_operator_exports(
@@ -1091,6 +1166,7 @@ def test_the_chart_packages_with_its_crds(helm: Path, tmp_path: Path) -> None:
     assert not [n for n in names if n.startswith("cloudpilot-operator/crds/")]
     assert "cloudpilot-operator/values.schema.json" in names
     assert "cloudpilot-operator/files/grafana-dashboard.json" in names
+    assert "cloudpilot-operator/files/prometheus-rules.yaml" in names
 
 
 @pytest.mark.parametrize("name", ["defaults", "namespaced", "service-monitor", "site"])

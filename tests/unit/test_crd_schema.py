@@ -120,7 +120,8 @@ def test_crd_carries_the_fixed_api_names() -> None:
     assert names["plural"] == constants.PLURAL
     assert names["singular"] == "cloudpilotpool"
     assert names["shortNames"] == ["cpp", "cppool"]
-    assert names["categories"] == ["cloudpilot", "all"]
+    # An own category only: `kubectl get all` / `kubectl delete all` must not reach pools.
+    assert names["categories"] == ["cloudpilot"]
     (version,) = spec["versions"]
     assert (version["name"], version["served"], version["storage"]) == (
         constants.API_VERSION,
@@ -174,7 +175,16 @@ def test_printer_columns_show_the_pool_at_a_glance() -> None:
     """``kubectl get cpp``: desired against live VMs, how many run a pilot, and Ready."""
     (version,) = load_crd()["spec"]["versions"]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Desired", "Live", "Running", "Starting", "Ready", "Reason", "Age"]
+    assert list(columns) == [
+        "Desired",
+        "Live",
+        "Running",
+        "Starting",
+        "Ready",
+        "Reason",
+        "Message",
+        "Age",
+    ]
     assert columns["Desired"]["jsonPath"] == ".status.desiredReplicas"
     assert columns["Live"]["jsonPath"] == ".status.replicas"
     assert columns["Running"]["jsonPath"] == ".status.running"
@@ -182,6 +192,9 @@ def test_printer_columns_show_the_pool_at_a_glance() -> None:
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["Reason"]["priority"] == 1
+    # The Ready message (why a pool is not ready, in full) only with -o wide.
+    assert columns["Message"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].message'
+    assert columns["Message"]["priority"] == 1 and columns["Message"]["type"] == "string"
     assert columns["Age"] == {
         "name": "Age",
         "type": "date",
@@ -310,6 +323,8 @@ def test_defaults_are_filled_in_as_the_operator_expects() -> None:
     (obj,) = [p.values[0] for p in VALID_POOLS if p.id.endswith("queues-only.yaml#0")]
     stored = apply_defaults(pool_schema(), obj)
     assert stored["spec"]["deletionPolicy"] == "Delete"
+    assert stored["spec"]["scaleDownPolicy"] == "Drain"
+    assert stored["spec"]["context"]["maxLifetime"] == constants.DEFAULT_MAX_LIFETIME
     assert [q.get("replicas") for q in stored["spec"]["queues"]] == [1, 0]
     assert "replicas" not in stored["spec"]
 
@@ -359,6 +374,23 @@ CRD_ONLY: dict[tuple[str, str], str] = {
 ``maxLength`` and ``maxItems`` are CRD-only everywhere: they bound CEL cost estimates."""
 
 
+POOL_DEFAULTS: dict[str, Any] = {
+    "spec.context": {},
+    "spec.context.templateFamily": "el9",
+    "spec.context.maxLifetime": constants.DEFAULT_MAX_LIFETIME,
+    "spec.context.haltGracePeriod": constants.DEFAULT_HALT_GRACE_PERIOD,
+    "spec.bootTimeout": constants.DEFAULT_BOOT_TIMEOUT,
+    "spec.scaleDownPolicy": "Drain",
+    "spec.backoff": {},
+    "spec.backoff.maxSeconds": constants.BACKOFF_MAX,
+}
+"""Defaults only the CRD has, all on pool-level fields: the model keeps ``None`` there because
+the same model classes hold a queue's overrides, where ``None`` means "the pool's value", and
+the operator falls back to these very values (constants.py, models/queues.py). The ``{}``
+defaults make the API server fill in the fields below them even when the pool omits the
+block. No queue field has a default (test_queues_take_the_same_overrides_as_the_pool)."""
+
+
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     """A pydantic JSON-schema node with ``$ref`` followed and ``X | None`` unwrapped."""
     extra = {k: v for k, v in node.items() if k not in ("$ref", "anyOf")}
@@ -383,7 +415,10 @@ def _drift(
     if model.get("enum") != crd.get("enum"):
         found.append(f"{path}: enum {model.get('enum')} in the model, {crd.get('enum')} in CRD")
     has_default = model.get("default") is not None or "default" in crd
-    if has_default and model.get("default") != crd.get("default"):
+    if path in POOL_DEFAULTS:
+        if crd.get("default") != POOL_DEFAULTS[path] or model.get("default") is not None:
+            found.append(f"{path}: CRD default {crd.get('default')!r}, not the operator's")
+    elif has_default and model.get("default") != crd.get("default"):
         found.append(f"{path}: default {model.get('default')!r} vs {crd.get('default')!r}")
     for keyword in CONSTRAINTS:
         if keyword in model and model[keyword] != crd.get(keyword):
@@ -440,7 +475,7 @@ def test_queues_take_the_same_overrides_as_the_pool() -> None:
 
     def bare(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: bare(v) for k, v in node.items() if k != "description"}
+            return {k: bare(v) for k, v in node.items() if k not in ("description", "default")}
         return node
 
     per_queue_only = {"name", "replicas", "limits"}
@@ -449,6 +484,55 @@ def test_queues_take_the_same_overrides_as_the_pool() -> None:
     for field in set(queue) - per_queue_only:
         assert bare(queue[field]) == bare(spec["properties"][field]), field
     assert bare(queue["limits"]) == bare(spec["properties"]["limits"])
+    # A default on a queue's override would always be set, and the queue would never
+    # inherit the pool's value: only the queue's own replicas has one.
+    queue_defaults = [
+        path for path, node in walk(spec["properties"]["queues"]) if "default" in node
+    ]
+    assert queue_defaults == ["[].replicas"]
+
+
+def test_pool_defaults_change_nothing_the_operator_does() -> None:
+    """The API server fills the schema's defaults into every pool (new and stored ones) before
+    the operator reads it: each queue's merged configuration must be the same with and without
+    them, and a queue's own value must still win over a defaulted pool value."""
+    for param in [*EXAMPLE_POOLS, *VALID_POOLS]:
+        (obj,) = param.values
+        defaulted = apply_defaults(pool_schema(), obj)
+        assert defaulted["spec"]["bootTimeout"] == obj["spec"].get("bootTimeout", 1800)
+        name = obj["metadata"]["name"]
+        assert effective_queues(
+            parse_spec(obj["spec"]), namespace=NAMESPACE, pool_name=name
+        ) == effective_queues(parse_spec(defaulted["spec"]), namespace=NAMESPACE, pool_name=name)
+    spec = {
+        "ce": "ce.example.org",
+        "cloudType": "EC2",
+        "credentialsSecret": {"name": "creds"},
+        "instance": {"image": "ami-1", "flavor": "m5.large"},
+        "queues": [
+            {
+                "name": "own",
+                "bootTimeout": 60,
+                "scaleDownPolicy": "DeleteRunning",
+                "context": {"maxLifetime": 3600, "templateFamily": "centos7"},
+            },
+            {"name": "inherits"},
+        ],
+    }
+    stored = apply_defaults(pool_schema(), _pool(spec))["spec"]
+    assert stored["context"] == {
+        "templateFamily": "el9",
+        "maxLifetime": 1209600,
+        "haltGracePeriod": 300,
+    }
+    assert stored["backoff"] == {"maxSeconds": 600}
+    assert "context" not in stored["queues"][1] and "bootTimeout" not in stored["queues"][1]
+    own, inherits = effective_queues(parse_spec(stored), namespace=NAMESPACE, pool_name="p")
+    assert (own.boot_timeout, own.max_lifetime, str(own.template_family)) == (60, 3600, "centos7")
+    assert own.scale_down_policy.value == "DeleteRunning"
+    assert (inherits.boot_timeout, inherits.max_lifetime) == (1800, 1209600)
+    assert str(inherits.template_family) == "el9" and inherits.halt_grace_period == 300
+    assert inherits.scale_down_policy.value == "Drain"
 
 
 def test_documented_defaults_are_the_operators() -> None:

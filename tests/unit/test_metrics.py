@@ -6,10 +6,15 @@ leaks between tests; values are read back through the registry as Prometheus wou
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from libcloud.compute.base import NodeDriver
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -306,3 +311,86 @@ def test_a_whole_status_sets_phases_and_conditions(m: OperatorMetrics) -> None:
     m.set_pool_status(POOL, {"conditions": [{"type": "Stalled", "status": "True"}]})
     assert value(m, "cloudpilot_pilots_desired", **labels, queue="default") == 3  # kept
     assert value(m, "cloudpilot_pool_condition", **labels, type="Ready") == 0
+
+
+def test_proxy_expiry_gauge_follows_status_proxy(m: OperatorMetrics) -> None:
+    """The first-expiring proxy's notAfter as Unix seconds; gone when the pool has no proxy
+    (or forgotten), so an expiry alert cannot keep firing for a proxy nobody uses."""
+    labels = {"namespace": "grid", "pool": "lhcb-cern"}
+    name = "cloudpilot_proxy_expiry_timestamp_seconds"
+    m.set_pool_status(POOL, {"proxy": {"notAfter": "2026-01-02T03:04:05Z", "secondsLeft": 9}})
+    m.set_pool_status("grid/other", {"proxy": {"notAfter": "2026-01-02T00:00:00Z"}})
+    assert value(m, name, **labels) == 1767323045.0
+    m.set_pool_status(POOL, {"queues": [], "conditions": []})  # the proxy left the spec
+    assert value(m, name, **labels) is None
+    m.set_pool_status(POOL, {"proxy": {"valid": False, "reason": "Invalid"}})  # no notAfter
+    assert value(m, name, **labels) is None
+    m.set_pool_status(POOL, {"proxy": {"notAfter": "not a time"}})
+    assert value(m, name, **labels) is None
+    m.set_pool_status(POOL, {"proxy": {"notAfter": "2026-01-02T03:04:05+00:00"}})
+    m.forget_pool(POOL)
+    assert value(m, name, **labels) is None
+    assert value(m, name, namespace="grid", pool="other") == 1767312000.0
+
+
+# -- the dashboard and the alert rules query only what the operator exports ---------------------
+
+CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "cloudpilot-operator" / "files"
+DEPLOYMENT_DOC = CHART_FILES.parents[2] / "docs" / "deployment.md"
+METRIC_NAME = re.compile(r"\bcloudpilot_[a-z_]+")
+
+
+def exported_series() -> set[str]:
+    """Every name a query may use: families, their samples (``_total``, ``_bucket``, ...)."""
+    names: set[str] = set()
+    for family in OperatorMetrics().registry.collect():
+        names |= {family.name, f"{family.name}_total", f"{family.name}_bucket"}
+        names |= {sample.name for sample in family.samples}
+    return names
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rules = yaml.safe_load((CHART_FILES / "prometheus-rules.yaml").read_text())
+    return [rule for group in rules["groups"] for rule in group["rules"]]
+
+
+def test_grafana_dashboard_and_alerts_query_only_exported_series() -> None:
+    dashboard = json.loads((CHART_FILES / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in METRIC_NAME.findall(target["expr"])
+    }
+    queried |= set(METRIC_NAME.findall(json.dumps(dashboard["templating"])))
+    alerted = {name for rule in alert_rules() for name in METRIC_NAME.findall(rule["expr"])}
+    exported = exported_series()
+    assert "cloudpilot_pilots" in queried and "cloudpilot_leader" in alerted
+    assert queried <= exported, queried - exported
+    assert alerted <= exported, alerted - exported
+    assert "cloudpilot_proxy_expiry_timestamp_seconds" in alerted & queried
+
+
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+
+
+def test_alert_rules_are_complete_and_documented() -> None:
+    """No PromQL engine here: the structure is checked (balanced brackets, durations,
+    annotations), and the alerts are the ones docs/deployment.md lists."""
+    rules = alert_rules()
+    names = [rule["alert"] for rule in rules]
+    assert len(names) == len(set(names))
+    for rule in rules:
+        expr = rule["expr"]
+        for opening, closing in ("()", "[]", "{}"):
+            assert expr.count(opening) == expr.count(closing), rule["alert"]
+        assert DURATION.match(rule.get("for", "0s")), rule["alert"]
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
+    by_name = {rule["alert"]: rule for rule in rules}
+    # With nothing scraped, max() is empty and "== 0" alone would never fire.
+    assert "absent(cloudpilot_leader)" in by_name["CloudPilotNoLeader"]["expr"]
+    assert "6 * 3600" in by_name["CloudPilotProxyExpiring"]["expr"]
+    documented = set(re.findall(r"\| `(CloudPilot\w+)` \|", DEPLOYMENT_DOC.read_text()))
+    assert documented == set(names)
