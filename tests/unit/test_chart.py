@@ -11,6 +11,7 @@ is exactly the operator's calls (tests/support/rbac.py), the CRD copy, the value
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -961,7 +962,7 @@ def test_chart_argocd_health_check_is_the_documented_one() -> None:
     ).read_bytes(), "run scripts/sync-chart-crds.sh"
 
 
-def test_notes_show_the_argocd_health_check(helm: Path, tmp_path: Path) -> None:
+def render_notes(helm: Path, tmp_path: Path, values: dict[str, Any]) -> str:
     """helm template skips NOTES.txt; a copy of the chart renders it inside a document."""
     chart = tmp_path / "chart"
     shutil.copytree(CHART, chart)
@@ -979,18 +980,145 @@ def test_notes_show_the_argocd_health_check(helm: Path, tmp_path: Path) -> None:
         str(chart),
         "--namespace",
         NAMESPACE,
+        "-f",
+        str(values_file(tmp_path, values)),
         "--show-only",
         "templates/notes-render.yaml",
     ).stdout
-    out = yaml.safe_load(rendered)["notes"]
-    assert "resource.customizations.health.cloudpilot.io_CloudPilotPool: |" in out
-    lua = (ROOT / "docs" / "argocd-health.lua").read_text()
-    block = out.split("CloudPilotPool: |\n", 1)[1]
-    lines = [line.rstrip() for line in block.splitlines()]
-    assert all(not line or line.startswith("      ") for line in lines)  # inside the YAML key
-    assert "\n".join(line[6:] for line in lines).strip() == lua.strip()
-    assert f"get lease {FULLNAME}" in out
-    assert "crds.enabled=true" in out  # the default installs no CRD: say how
+    notes_text: str = yaml.safe_load(rendered)["notes"]
+    return notes_text
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_notes_are_short_and_point_at_what_a_new_user_needs(
+    helm: Path, tmp_path: Path, name: str
+) -> None:
+    """The notes fit a screen (they used to print 127 lines, mostly the Argo CD Lua): what
+    was installed, the image, how to check it, the CRD upgrade, a pointer to the health check
+    and to the documentation."""
+    values = VALUE_SETS[name]
+    out = render_notes(helm, tmp_path, values)
+    lines = out.strip().splitlines()
+    assert len(lines) <= 20, f"{len(lines)} lines:\n{out}"
+    fullname = values.get("fullnameOverride") or FULLNAME
+    assert f"installed as {fullname} in namespace {NAMESPACE}" in out
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    image = values.get("image", {})
+    repository = image.get("repository", "cloudpilot/cloudpilot-operator")
+    if image.get("registry"):
+        repository = f"{image['registry'].rstrip('/')}/{repository}"
+    if image.get("digest"):
+        assert f"Image: {repository}@{image['digest']}" in out
+    else:
+        assert f"Image: {repository}:{image.get('tag') or chart['appVersion']}" in out
+    assert f"rollout status deployment/{fullname}" in out
+    # what to do about the CRD: part of the release, or applied by hand (the default)
+    crds = values.get("crds", {})
+    if crds.get("enabled"):
+        assert "CRD: part of this release" in out
+        assert ("helm uninstall keeps it" in out) == crds.get("keep", True)
+    else:
+        assert "crds.enabled=true" in out and "kubectl apply --server-side -f crds/" in out
+    # a pointer to the health check, not the Lua itself
+    assert "files/argocd-health.lua" in out and "docs/gitops.md" in out
+    assert "hs.status" not in out and "function" not in out
+    assert f"Documentation: {chart['home']}" in out
+    assert ("port-forward service/" in out) == values.get("metrics", {}).get("enabled", True)
+    for namespace in values.get("watch", {}).get("namespaces", []):
+        assert namespace in lines[2]
+
+
+def test_chart_metadata_is_what_artifact_hub_and_helm_show_need() -> None:
+    """home, sources, maintainers, keywords, kubeVersion and the Artifact Hub annotations;
+    the image annotation names the image the chart deploys by default."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    for field in ("home", "sources", "maintainers", "keywords", "kubeVersion", "description"):
+        assert chart.get(field), field
+    assert chart["home"].startswith("https://")
+    assert all(source.startswith("https://") for source in chart["sources"])
+    assert all(maintainer.get("name") for maintainer in chart["maintainers"])
+    assert chart["kubeVersion"] == f">={OLDEST_KUBERNETES}.0-0"
+    annotations = chart["annotations"]
+    assert annotations["artifacthub.io/license"] == "Apache-2.0"
+    assert annotations["artifacthub.io/operator"] == "true"
+    assert annotations["artifacthub.io/operatorCapabilities"] in {
+        "Basic Install",
+        "Seamless Upgrades",
+        "Full Lifecycle",
+        "Deep Insights",
+        "Auto Pilot",
+    }
+    for key in ("artifacthub.io/crds", "artifacthub.io/images", "artifacthub.io/links"):
+        assert isinstance(yaml.safe_load(annotations[key]), list), key
+    images = yaml.safe_load(annotations["artifacthub.io/images"])
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert [i["image"] for i in images] == [
+        f"{values['image']['repository']}:{chart['appVersion']}"
+    ], "bump artifacthub.io/images with appVersion"
+
+
+def test_the_default_image_tag_is_the_charts_app_version(
+    rendered: dict[str, list[dict]],
+) -> None:
+    """One version bump (Chart.yaml appVersion) moves the image the chart deploys."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["image"]["tag"] == "" and values["image"]["digest"] == ""
+    pod = only(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]
+    image = pod["containers"][0]["image"]
+    assert image == f"{values['image']['repository']}:{chart['appVersion']}"
+
+
+def _chart_readme_module() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "chart_readme", ROOT / "scripts" / "chart-readme.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_chart_readme_is_generated_from_the_current_values() -> None:
+    """charts/cloudpilot-operator/README.md is scripts/chart-readme.py's output for the
+    committed Chart.yaml, values.yaml and values.schema.json."""
+    expected = _chart_readme_module().render(CHART)
+    committed = (CHART / "README.md").read_text()
+    assert committed == expected, (
+        "charts/cloudpilot-operator/README.md is out of date with values.yaml / "
+        "values.schema.json / Chart.yaml: regenerate it with `python3 scripts/chart-readme.py` "
+        "and commit the result"
+    )
+
+
+def test_the_chart_readme_lists_every_value_with_its_comment_and_default() -> None:
+    text = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+
+    def leaves(node: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                yield from leaves(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+
+    rows = {line.split(" | ")[0].strip("| `*"): line for line in text.splitlines()}
+    for key, value in leaves(values):
+        assert key in rows, key
+        assert f"`{json.dumps(value)}`" in rows[key], key
+    assert "Image tag; empty means the chart's appVersion." in rows["image.tag"]
+    assert "string (IfNotPresent, Always, Never)" in rows["image.pullPolicy"]
+
+
+def test_the_chart_readme_generator_follows_a_new_value(tmp_path: Path) -> None:
+    """A value someone adds shows up with its comment (so the drift test above can fail)."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    values = chart / "values.yaml"
+    values.write_text(values.read_text() + "# A new knob for the test.\nnewKnob: 3\n")
+    text = _chart_readme_module().render(chart)
+    assert "| `newKnob` | integer | `3` | A new knob for the test. |" in text
+    assert text != (CHART / "README.md").read_text()
 
 
 # -- the values schema --------------------------------------------------------------------------
@@ -1235,6 +1363,43 @@ def test_the_dockerignore_lets_in_exactly_what_the_dockerfile_copies() -> None:
             if line.startswith("COPY ") and "--from=" not in line:
                 copied |= {src.rstrip("/").rstrip("*") for src in line.split()[1:-1]}
     assert copied <= allowed, copied - allowed
+
+
+def test_the_final_stage_writes_nothing_outside_tmp(rendered: dict[str, list[dict]]) -> None:
+    """The chart runs the image with a read-only root filesystem and an emptyDir on /tmp: the
+    image must not need to write anywhere else (no byte-code caches, HOME and WORKDIR in
+    /tmp, no VOLUME that a runtime would create elsewhere)."""
+    build, final = _stages()
+    final_text = "\n".join(final)
+    assert "compileall" in "\n".join(build)  # byte code made at build time ...
+    assert "PYTHONDONTWRITEBYTECODE=1" in final_text  # ... and never written at run time
+    assert "HOME=/tmp" in final_text
+    assert [line for line in final if line.startswith("WORKDIR ")] == ["WORKDIR /tmp"]
+    assert not [line for line in final if line.startswith("VOLUME")]
+    # a RUN in the final stage may only create the user (after USER, nothing runs as root)
+    runs = [line for line in final if line.startswith("RUN ")]
+    assert all("groupadd" in run or "useradd" in run for run in runs), runs
+    pod = only(rendered["defaults"], "Deployment")["spec"]["template"]["spec"]
+    operator = pod["containers"][0]
+    assert operator["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in operator["volumeMounts"]}
+    assert mounts == {"/tmp"}, mounts
+
+
+def test_the_build_script_tags_the_image_the_chart_deploys(
+    rendered: dict[str, list[dict]],
+) -> None:
+    """scripts/build-image.sh's default tag is the chart's default image reference."""
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build-image.sh"), "--print-ref"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    image = container(rendered["defaults"])["image"]
+    assert out.stdout.strip() == image
+    assert "--local-base" in (ROOT / "scripts" / "build-image.sh").read_text()
 
 
 def _operator_parser() -> Any:
