@@ -192,20 +192,32 @@ def record_failure(
     if jitter is None:
         jitter = random.random()
     delay = backoff_delay(failures, error.kind, initial=initial, maximum=maximum, jitter=jitter)
+    if error.uncertain:
+        # The call may have created VMs whose ids we never got: no creation in this queue
+        # until two listings (every TRANSIENT_LISTING_RETRY) have had a chance to show them;
+        # the second surely started after the failure, whatever listing the first reused.
+        delay = max(delay, UNCERTAIN_HOLD)
     entry = Backoff(failures=failures, retry_at=now + timedelta(seconds=delay), error=error)
     return replace(memory, backoff={**memory.backoff, queue: entry})
+
+
+UNCERTAIN_HOLD = 2 * constants.TRANSIENT_LISTING_RETRY + 1.0
+"""Seconds new creations wait after a create whose outcome is unknown (see record_failure)."""
 
 
 def for_generation(memory: PoolMemory, generation: int) -> PoolMemory:
     """The memory under spec ``generation``: an edited spec clears the back-off that the
     previous one earned (a fixed template, an added executable Secret, a corrected image),
-    so the fix is tried at once rather than after up to ``BACKOFF_MAX``. The first cycle of
-    a process only records the generation: what it remembers was earned under it."""
+    so the fix is tried at once rather than after up to ``BACKOFF_MAX``, except the hold
+    after an uncertain create. The first cycle of a process only records the generation:
+    what it remembers was earned under it."""
     if memory.generation == generation:
         return memory
     if memory.generation == 0:
         return replace(memory, generation=generation)
-    return replace(memory, backoff={}, generation=generation)
+    # A back-off after an uncertain failure stays: it guards against a duplicate, not a fault.
+    kept = {q: b for q, b in memory.backoff.items() if b.error.uncertain}
+    return replace(memory, backoff=kept, generation=generation)
 
 
 def record_success(memory: PoolMemory, queue: str) -> PoolMemory:

@@ -271,8 +271,11 @@ class Reconciler:
         memory = mem.observe(memory, (vm.id for vm in observed), now)
         if any(v.rotated for v in views.values()):
             # New credentials (a fixed key, a widened IAM policy) clear the back-off their
-            # predecessors earned: the next create is tried now, not in an hour.
-            memory = replace(memory, backoff={})
+            # predecessors earned: the next create is tried now, not in an hour. The hold
+            # after an uncertain create stays: it guards against a duplicate, not a fault.
+            memory = replace(
+                memory, backoff={q: b for q, b in memory.backoff.items() if b.error.uncertain}
+            )
         # An account that could not be listed blocks the whole pool's plan this cycle.
         blocking = next((v.error for v in views.values() if v.error is not None), None)
         memory = mem.record_outage(memory, blocking, now)
@@ -317,7 +320,17 @@ class Reconciler:
         elif blocking is None and views:
             # Every account listed: this spec may create VMs now. Recorded first, so that a
             # deletion can always find the spec the pool's VMs were made with.
-            await self._record_spec(pool, body.get("spec") or {}, previous)
+            try:
+                await self._record_spec(pool, body.get("spec") or {}, previous)
+            except Exception as exc:
+                # No record, no new VM; deletions and replacements of stuck VMs go on, and
+                # the condition says why (e.g. a CRD older than the operator: upgrade it).
+                the_plan = replace(the_plan, creations=())
+                blocking = mem.CloudError(
+                    mem.ErrorKind.TRANSIENT,
+                    "cannot record status.teardownSpec before creating VMs "
+                    f"(is the CRD up to date?): {errors.scrub(f'{type(exc).__name__}: {exc}')}",
+                )
         memory = await self._delete(pool, the_plan.deletions, views, by_queue, memory, events, now)
         memory = await self._create(
             pool, spec, the_plan.creations, views, by_queue, memory, events, now, secret

@@ -135,3 +135,22 @@ def test_a_huge_pool_does_not_starve_a_small_one(stack_without_operator: Stack) 
     assert big["desiredReplicas"] == constants.MAX_REPLICAS
     assert stack.condition("big", "Stalled") is None
     assert len(stack.live_vms("small")) == 3, "the small pool got more than it asked for"
+
+
+async def test_a_spec_that_cannot_be_recorded_creates_nothing_and_says_why(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """The usable spec is recorded in status.teardownSpec before the first VM, so that a
+    deletion can always find it. If that write fails (a CRD older than the operator, an API
+    outage), the cycle creates nothing, says why, and comes back; it must not abandon the
+    whole cycle with a traceback."""
+    h = Harness(*cloud)
+
+    async def refuse(pool: PoolRef, patch: dict[str, Any]) -> None:
+        raise RuntimeError('unknown field "status.teardownSpec"')
+
+    h.reconciler._write_status = refuse  # white-box: the adapter the runtime plugs in
+    status = await h.reconcile("unrecorded", 2)
+    assert h.counts().get("RunInstances", 0) == 0
+    assert "teardownSpec" in status["lastError"]["message"], status
+    assert "CRD" in status["lastError"]["message"]

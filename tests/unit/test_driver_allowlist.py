@@ -172,3 +172,13 @@ def test_runtime_passes_the_operator_settings_allow_list_on() -> None:
 def test_settings_refuse_an_allow_list_entry_that_is_not_a_class_path(bad: str) -> None:
     with pytest.raises(ValueError, match=r"pkg\.module\.Class"):
         ReconcilerSettings(allowed_driver_classes=frozenset({bad}))
+
+
+@pytest.mark.parametrize("cloud_type", ["EC2_US_EAST", "cloudsigma_us"])
+def test_a_provider_libcloud_removed_is_a_config_error_not_an_escape(cloud_type: str) -> None:
+    """DIRAC-era provider names that libcloud has since removed raise bare exceptions in
+    get_driver; they must stall the pool with a reason, not escape the reconcile."""
+    from cloudpilot.cloud.drivers import driver_class
+
+    with pytest.raises(ConfigError):
+        driver_class(cloud_type)

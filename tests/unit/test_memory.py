@@ -316,3 +316,18 @@ def test_an_edited_spec_clears_the_back_off_the_previous_one_earned() -> None:
     assert for_generation(first, 3) is first  # same spec: the back-off holds
     edited = for_generation(first, 4)
     assert edited.backoff == {} and edited.generation == 4
+
+
+def test_an_uncertain_create_holds_the_queue_until_two_listings_had_a_chance() -> None:
+    """A create that timed out may have made VMs whose ids never came back: new creations
+    in that queue wait long enough for two re-listings (the second started after the
+    failure), and neither a spec edit nor rotated credentials lift that hold."""
+    from cloudpilot.memory import UNCERTAIN_HOLD, CloudError, for_generation
+
+    uncertain = CloudError(ErrorKind.TRANSIENT, "ReadTimeout", "create", uncertain=True)
+    held = record_failure(PoolMemory(generation=1), "q", uncertain, NOW, jitter=0.0)
+    assert held.backoff["q"].retry_at == NOW + timedelta(seconds=UNCERTAIN_HOLD)
+    assert UNCERTAIN_HOLD > 2 * constants.TRANSIENT_LISTING_RETRY
+    assert for_generation(held, 2).backoff == held.backoff
+    certain = record_failure(PoolMemory(generation=1), "q", cloud_error(), NOW, jitter=0.0)
+    assert for_generation(certain, 2).backoff == {}

@@ -51,7 +51,10 @@ def driver_class(cloud_type: str, allowed: frozenset[str] = frozenset()) -> type
             f"cloudType {cloud_type!r} is not a libcloud compute provider "
             "(e.g. OPENSTACK, EC2, GCE, AZURE_ARM) nor an allowed pkg.module.Class path"
         )
-    return get_driver(provider)
+    try:
+        return get_driver(provider)
+    except Exception as exc:  # libcloud raises bare Exceptions for removed providers
+        raise ConfigError(f"cloudType {cloud_type!r}: {exc}") from None
 
 
 def refusal(cloud_type: str, allowed: frozenset[str]) -> str:
