@@ -747,7 +747,7 @@ def test_operator_settings_come_from_values(rendered: dict[str, list[dict]]) -> 
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     c = container(rendered["customised"])
     assert c["args"][:1] == ["--all-namespaces"]
-    assert "--verbose" in c["args"] and c["args"][-1] == "--example-flag"
+    assert "--log-level=debug" in c["args"] and c["args"][-1] == "--example-flag"
     assert c["image"] == "registry.example.org/grid/cloudpilot@sha256:" + "ab" * 32
     pod = only(rendered["customised"], "Deployment")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "existing-account"
