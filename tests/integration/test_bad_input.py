@@ -17,7 +17,6 @@ the tables below.
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -303,11 +302,6 @@ def test_each_runtime_case_stalls_with_its_reason_creates_no_vm_and_spares_the_h
 # -- the documentation ---------------------------------------------------------------------
 
 
-def _doc_rows() -> list[str]:
-    rows = [f"| `{c['name']}` | {c.get('error', '')} |" for c in INVALID]
-    return rows
-
-
 def test_docs_list_every_case_and_what_it_gets() -> None:
     text = DOC.read_text()
     missing = [c["name"] for c in INVALID if f"`{c['name']}`" not in text]
@@ -315,7 +309,3 @@ def test_docs_list_every_case_and_what_it_gets() -> None:
     stale = [c.name for c in RUNTIME if f"`{c.name}` | {c.what} | `{c.reason}`" not in text]
     assert not missing, f"docs/bad-input.md lacks {missing}"
     assert not stale, f"docs/bad-input.md describes these differently: {stale}"
-
-
-def _b64(value: str) -> str:  # kept for cases that carry binary Secret data
-    return base64.b64encode(value.encode()).decode()

@@ -8,45 +8,22 @@ run allows it and gets VMs, so the first test would notice an import.
 
 from __future__ import annotations
 
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cloudpilot_devtools import moto_ec2
 from tests.support.kube import wait_for
+from tests.support.planted import Planted, planted_driver
 from tests.support.stack import Stack
-
-
-@dataclass(frozen=True)
-class Planted:
-    module: str
-    marker: Path
-
-    @property
-    def driver(self) -> str:
-        return f"{self.module}.Driver"
-
-    def imported(self) -> bool:
-        return self.module in sys.modules or self.marker.exists()
 
 
 @pytest.fixture
 def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Planted]:
-    """On ``sys.path`` of this process, where the operator runs (in a thread)."""
-    module = f"cp_planted_e2e_{uuid.uuid4().hex}"
-    marker = tmp_path / "imported"
-    (tmp_path / f"{module}.py").write_text(
-        "from pathlib import Path\n"
-        f"from {moto_ec2.__name__} import MotoEC2NodeDriver as Driver\n"
-        f"Path({str(marker)!r}).write_text('side effect')\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield Planted(module, marker)
-    sys.modules.pop(module, None)
+    """A working driver (moto's EC2 under another name) that marks its own import."""
+    with planted_driver(tmp_path, monkeypatch, moto_ec2.CLASS_PATH) as found:
+        yield found
 
 
 def test_a_pool_naming_a_class_not_allowed_stalls_and_imports_nothing(

@@ -15,7 +15,6 @@ Binaries: ``kube-apiserver`` from ``CLOUDPILOT_KUBE_APISERVER`` or the cache tha
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import os
@@ -27,7 +26,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -179,15 +178,15 @@ class ControlPlane:
     """etcd + kube-apiserver on loopback ports, in a temporary directory; stopped on exit.
 
     ``admin`` is a kubeconfig for ``system:masters``. :meth:`identity` writes more, for
-    tests that need another user (RBAC, priority and fairness). :meth:`restart_apiserver`
-    stops and starts the API server on the same port and etcd, as an upgrade or a crash does.
+    tests that need another user (RBAC, priority and fairness). :meth:`stop_apiserver` and
+    :meth:`start_apiserver` take it down and bring it back on the same port and etcd, as an
+    upgrade or a crash does.
     """
 
-    def __init__(self, *, timeout: float = 90.0, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, *, timeout: float = 90.0) -> None:
         self._apiserver_binary = kube_apiserver_binary()
         self._etcd_binary = etcd_binary()
         self.timeout = timeout
-        self.extra_args = tuple(extra_args)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
@@ -241,15 +240,6 @@ class ControlPlane:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def restart_apiserver(self, *, down: float = 0.0) -> None:
-        """Stop the API server (SIGTERM, as a rolling upgrade does), leave it down for
-        ``down`` seconds, and start it again on the same port with the same etcd."""
-        _stop(self._apiserver)
-        self._apiserver = None
-        if down:
-            time.sleep(down)  # the outage itself, not a synchronisation
-        self._start_apiserver()
 
     def stop_apiserver(self) -> None:
         _stop(self._apiserver)
@@ -396,7 +386,6 @@ class ControlPlane:
                 # Compact often, so that a watch resumed from an old resourceVersion is
                 # answered 410 Gone within seconds (test_apiserver_faults.py).
                 "--etcd-compaction-interval=2s",
-                *self.extra_args,
             ],
         )
         self._wait(f"{self.url}/readyz", self._apiserver, "kube-apiserver", tls=True)
@@ -447,9 +436,3 @@ def _stop(process: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> Non
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout)
-
-
-@contextlib.contextmanager
-def control_plane(**kwargs: object) -> Iterator[ControlPlane]:
-    with ControlPlane(**kwargs) as plane:  # type: ignore[arg-type]
-        yield plane

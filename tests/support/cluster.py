@@ -30,6 +30,7 @@ import yaml
 
 from cloudpilot import constants
 from tests.support.apiserver import ControlPlane, ControlPlaneMissing
+from tests.support.crd import CRD_PATH
 from tests.support.kube import wait_for
 
 __all__ = [
@@ -41,8 +42,6 @@ __all__ = [
     "shared_control_plane",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO / "crds" / "cloudpilotpools.cloudpilot.io.yaml"
 CRD_NAME = f"{constants.PLURAL}.{constants.API_GROUP}"
 
 

@@ -33,8 +33,6 @@ from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 from tests.support import cluster
 from tests.support.kube import wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-CRD_PATH = REPO / "crds" / "cloudpilotpools.cloudpilot.io.yaml"
 IMAGE = "name:AlmaLinux-9-GenericCloud-9.4-x86_64"
 PILOT = "#!/bin/sh\n# fake pilot wrapper\necho pilot\n"
 

@@ -8,10 +8,7 @@ module is not in ``sys.modules`` and the marker does not exist.
 
 from __future__ import annotations
 
-import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,38 +23,14 @@ from cloudpilot.memory import ErrorKind
 from cloudpilot.models.queues import ConfigError
 from cloudpilot.reconciler import Reconciler, ReconcilerSettings
 from tests.support.builders import account
-
-
-@dataclass(frozen=True)
-class Planted:
-    """A module on ``sys.path`` that leaves ``marker`` behind if it is ever imported."""
-
-    module: str
-    marker: Path
-
-    @property
-    def driver(self) -> str:
-        return f"{self.module}.Driver"
-
-    def imported(self) -> bool:
-        return self.module in sys.modules or self.marker.exists()
+from tests.support.planted import Planted, planted_driver
 
 
 @pytest.fixture
 def planted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Planted]:
-    module = f"cp_planted_{uuid.uuid4().hex}"
-    marker = tmp_path / "imported"
-    (tmp_path / f"{module}.py").write_text(
-        "from pathlib import Path\n"
-        "from libcloud.compute.drivers.dummy import DummyNodeDriver\n"
-        f"Path({str(marker)!r}).write_text('side effect')\n"
-        "class Driver(DummyNodeDriver):\n"
-        "    pass\n"
-        "NotADriver = object\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield Planted(module, marker)
-    sys.modules.pop(module, None)
+    base = "libcloud.compute.drivers.dummy.DummyNodeDriver"
+    with planted_driver(tmp_path, monkeypatch, base, extra="NotADriver = object\n") as found:
+        yield found
 
 
 def test_a_class_path_not_allowed_is_refused_before_any_import(planted: Planted) -> None:
