@@ -20,8 +20,8 @@ from typing import Any
 
 from cloudpilot import constants, planner
 from cloudpilot import memory as mem
-from cloudpilot.cloud.gateway import CreateResult
-from cloudpilot.credentials.proxy import ProxyReason
+from cloudpilot.cloud.results import CreateResult
+from cloudpilot.credentials.proxy import ProxyReason, ProxyReport
 from cloudpilot.cycle_events import (
     Event,
     blocking_event,
@@ -34,7 +34,6 @@ from cloudpilot.inventory import queue_prefixes
 from cloudpilot.models.queues import CloudAccount, QueueConfig
 from cloudpilot.models.spec import PoolSpec, ScaleDownPolicy
 from cloudpilot.models.vms import ObservedVM
-from cloudpilot.pilot_proxy import ProxyReport
 from cloudpilot.reasons import Reason
 from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
 

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from cloudpilot import decision, planner
-from cloudpilot.cloud.gateway import CreateResult, ListedNode
+from cloudpilot.cloud.results import CreateResult, ListedNode
+from cloudpilot.credentials.proxy import ProxyReport
 from cloudpilot.decision import AccountListing, Observation, Results, Tuning
 from cloudpilot.memory import CloudError, ErrorKind, PoolMemory
 from cloudpilot.models.spec import parse_spec
 from cloudpilot.models.vms import Phase
-from cloudpilot.pilot_proxy import ProxyReport
 from tests.support.builders import NOW, account, backoff, pool_spec, queue, vm
 
 TUNING = Tuning(interval=60.0, converging_interval=10.0)

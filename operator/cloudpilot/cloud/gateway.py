@@ -33,7 +33,7 @@ import hashlib
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from xml.etree.ElementTree import Element
@@ -48,6 +48,8 @@ from cloudpilot.cloud.drivers import build_driver, driver_class
 from cloudpilot.cloud.listing import SharedListing, shared_listing
 from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
+from cloudpilot.cloud.results import CreateResult as CreateResult  # re-exported
+from cloudpilot.cloud.results import ListedNode as ListedNode
 from cloudpilot.memory import CloudError
 from cloudpilot.models.queues import CloudAccount, QueueConfig
 
@@ -88,15 +90,6 @@ class Credentials:
 
 
 @dataclass(frozen=True)
-class ListedNode:
-    id: str
-    name: str
-    state: str
-    created_at: datetime | None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class CreateRequest:
     queue: QueueConfig
     count: int
@@ -104,14 +97,6 @@ class CreateRequest:
     user_data: bytes
     tags: Mapping[str, str]
     client_token: str | None = None
-
-
-@dataclass(frozen=True)
-class CreateResult:
-    queue: str
-    requested: int
-    created: tuple[ListedNode, ...] = ()
-    error: CloudError | None = None
 
 
 class _NotSent(Exception):
