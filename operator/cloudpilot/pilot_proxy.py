@@ -54,7 +54,7 @@ async def load_queue_proxies(
         pem = find_proxy_pem(raw) if location.bundled else raw
         if not pem:
             continue
-        redaction.register(f"{owner}:proxy:{location.source}", [pem])
+        redaction.register(redaction.pool_owner(owner, f"proxy:{location.source}"), [pem])
         found[queue.name] = QueueProxy(location, pem, f"{namespace}/{location.source}")
     return found
 
