@@ -303,6 +303,12 @@ def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
     is counted as deleting, destroyed or not: a failed one is planned again). Creations
     not attempted (another replica leads, the spec could not be recorded) are still
     missing; attempted ones are not, whatever came of them.
+
+    Not planned again, so room a failed create frees under a pool-level ``maxInstances`` /
+    ``maxStarting`` is not re-shared here: another queue keeps its ``held`` for this cycle,
+    which is true (it got no more VMs this cycle), and gets the room at the next one, a
+    converging interval later (new VMs are starting, the failed queue backs off). Exact
+    would mean planning twice, or the summaries telling a pool's hold from a queue's.
     """
     created = {r.queue: len(r.created) for r in results.created}
     failed = {r.queue for r in results.created if r.error is not None}

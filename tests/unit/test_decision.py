@@ -168,6 +168,33 @@ def test_a_failed_create_has_one_reason_in_event_condition_and_last_error() -> N
     assert summary["held"] == "BackOff" and summary["starting"] == 1
 
 
+def test_room_a_failed_create_frees_under_a_pool_limit_goes_to_other_queues_next_cycle() -> None:
+    """The one-cycle lag of :func:`decision.as_it_stands`, pinned as intended.
+
+    Two queues share a pool ``maxInstances`` of 4: each is given 2. Queue a's create
+    fails, so 2 slots are free again; the status of this cycle still shows b held by
+    MaxInstances (the plan is made once: b really got no more this cycle), and the next
+    cycle, which comes back at the converging interval, gives b the freed room.
+    """
+    obs = observe(
+        spec=parse_spec(pool_spec(limits={"maxInstances": 4})),
+        queues=(queue("a", 4), queue("b", 4)),
+    )
+    chosen = decision.decide(obs, PoolMemory(generation=1), NOW, TUNING)
+    assert chosen.plan.creations == (planner.Creation("a", 2), planner.Creation("b", 2))
+    quota = CloudError(ErrorKind.QUOTA, "InstanceLimitExceeded", "create")
+    results = Results(
+        created=(CreateResult("a", 2, (), quota), CreateResult("b", 2, (node(1), node(2))))
+    )
+    outcome = decision.conclude(obs, chosen, results, NOW, TUNING)
+    held = {q["name"]: q.get("held") for q in outcome.status_patch["queues"]}
+    assert held == {"a": "BackOff", "b": "MaxInstances"}  # the lag: b is not re-shared
+    assert outcome.next_delay <= TUNING.converging_interval
+
+    again = decision.decide(obs, outcome.memory, NOW, TUNING)
+    assert again.plan.creations == (planner.Creation("b", 2),)
+
+
 def test_a_failed_deletion_is_a_warning_with_the_error_class() -> None:
     done = vm("default", Phase.DONE)
     refused = CloudError(ErrorKind.TRANSIENT, "throttled", "destroy")
