@@ -290,9 +290,11 @@ def _record_creation(
             for n in result.created
         ),
     )
-    if result.error is None:
-        return mem.record_success(memory, result.queue)
-    return mem.record_failure(memory, result.queue, result.error, now, **backoff_args(obs))
+    if result.error is not None:
+        return mem.record_failure(memory, result.queue, result.error, now, **backoff_args(obs))
+    if result.fenced:
+        return memory  # not all of it was tried: no success, no failure (see CreateResult)
+    return mem.record_success(memory, result.queue)
 
 
 def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
@@ -302,7 +304,8 @@ def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
     create failed is held by its back-off. Deletions change no count (a VM being destroyed
     is counted as deleting, destroyed or not: a failed one is planned again). Creations
     not attempted (another replica leads, the spec could not be recorded) are still
-    missing; attempted ones are not, whatever came of them.
+    missing, and so is what the leadership fence stopped; attempted ones are not, whatever
+    came of them.
 
     Not planned again, so room a failed create frees under a pool-level ``maxInstances`` /
     ``maxStarting`` is not re-shared here: another queue keeps its ``held`` for this cycle,
@@ -312,6 +315,7 @@ def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
     """
     created = {r.queue: len(r.created) for r in results.created}
     failed = {r.queue for r in results.created if r.error is not None}
+    fenced = {r.queue for r in results.created if r.fenced and r.error is None}
     queues = tuple(
         replace(
             q,
@@ -321,7 +325,11 @@ def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
         )
         for q in plan.queues
     )
-    missing = tuple(c for c in plan.creations if c.queue not in created)
+    missing = tuple(
+        replace(c, count=c.count - created[c.queue]) if c.queue in fenced else c
+        for c in plan.creations
+        if c.queue not in created or c.queue in fenced
+    )
     return planner.Plan(creations=missing, deletions=plan.deletions, queues=queues)
 
 

@@ -195,6 +195,24 @@ def test_room_a_failed_create_frees_under_a_pool_limit_goes_to_other_queues_next
     assert again.plan.creations == (planner.Creation("b", 2),)
 
 
+def test_a_create_the_leadership_fence_stopped_is_neither_a_success_nor_a_failure() -> None:
+    """One VM went out before the Lease was lost, two did not: the one is pending, the two
+    are still missing (for whoever leads now), and no Warning, back-off or reset follows."""
+    uncertain = backoff(ErrorKind.TRANSIENT, retry_in=-1)  # over: the queue may create
+    memory = PoolMemory(generation=1, backoff={"default": uncertain})
+    chosen = decision.decide(observe(3), memory, NOW, TUNING)
+    assert chosen.plan.creations == (planner.Creation("default", 3),)
+    fenced = CreateResult("default", 3, (node(1),), fenced=True)
+    results = Results(created=(fenced,))
+    outcome = decision.conclude(observe(3), chosen, results, NOW, TUNING)
+    assert [(e.type, e.reason) for e in outcome.events] == [("Normal", "Created")]
+    assert set(outcome.memory.pending) == {"i-1"}
+    assert outcome.memory.backoff == memory.backoff  # no success recorded either
+    after = decision.as_it_stands(chosen.plan, results)
+    assert after.creations == (planner.Creation("default", 2),)
+    assert after.queues[0].held is None and after.queues[0].starting == 1
+
+
 def test_a_failed_deletion_is_a_warning_with_the_error_class() -> None:
     done = vm("default", Phase.DONE)
     refused = CloudError(ErrorKind.TRANSIENT, "throttled", "destroy")

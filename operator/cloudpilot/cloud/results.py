@@ -33,3 +33,6 @@ class CreateResult:
     requested: int
     created: tuple[ListedNode, ...] = ()
     error: CloudError | None = None
+    fenced: bool = False
+    """Part of it was not sent: this replica lost the Lease first (leader.NotLeading).
+    Neither a success nor a failure: the replica that leads now creates what is missing."""
