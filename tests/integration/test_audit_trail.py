@@ -71,7 +71,7 @@ def test_a_repeated_event_is_one_event_object_with_a_count(
         build_event(
             pool,
             "Warning",
-            "CreateFailed",
+            "QuotaExceeded",
             "queue default: quota",
             start + timedelta(seconds=second),
         )
@@ -79,7 +79,7 @@ def test_a_repeated_event_is_one_event_object_with_a_count(
     ]
     _post(stack, recorder, events)
 
-    ours = [e for e in stack.events() if e.reason == "CreateFailed"]
+    ours = [e for e in stack.events() if e.reason == "QuotaExceeded"]
     assert len(ours) == 1, [(e.metadata.name, e.count) for e in ours]
     assert ours[0].count == 3
     assert ours[0].last_timestamp - ours[0].first_timestamp == timedelta(seconds=2)
@@ -87,5 +87,5 @@ def test_a_repeated_event_is_one_event_object_with_a_count(
     # Expired (or deleted) on the server: the next repeat is a new Event, not an error.
     stack.core.delete_namespaced_event(ours[0].metadata.name, stack.namespace)
     _post(stack, recorder, events[-1:])
-    again = [e for e in stack.events() if e.reason == "CreateFailed"]
+    again = [e for e in stack.events() if e.reason == "QuotaExceeded"]
     assert [e.count for e in again] == [1]
