@@ -13,7 +13,7 @@ package (used until now, in worker threads) nor ``kubernetes-asyncio``:
   a kubeconfig loader of its own, with its own precedence and its own bugs.
 * **Nothing new to install.** aiohttp is kopf's; ``kubernetes-asyncio`` is a large
   generated package, untyped (``mypy --strict`` would need an ignore at each call), and
-  the official one needs a thread per call. The operator needs nine calls: each is one
+  the official one needs a thread per call. The operator needs eight calls: each is one
   typed method here, and :class:`KubeApi` names them (the RBAC rules follow from it).
 * **Its rules in one place:** a strict timeout on every call (retries included), retries on
   429 / 5xx decided by the pure :mod:`cloudpilot.kube.retry`, a fresh login on 401 (a
