@@ -55,13 +55,13 @@ def test_a_repeated_event_is_one_event_object_with_a_count(
         event = build_event(
             pool,
             "Warning",
-            "CreateFailed",
+            "QuotaExceeded",
             "queue default: quota",
             start + timedelta(seconds=second),
         )
         recorder.post(stack.namespace, event)
 
-    ours = [e for e in stack.events() if e.reason == "CreateFailed"]
+    ours = [e for e in stack.events() if e.reason == "QuotaExceeded"]
     assert len(ours) == 1, [(e.metadata.name, e.count) for e in ours]
     assert ours[0].count == 3
     assert ours[0].last_timestamp - ours[0].first_timestamp == timedelta(seconds=2)
@@ -69,5 +69,5 @@ def test_a_repeated_event_is_one_event_object_with_a_count(
     # Expired (or deleted) on the server: the next repeat is a new Event, not an error.
     stack.core.delete_namespaced_event(ours[0].metadata.name, stack.namespace)
     recorder.post(stack.namespace, event)
-    again = [e for e in stack.events() if e.reason == "CreateFailed"]
+    again = [e for e in stack.events() if e.reason == "QuotaExceeded"]
     assert [e.count for e in again] == [1]
