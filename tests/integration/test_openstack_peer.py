@@ -387,7 +387,7 @@ def test_networks_through_nova_and_neutron_and_tokens_checked(
 ) -> None:
     """The peer's networks, as libcloud's 1.1 driver (Nova's ``os-networks`` proxy) and its
     2.0 driver (Neutron, found as type ``network`` in keystone's catalogue) see them; and
-    Nova refuses a token keystone never issued (401 -> ``InvalidCredsError``)."""
+    Nova refuses a token keystone never issued (401, Nova's body)."""
     skip_openstack_price_lookups()
     public = openstack_peer.add_network("my_public_net")
     openstack_peer.add_network("my_private_net")
@@ -406,8 +406,10 @@ def test_networks_through_nova_and_neutron_and_tokens_checked(
     forged = cls(
         user,
         password,
+        ex_force_auth_url=openstack_peer.auth_url,
         ex_force_auth_token="forged",
         ex_force_base_url=openstack_peer.compute_url,
     )
-    with pytest.raises(InvalidCredsError):
+    with pytest.raises(BaseHTTPError, match="requires authentication") as refused:
         forged.list_nodes()
+    assert refused.value.code == 401
