@@ -10,7 +10,6 @@ import pytest
 from cloudpilot import redaction
 from cloudpilot.cycle_events import Event
 from cloudpilot.kube import events, handlers
-from cloudpilot.kube import status as kube_status
 from cloudpilot.kube.events import MAX_EVENT_MESSAGE, EventRecorder, build_event
 from cloudpilot.reasons import Reason
 from cloudpilot.reconciler import PoolRef
@@ -148,19 +147,19 @@ async def test_a_cycle_posts_its_events_before_it_writes_the_status_they_explain
     calls: list[str] = []
 
     class Api:
-        def create(self, namespace: str, event: dict[str, Any]) -> str:
+        async def create(self, namespace: str, event: dict[str, Any]) -> str:
             calls.append(f"event {event['reason']}")
             return "e-1"
 
-        def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
             raise AssertionError("nothing to aggregate")
 
-    def write_status(namespace: str, name: str, patch: dict[str, Any]) -> None:
+    async def write_status(namespace: str, name: str, patch: dict[str, Any]) -> bool:
         calls.append(f"status {sorted(patch)}")
         raise RuntimeError("the API server said no")
 
     monkeypatch.setattr(events, "recorder", EventRecorder(Api()))
-    monkeypatch.setattr(kube_status, "_patch", write_status)
+    monkeypatch.setattr(handlers, "patch_status", write_status)
     pool = PoolRef("grid", "lhcb", "u-1")
     stalled = Event("Warning", Reason.BAD_CREDENTIALS, "AuthFailure")
     with pytest.raises(RuntimeError):
