@@ -17,7 +17,7 @@ import pytest
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
 from libcloud.compute.types import NodeState
 
-from cloudpilot import leader, naming
+from cloudpilot import leader, naming, redaction
 from cloudpilot import metrics as metrics_module
 from cloudpilot.metrics import OperatorMetrics
 from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
@@ -71,6 +71,16 @@ class LostAfterDeciding:
     def is_leading(self) -> bool:
         self.asked += 1
         return self.asked == 1
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    """The cycle registers the pool's credentials for log masking, process-wide: leave the
+    registry as this test found it (short values like these would mask other tests' text)."""
+    before = set(redaction._secrets)
+    yield
+    for owner in set(redaction._secrets) - before:
+        redaction.forget(owner)
 
 
 @pytest.fixture
