@@ -62,11 +62,10 @@ from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies, unusa
 from cloudpilot.pool_state import PoolState
 from cloudpilot.reasons import Reason
 from cloudpilot.settings import class_paths
-from cloudpilot.shared_caches import CacheSettings, SharedCaches
+from cloudpilot.shared_caches import CacheSettings, SecretReader, SharedCaches
 
 __all__ = ["Event", "Outcome", "PoolRef", "Reconciler", "ReconcilerSettings", "TeardownOutcome"]
 
-SecretReader = Callable[[str, str], Awaitable[dict[str, bytes]]]
 SecretGetter = Callable[[str], Awaitable[dict[str, bytes]]]
 StatusWriter = Callable[["PoolRef", dict[str, Any]], Awaitable[Any]]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cloudpilot import constants
@@ -133,6 +133,3 @@ class SharedCaches:
         for gateway in self.gateways.values():
             gateway.listing.forget(uid)  # which listing this pool saw last
         self.proxy_files.release(key)
-
-    def all_gateways(self) -> Iterable[CloudGateway]:
-        return self.gateways.values()
