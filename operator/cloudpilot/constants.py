@@ -45,7 +45,7 @@ pending), so that progress shows quickly without polling a quiet pool."""
 MAX_CONCURRENT_RECONCILES: Final = 64
 """Pools reconciled at the same time by the operator's one scheduler. A reconcile mostly
 waits (a shared listing, a create, a status patch), so 64 keeps a 2-core pod busy without
-queueing a thousand status patches behind six worker threads; pools sharing an account
+a thousand cycles holding cloud calls and API connections at once; pools sharing an account
 share one listing whatever this is. ``operator.maxConcurrentReconciles`` in the chart."""
 
 SCHEDULER_STOP_TIMEOUT: Final = 5.0
