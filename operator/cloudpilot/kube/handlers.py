@@ -79,16 +79,21 @@ def _ref(body: Mapping[str, Any]) -> PoolRef:
 
 async def publish(
     pool: PoolRef, body: Mapping[str, Any], events: Sequence[Event], status_patch: dict[str, Any]
-) -> None:
-    """A cycle's Events, then its status (a teardown does the same).
+) -> bool:
+    """A cycle's Events, then its status (a teardown does the same); False when the Lease
+    lapsed before the status could be written (nothing more was sent).
 
     Events first: whoever sees a condition (a user, a test) can then find the Event that
     explains it, and a status write that fails loses no Event (a repeat of a blocking one
     next cycle only raises its count). No round trip is added: the same calls, in the other
-    order, and none at all in a quiet cycle.
+    order, and none at all in a quiet cycle. Posting the Events takes awaits, so the Lease
+    is checked again before the status write (and before each Event, in ``post_events``).
     """
     await post_events(body, events)
+    if not leader.may_act():
+        return False  # the replica that leads now writes the status
     await patch_status(pool.namespace, pool.name, status_patch)
+    return True
 
 
 def configure_kopf(settings: kopf.OperatorSettings, *, cluster_discovery: bool = True) -> None:
@@ -127,7 +132,8 @@ def register(
             if not leader.may_act():
                 # The Lease lapsed during the cycle: whoever holds it now writes status.
                 return retry_delay
-            await publish(pool, body, outcome.events, outcome.status_patch)
+            if not await publish(pool, body, outcome.events, outcome.status_patch):
+                return retry_delay
             status = bodies.record_status(uid, outcome.status_patch)
         except Exception:
             # A bug or an API outage must not end the pool's reconciles for good.
