@@ -34,6 +34,7 @@ from cloudpilot.credentials.errors import InvalidProxyError
 from cloudpilot.credentials.proxy import ProxyReason
 from cloudpilot.credentials.proxyfiles import ProxyFileStore
 from cloudpilot.credentials.resolve import credentials_from_secret
+from cloudpilot.dirac.link import DiracLink
 from cloudpilot.inventory import owned_vms, queue_prefixes
 from cloudpilot.kube import secrets as kube_secrets
 from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, effective_queues
@@ -45,7 +46,7 @@ from cloudpilot.models.spec import (
     parse_spec,
 )
 from cloudpilot.models.vms import ObservedVM
-from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix, vm_tags
+from cloudpilot.naming import new_vm_name, pool_prefix, pool_selector, queue_prefix, vm_tags
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies, unusable_proxy
 from cloudpilot.settings import class_paths
 from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
@@ -178,6 +179,8 @@ class Reconciler:
         without an API server): the record is kept in process only."""
         self._teardowns: dict[str, teardown.TeardownState] = {}
         self._read_configmap = read_configmap
+        self.dirac = DiracLink()
+        """Pilot registration in DiracX and demand from it (pools with ``spec.dirac``)."""
 
     async def _read_secret_shared(self, namespace: str, name: str) -> dict[str, bytes]:
         """Secret reads shared by every pool for a short while (half the reconcile
@@ -212,6 +215,7 @@ class Reconciler:
     def forget(self, pool: PoolRef) -> None:
         for store in (self._memories, self._recorded, self._teardowns):
             store.pop(pool.uid, None)
+        self.dirac.forget(pool.uid)
         for owner in self._secret_owners.pop(pool.uid, set()):
             redaction.forget(owner)
         self._proxy_files.release(pool.key)
@@ -257,6 +261,8 @@ class Reconciler:
             )
         except ConfigError as exc:
             return self._blocked(pool, previous, generation, now, mem.ErrorKind.CONFIG, str(exc))
+        dirac_token = await self._dirac_token(pool, spec, secret)
+        queues = await self._dirac_demand(pool, spec, queues, dirac_token, previous, now)
         report = assess(
             proxies,
             now=now,
@@ -349,6 +355,20 @@ class Reconciler:
             events.append(Event("Warning", blocking.kind.value, blocking.message))
         if report.event is not None:
             events.append(Event(*report.event))
+        extra: dict[str, Any] = {"selector": pool_selector(pool.name, pool.uid)}
+        if report.status:
+            extra["proxy"] = report.status
+        if spec.dirac is not None:
+            await self.dirac.sync(
+                pool.uid,
+                spec.dirac,
+                dirac_token,
+                _with_pending(observed, memory),
+                ce=spec.ce,
+                now=now,
+                may_act=leader.may_act(),
+            )
+            extra["dirac"] = self.dirac.status(pool.uid, spec.dirac)
         status = build_status(
             StatusInputs(
                 generation=generation,
@@ -358,7 +378,7 @@ class Reconciler:
                 now=now,
                 error=blocking,
                 prefixes=queue_prefixes(queues),
-                extra={"proxy": report.status} if report.status else None,
+                extra=extra,
                 extra_conditions=[report.verdict.condition] if report.verdict else (),
                 outage=memory.outage,
                 unreachable_stall_after=self.settings.unreachable_stall_after,
@@ -369,8 +389,57 @@ class Reconciler:
         return Outcome(
             status_patch=status_patch(previous, status),
             events=events,
-            next_delay=self._next_delay(after, memory, now, blocking, _outage_delay(memory, spec)),
+            next_delay=min(
+                self._next_delay(after, memory, now, blocking, _outage_delay(memory, spec)),
+                self._dirac_delay(pool, spec, now),
+            ),
         )
+
+    # -- DiracX (cloudpilot.dirac): the pool's hooks, nothing decided here ------------------
+
+    async def _dirac_token(self, pool: PoolRef, spec: PoolSpec, secret: SecretGetter) -> str | None:
+        """The pool's DiracX token, registered for redaction; None if it cannot be read
+        (said in ``status.dirac.lastError``; VM management goes on without DiracX)."""
+        if spec.dirac is None:
+            return None
+        ref = spec.dirac.credentials_secret
+        try:
+            token = (await secret(ref.name))[ref.key].decode().strip()
+        except Exception as exc:
+            problem = "no key " + ref.key if isinstance(exc, KeyError) else type(exc).__name__
+            self.dirac.note_error(
+                pool.uid, f"cannot read the DiracX token (Secret {ref.name}): {problem}"
+            )
+            return None
+        owner = f"{pool.key}:dirac"
+        redaction.register(owner, [token])
+        self._secret_owners.setdefault(pool.uid, set()).add(owner)
+        return token or None
+
+    async def _dirac_demand(
+        self,
+        pool: PoolRef,
+        spec: PoolSpec,
+        queues: list[QueueConfig],
+        token: str | None,
+        previous: Mapping[str, Any],
+        now: datetime,
+    ) -> list[QueueConfig]:
+        """The pool's queue with its replicas set by DiracX demand (``spec.replicas`` is
+        the ceiling); the queues unchanged without ``spec.dirac.demand``."""
+        if spec.dirac is None or spec.dirac.demand is None or len(queues) != 1:
+            return queues
+        ceiling = queues[0].replicas
+        target = await self.dirac.target(
+            pool.uid, spec.dirac, token, ceiling=ceiling, previous_status=previous, now=now
+        )
+        return [replace(queues[0], replicas=target)]
+
+    def _dirac_delay(self, pool: PoolRef, spec: PoolSpec, now: datetime) -> float:
+        if spec.dirac is None:
+            return self.settings.interval
+        due = self.dirac.next_attempt(pool.uid, spec.dirac, now)
+        return self.settings.interval if due is None else due
 
     def _driver_class(self, cloud_type: str) -> type:
         """``cloudType`` resolved under this operator's allow-list of class paths."""
@@ -401,6 +470,7 @@ class Reconciler:
         )
         # Keep what is known about the VMs: an invalid edit must not make them look gone.
         status.update({k: previous[k] for k in OBSERVATION_KEYS if k in previous})
+        status["selector"] = pool_selector(pool.name, pool.uid)
         # One Event per distinct problem, with the condition's reason: not one every cycle.
         already = (previous.get("lastError") or {}).get("message") == status["lastError"]["message"]
         return Outcome(
@@ -912,6 +982,12 @@ class Reconciler:
                 tags_supported=view.gateway.tags_supported,
             )
         return observed
+
+
+def _with_pending(observed: Sequence[ObservedVM], memory: mem.PoolMemory) -> list[ObservedVM]:
+    """Listed VMs and those created but not listed yet: every pilot the pool started."""
+    listed = {vm.id for vm in observed}
+    return [*observed, *(vm for vm in mem.pending_as_observed(memory) if vm.id not in listed)]
 
 
 def _spec_json(spec: Mapping[str, Any]) -> str:

@@ -312,6 +312,7 @@ OBSERVATION_KEYS = (
     "queues",
     "instances",
     "instanceCount",
+    "dirac",
 )
 """What the operator last saw of the VMs: kept as is while the spec cannot be acted on."""
 
@@ -331,6 +332,8 @@ STATUS_KEYS = (
     "lastError",
     "nextRetryAt",
     "proxy",
+    "dirac",
+    "selector",
 )
 
 

@@ -102,6 +102,38 @@ class BackoffSpec(_Model):
     max_seconds: Annotated[float, Field(ge=1, le=constants.MAX_BACKOFF_SECONDS)] | None = None
 
 
+class DiracTokenSecretRef(_Model):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253)]
+    key: Annotated[str, StringConstraints(min_length=1, max_length=253)] = "token"
+
+
+class DiracDemandSpec(_Model):
+    """Demand from DiracX's job queue: see :mod:`cloudpilot.dirac.demand`."""
+
+    min_replicas: Annotated[int, Field(ge=0, le=constants.MAX_REPLICAS)] = 0
+    pilots_per_job: Annotated[float, Field(ge=0.001, le=100)] = 1.0
+    job_statuses: list[Annotated[str, StringConstraints(min_length=1)]] = ["Waiting"]
+    sites: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+    job_types: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+    job_groups: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+    owners: list[Annotated[str, StringConstraints(min_length=1)]] | None = None
+    max_scale_up_step: Annotated[int, Field(ge=1, le=constants.MAX_REPLICAS)] = 10
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
+    interval_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+
+
+class DiracSpec(_Model):
+    """Where the pool's pilots are registered and its demand read: a DiracX server."""
+
+    endpoint: Annotated[str, StringConstraints(min_length=1, pattern=r"^https?://[^\s]+$")]
+    credentials_secret: DiracTokenSecretRef
+    vo: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    site: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    grid_type: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "Cloud"
+    register_pilots: bool = True
+    demand: DiracDemandSpec | None = None
+
+
 class _Overridable(_Model):
     """The CE-level options; a queue may override any of them."""
 
@@ -129,6 +161,7 @@ class PoolSpec(_Overridable):
     limits: LimitsSpec | None = None
     backoff: BackoffSpec | None = None
     deletion_policy: DeletionPolicy = DeletionPolicy.DELETE
+    dirac: DiracSpec | None = None
 
     @model_validator(mode="after")
     def _queue_names_unique(self) -> PoolSpec:
@@ -140,6 +173,11 @@ class PoolSpec(_Overridable):
             raise ValueError(
                 "spec.replicas applies to a pool without queues; with spec.queues set each "
                 "queue's own replicas count"
+            )
+        if self.queues and self.dirac is not None and self.dirac.demand is not None:
+            raise ValueError(
+                "spec.dirac.demand scales spec.replicas, which only a pool without queues "
+                "has; use one pool per queue to scale queues on demand"
             )
         return self
 
