@@ -43,6 +43,8 @@ class _PoolState:
     demand_tried_at: datetime | None = None
     demand_error: str | None = None
     sync_error: str | None = None
+    endpoint_key: tuple[str, str] | None = None
+    """The endpoint and token digest of the last sync: a change clears the back-off."""
 
 
 def _status_timestamp(moment: datetime) -> str:
@@ -80,7 +82,7 @@ class DiracLink:
 
     async def _client(self, spec: DiracSpec, token: str) -> DiracClient:
         # Keyed by a digest of the token, never the token: a rotated Secret is a new client.
-        key = (spec.endpoint, hashlib.sha256(token.encode()).hexdigest())
+        key = (spec.endpoint, _digest(token))
         client = self._clients.get(key)
         if client is None:
             stale = [k for k in self._clients if k[0] == spec.endpoint]
@@ -155,6 +157,11 @@ class DiracLink:
         if token is None:
             return  # note_error said why
         client = await self._client(spec, token)
+        key = (spec.endpoint, _digest(token))
+        if state.endpoint_key not in (None, key):
+            # A fixed endpoint or a rotated token: retry now, not after the old back-off.
+            state.pilots = {k: replace(p, retry_at=None) for k, p in state.pilots.items()}
+        state.endpoint_key = key
         limit = self._limit(spec.endpoint)
         errors: list[str] = []
 
@@ -249,6 +256,10 @@ class DiracLink:
         if not moments:
             return None
         return max((min(moments) - now).total_seconds(), 1.0)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _pending(pilot: reg.Pilot) -> bool:
