@@ -43,10 +43,10 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 
 from cloudpilot import constants
-from cloudpilot.kube import client as kube_client
 from cloudpilot_devtools.ec2_emulator import EC2Emulator
 from tests.support import cluster
 from tests.support import helm as helm_support
+from tests.support import official_client as kube_client
 from tests.support.apiserver import ControlPlane
 from tests.support.kube import wait_for
 from tests.support.operator_process import FAST_ENV, OperatorProcess

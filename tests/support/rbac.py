@@ -73,7 +73,7 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "watched",
         "always",
         "cloudpilot.kube.status.patch_status: the scheduler's status writes "
-        "(patch_namespaced_custom_object_status)",
+        "(KubeClient.patch_status)",
     ),
     # -- what the operator reports --------------------------------------------------------------
     Call(
@@ -92,7 +92,7 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "watched",
         "always",
         "cloudpilot.kube.secrets.read_secret: credentials and the pilot executable "
-        "(read_namespaced_secret)",
+        "(KubeClient.read_secret)",
     ),
     Call(
         "",
@@ -100,8 +100,7 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "get",
         "watched",
         "always",
-        "cloudpilot.kube.secrets.read_configmap: spec.context.template "
-        "(read_namespaced_config_map)",
+        "cloudpilot.kube.secrets.read_configmap: spec.context.template (KubeClient.read_configmap)",
     ),
     # -- kopf's discovery of the cluster --------------------------------------------------------
     Call(

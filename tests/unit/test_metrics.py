@@ -115,7 +115,7 @@ async def test_the_reconcilers_cloud_calls_reach_the_metrics_hook(
     reconciler = Reconciler(
         ReconcilerSettings(allowed_driver_classes=frozenset({driver})), on_cloud_call=on_cloud_call
     )
-    gateway = reconciler._gateway(
+    gateway = reconciler.caches.gateway(
         account(cloud_type=driver, driver_options=()),
         Credentials("key", "secret"),
     )
