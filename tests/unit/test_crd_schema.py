@@ -230,6 +230,8 @@ def test_every_example_file_holds_a_pool_or_a_template() -> None:
         allowed = {"CloudPilotPool", "Secret", "ConfigMap"}
         if "gitops" in path.parts:  # a Git repository's layout (docs/gitops.md)
             allowed |= {"Namespace", "Kustomization", "Application", "GitRepository", "HelmRelease"}
+        if "autoscaling" in path.parts:  # validated on the API server (test_autoscaler_examples)
+            allowed |= {"HorizontalPodAutoscaler", "ScaledObject"}
         assert kinds <= allowed, path
     assert len(EXAMPLE_POOLS) >= 3
 
