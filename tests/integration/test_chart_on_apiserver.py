@@ -457,6 +457,9 @@ def test_namespaced_install_grants_exactly_the_watched_namespaces(
             assert forbidden(core.read_namespaced_secret, helm_secret, release.namespace)
             assert forbidden(core.list_secret_for_all_namespaces)
             assert allowed(sa_client, grid_a, "get", "secrets")
+            # A repeated Event is aggregated by patching the first one's count.
+            assert allowed(sa_client, grid_a, "patch", "events")
+            assert not allowed(sa_client, grid_a, "delete", "events")
             assert not allowed(sa_client, outside, "get", "secrets")
             assert not allowed(sa_client, grid_a, "update", "secrets")
             assert not allowed(sa_client, outside, "list", constants.PLURAL, constants.API_GROUP)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Scope = Literal["watched", "cluster", "release"]
-When = Literal["always", "all-namespaces", "listed-namespaces", "leader-election"]
+When = Literal["always", "all-namespaces", "listed-namespaces", "leader-election", "repeat"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,15 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "watched",
         "always",
         "cloudpilot.kube.events.post_events (reconcile and teardown events): POSTs core v1 Events",
+    ),
+    Call(
+        "",
+        "events",
+        "patch",
+        "watched",
+        "repeat",
+        "cloudpilot.kube.events.EventRecorder.post: a repeat within ten minutes patches the "
+        "posted Event's count and lastTimestamp (the Kubernetes way of aggregating)",
     ),
     # -- what the pools reference (read by name only) -------------------------------------------
     Call(
