@@ -192,9 +192,8 @@ class Reconciler:
 
         Called under the pool's lock by teardown. A reconcile that was already waiting for
         the lock sees the deletionTimestamp and does nothing (see reconcile)."""
-        state = self.pools.pop(pool.uid, None)
-        for owner in state.redaction_owners if state else ():
-            redaction.forget(owner)
+        self.pools.pop(pool.uid, None)
+        redaction.forget_pool(pool.key)  # its user data and proxies, whichever were seen
         self.caches.release_pool(pool.uid, pool.key)
         self.dirac.forget(pool.uid)
 
@@ -296,7 +295,7 @@ class Reconciler:
         gateways = {a: listing.gateway for a, listing in listings.items()}
         deleted = await self._destroy(pool, chosen.by_account, gateways)
         creations = chosen.plan.creations if record_error is None else ()
-        created = await self._create(pool, state, observation.queues, creations, gateways)
+        created = await self._create(pool, observation.queues, creations, gateways)
         return Results(record_error, deleted, created)
 
     # -- DiracX (cloudpilot.dirac): the pool's hooks, nothing decided here ------------------
@@ -471,7 +470,6 @@ class Reconciler:
     async def _create(
         self,
         pool: PoolRef,
-        state: PoolState,
         queues: Sequence[QueueConfig],
         creations: Sequence[planner.Creation],
         gateways: Mapping[CloudAccount, CloudGateway | None],
@@ -484,7 +482,7 @@ class Reconciler:
             gateway = gateways[queue.account]
             assert gateway is not None
             try:
-                user_data = await self._user_data(pool, state, queue, secret)
+                user_data = await self._user_data(pool, queue, secret)
             except Exception as exc:
                 return CreateResult(
                     queue.name, creation.count, error=errors.classify(exc, "render")
@@ -507,9 +505,7 @@ class Reconciler:
                 metrics.count_vm_failures(pool.key, result.queue, "create", result.error.kind.value)
         return results
 
-    async def _user_data(
-        self, pool: PoolRef, state: PoolState, queue: QueueConfig, secret: SecretGetter
-    ) -> bytes:
+    async def _user_data(self, pool: PoolRef, queue: QueueConfig, secret: SecretGetter) -> bytes:
         """Rendered once per queue per cycle (and cached across cycles while the inputs
         are unchanged); every VM of a batch gets the same bytes."""
         rendered = await build_user_data(
@@ -519,9 +515,9 @@ class Reconciler:
             read_secret=lambda _namespace, name: secret(name),
             read_configmap=self._read_configmap,
         )
-        owner = f"{pool.key}:userdata:{queue.name}"
-        redaction.register(owner, rendered.secret_values)
-        state.redaction_owners.add(owner)
+        redaction.register(
+            redaction.pool_owner(pool.key, f"userdata:{queue.name}"), rendered.secret_values
+        )
         return rendered.payload
 
     # -- teardown ---------------------------------------------------------------------------
