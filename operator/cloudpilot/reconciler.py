@@ -313,9 +313,8 @@ class Reconciler:
                 pool.uid, f"cannot read the DiracX token (Secret {ref.name}): {problem}"
             )
             return None
-        owner = f"{pool.key}:dirac"
-        redaction.register(owner, [token])
-        self._state(pool).redaction_owners.add(owner)
+        # Forgotten with the pool (redaction.forget_pool), as its user data and proxies are.
+        redaction.register(redaction.pool_owner(pool.key, "dirac"), [token])
         return token or None
 
     async def _dirac_demand(
