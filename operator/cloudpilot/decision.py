@@ -79,6 +79,8 @@ class Observation:
     """This replica holds the Lease (the cloud writes are fenced again right before each)."""
     jitter: float = 0.5
     """In [0, 1), drawn by the caller: spreads the retries of pools that failed together."""
+    extra_status: Mapping[str, Any] = field(default_factory=dict)
+    """Status other parts own, shown as they say (``selector``, ``dirac``: cloudpilot.dirac)."""
 
 
 @dataclass(frozen=True)
@@ -263,7 +265,7 @@ def conclude(
             now=now,
             error=blocking,
             prefixes=queue_prefixes(obs.queues),
-            extra={"proxy": obs.proxy.status} if obs.proxy.status else None,
+            extra={**obs.extra_status, **({"proxy": obs.proxy.status} if obs.proxy.status else {})},
             extra_conditions=[obs.proxy.verdict.condition] if obs.proxy.verdict else (),
             outage=memory.outage,
             unreachable_stall_after=tuning.unreachable_stall_after,

@@ -164,6 +164,7 @@ def register(
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await scheduler.stop()
+        await reconciler.dirac.close()  # DiracX HTTP sessions (cloudpilot.dirac)
 
     @kopf.on.event(*RESOURCE, id=WATCH_HANDLER, registry=registry)
     async def pool_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
