@@ -21,5 +21,3 @@ class PoolState:
     re-parsed only if the pool is deleted (parsed models would cost ~4 KB a pool for a
     case that almost never happens)."""
     teardown: TeardownState = field(default_factory=TeardownState)
-    redaction_owners: set[str] = field(default_factory=set)
-    """Owners under which this pool's rendered secrets are masked in logs."""
