@@ -208,12 +208,17 @@ class Reconciler:
                 # VMs for a pool whose finalizer is about to go.
                 return Outcome({}, [], self.settings.interval, state.memory)
             now = self._clock()
-            observation, listings = await self._observe(pool, body, state, now)
-            observation = await self._dirac_sync(pool, state, observation, now)
+            # Each Secret read once for the whole cycle: what was assessed (an expired
+            # proxy stops creations) is what the new VMs carry.
+            secret = _cycle_secrets(pool.namespace, self.caches.read_secret)
+            observation, listings = await self._observe(pool, body, state, now, secret)
+            observation = await self._dirac_sync(pool, state, observation, now, secret)
             tuning = self.settings.tuning
             chosen = decision.decide(observation, state.memory, now, tuning)
             _audited(pool, chosen.audit)
-            results = await self._carry_out(pool, body, state, observation, chosen, listings)
+            results = await self._carry_out(
+                pool, body, state, observation, chosen, listings, secret
+            )
             outcome = decision.conclude(observation, chosen, results, now, tuning)
             state.memory = outcome.memory
             return replace(
@@ -223,7 +228,12 @@ class Reconciler:
             )
 
     async def _observe(
-        self, pool: PoolRef, body: Mapping[str, Any], state: PoolState, now: datetime
+        self,
+        pool: PoolRef,
+        body: Mapping[str, Any],
+        state: PoolState,
+        now: datetime,
+        secret: SecretGetter,
     ) -> tuple[Observation, dict[CloudAccount, _Listing]]:
         """Everything the cycle needs to know, in one place: the one way a pool's data
         enters a decision."""
@@ -234,7 +244,6 @@ class Reconciler:
             queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
             # Unknown driver/createOptions keys, class paths not allowed: before any driver.
             check_queues(queues, self._driver_class)
-            secret = _cycle_secrets(pool.namespace, self.caches.read_secret)
             proxies = await load_queue_proxies(
                 queues, namespace=pool.namespace, owner=pool.key, secret=secret
             )
@@ -281,6 +290,7 @@ class Reconciler:
         observation: Observation,
         chosen: decision.Decision,
         listings: Mapping[CloudAccount, _Listing],
+        secret: SecretGetter,
     ) -> Results:
         """Do what was decided: record the spec, delete, create; report what happened."""
         if not chosen.act:
@@ -294,7 +304,7 @@ class Reconciler:
         gateways = {a: listing.gateway for a, listing in listings.items()}
         deleted = await self._destroy(pool, chosen.by_account, gateways)
         creations = chosen.plan.creations if record_error is None else ()
-        created = await self._create(pool, observation.queues, creations, gateways)
+        created = await self._create(pool, observation.queues, creations, gateways, secret)
         return Results(record_error, deleted, created)
 
     # -- DiracX (cloudpilot.dirac): the pool's hooks, nothing decided here ------------------
@@ -337,14 +347,18 @@ class Reconciler:
         return [replace(queues[0], replicas=target)]
 
     async def _dirac_sync(
-        self, pool: PoolRef, state: PoolState, observation: Observation, now: datetime
+        self,
+        pool: PoolRef,
+        state: PoolState,
+        observation: Observation,
+        now: datetime,
+        secret: SecretGetter,
     ) -> Observation:
         """Tell DiracX about the pool's pilots as listed (and created, not listed yet), and
         put ``status.selector`` and ``status.dirac`` in the observation for the status."""
         extra: dict[str, Any] = {"selector": pool_selector(pool.name, pool.uid)}
         spec = observation.spec
         if spec is not None and spec.dirac is not None and observation.problem is None:
-            secret = _cycle_secrets(pool.namespace, self.caches.read_secret)
             await self.dirac.sync(
                 pool.uid,
                 spec.dirac,
@@ -471,9 +485,9 @@ class Reconciler:
         queues: Sequence[QueueConfig],
         creations: Sequence[planner.Creation],
         gateways: Mapping[CloudAccount, CloudGateway | None],
+        secret: SecretGetter,
     ) -> tuple[CreateResult, ...]:
         by_name = {q.name: q for q in queues}
-        secret = _cycle_secrets(pool.namespace, self.caches.read_secret)
 
         async def one(creation: planner.Creation) -> CreateResult:
             queue = by_name[creation.queue]
