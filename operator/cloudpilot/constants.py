@@ -138,6 +138,11 @@ KUBE_RETRY_BACKOFF_MAX: Final = 4.0
 call's timeout: an API server restarting or shedding load (priority and fairness) answers
 again within seconds, and longer waits belong to the reconcile's own back-off."""
 
+KUBE_RELOGIN_INTERVAL: Final = 30.0
+"""At most one fresh login (a 401) per 30 s: a rotated token is re-read at once, but a token
+the API server keeps refusing (an RBAC binding removed, a revoked account) does not make
+every call read the token files and open a new connection again; those calls get the 401."""
+
 BACKOFF_INITIAL_BAD_CREDENTIALS: Final = 60.0
 BACKOFF_MAX_BAD_CREDENTIALS: Final = 1_800.0
 """Rejected credentials need a human; retrying them every 10 s only fills audit logs."""
