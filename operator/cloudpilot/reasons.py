@@ -135,7 +135,12 @@ EXPLAINED: dict[Reason, Explained] = {
         "a VM was destroyed; the message says why (`PilotDone`, `VMFailed`, ...)",
         "nothing",
     ),
-    Reason.SCALE_UP_PLANNED: Explained("audit", "a cycle decided to create VMs", "nothing"),
+    Reason.SCALE_UP_PLANNED: Explained(
+        "audit",
+        'a cycle decided to create VMs (a Warning "planned, not sent" when '
+        "`status.teardownSpec` could not be recorded: nothing was created)",
+        "nothing; if not sent, see the pool's `lastError`",
+    ),
     Reason.SCALE_DOWN_PLANNED: Explained("audit", "a cycle decided to delete VMs", "nothing"),
     Reason.DELETING: Explained(
         "Ready=False, Reconciling", "the deleted pool's VMs are being destroyed", "wait"

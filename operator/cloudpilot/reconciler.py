@@ -215,7 +215,6 @@ class Reconciler:
             observation = await self._dirac_sync(pool, state, observation, now, secret)
             tuning = self.settings.tuning
             chosen = decision.decide(observation, state.memory, now, tuning)
-            _audited(pool, chosen.audit)
             results = await self._carry_out(
                 pool, body, state, observation, chosen, listings, secret
             )
@@ -301,6 +300,8 @@ class Reconciler:
                 await self._record_spec(pool, state, body.get("spec") or {}, observation.previous)
             except Exception as exc:
                 record_error = errors.scrub(f"{type(exc).__name__}: {exc}")
+        # The decision's audit lines once it is known what is sent (before the actions).
+        _audited(pool, cycle_events.as_sent(chosen.audit, record_error))
         gateways = {a: listing.gateway for a, listing in listings.items()}
         deleted = await self._destroy(pool, chosen.by_account, gateways)
         creations = chosen.plan.creations if record_error is None else ()
