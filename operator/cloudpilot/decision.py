@@ -235,9 +235,10 @@ def conclude(
     if obs.problem is not None:
         return _blocked(obs, decision.memory, obs.problem, now, tuning)
     blocking = decision.blocking
-    if results.record_error is not None:
+    if results.record_error is not None and blocking is None:
         # No record, no new VM; deletions and replacements of stuck VMs go on, and the
-        # condition says why (e.g. a CRD older than the operator: upgrade it).
+        # condition says why (e.g. a CRD older than the operator: upgrade it). An expired
+        # proxy's block wins: it stops its queues whatever is recorded, and needs a human.
         blocking = mem.CloudError(
             mem.ErrorKind.TRANSIENT,
             "cannot record status.teardownSpec before creating VMs "

@@ -143,6 +143,19 @@ def test_a_spec_that_cannot_be_recorded_creates_nothing_and_says_why() -> None:
     assert outcome.next_delay <= 3.0
 
 
+def test_an_expired_proxy_still_shows_when_the_spec_cannot_be_recorded_either() -> None:
+    """Another queue still creates, so the spec is recorded, and that fails: the condition
+    keeps the expired proxy, which blocks its queue whatever is recorded."""
+    obs = observe(2, queues=(queue("default", 2), queue("q2", 2)), proxy=_expired_proxy())
+    chosen = decision.decide(obs, PoolMemory(generation=1), NOW, TUNING)
+    assert chosen.record_spec and chosen.plan.creations == (planner.Creation("q2", 2),)
+    outcome = decision.conclude(
+        obs, chosen, Results(record_error="RuntimeError: unknown field"), NOW, TUNING
+    )
+    assert outcome.status_patch["lastError"]["reason"] == "ProxyExpired"
+    assert conditions(outcome)["Stalled"]["reason"] == "ProxyExpired"
+
+
 # -- what the status says after acting ----------------------------------------------------
 
 
