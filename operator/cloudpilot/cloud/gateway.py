@@ -44,6 +44,7 @@ from libcloud.compute.types import NodeState
 
 from cloudpilot import constants, leader
 from cloudpilot.cloud import batching, errors
+from cloudpilot.cloud.connections import close_connections
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
 from cloudpilot.cloud.drivers import build_driver, driver_class
 from cloudpilot.cloud.listing import SharedListing, shared_listing
@@ -185,6 +186,7 @@ class CloudGateway:
         self._built = 0
         self._build_lock = asyncio.Lock()
         self._probe: ComputeDriver | None = None
+        self._closed = False
         self.resolver = Resolver()
         self._on_call = on_call
         self.listing: SharedListing[ListedNode] = shared_listing(
@@ -224,6 +226,19 @@ class CloudGateway:
         try:
             yield driver
         finally:
+            if self._closed:  # in use when the gateway was closed: its connections now
+                close_connections(driver)
+            self._idle.put_nowait(driver)
+
+    def close(self) -> None:
+        """Close every driver's HTTP connections: the shared caches dropped this gateway
+        (see :mod:`cloudpilot.cloud.connections`). Drivers in use are closed when handed
+        back; all stay usable, so a caller still holding the gateway is not broken."""
+        self._closed = True
+        idle = [self._idle.get_nowait() for _ in range(self._idle.qsize())]
+        for driver in [*idle, *([self._probe] if self._probe is not None else [])]:
+            close_connections(driver)
+        for driver in idle:
             self._idle.put_nowait(driver)
 
     @staticmethod
