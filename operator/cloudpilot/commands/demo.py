@@ -165,7 +165,6 @@ class Demo:
         from cloudpilot_devtools import moto_ec2
 
         self.say(f"Kubernetes API emulator and EC2 emulator ({self.ec2.url}) on 127.0.0.1")
-        self._prepare()
         settings = OperatorSettings(
             namespaces=(DEMO_NAMESPACE,),
             all_namespaces=False,
@@ -175,7 +174,8 @@ class Demo:
             # default of the product.
             allowed_driver_classes=frozenset({moto_ec2.CLASS_PATH}),
         )
-        try:
+        try:  # from the first request on: a failed _prepare closes the kubectl loop too
+            self._prepare()
             with OperatorThread(settings):
                 self.say("operator started (kopf + libcloud's EC2 driver)")
                 try:
