@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -147,10 +147,14 @@ class DiracLink:
         ce: str,
         now: datetime,
         may_act: bool = True,
+        unlisted_queues: Collection[str] = frozenset(),
     ) -> None:
-        """Bring DiracX's view of the pool's pilots up to date, as far as one budget goes."""
+        """Bring DiracX's view of the pool's pilots up to date, as far as one budget goes.
+
+        ``unlisted_queues``: queues whose cloud account could not be listed this cycle
+        (their pilots are not taken for ended; see :func:`.registration.observe`)."""
         state = self._pools.setdefault(pool_uid, _PoolState())
-        state.pilots = reg.observe(state.pilots, vms)
+        state.pilots = reg.observe(state.pilots, vms, unlisted_queues)
         if not spec.register_pilots or not may_act:
             state.sync_error = None if token is not None else state.sync_error
             return
