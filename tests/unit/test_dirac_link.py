@@ -210,3 +210,41 @@ def test_the_last_pool_of_an_endpoint_takes_its_client_and_semaphore_with_it() -
         assert all(c.closed for c in made) and dirac.endpoints == frozenset()
 
     asyncio.run(scenario())
+
+
+class HangingClient(FakeClient):
+    """A DiracX that accepts connections and never answers."""
+
+    async def register_pilot(self, *, stamp: str, **_: str) -> bool:
+        await asyncio.Event().wait()
+        return True
+
+
+def test_a_hanging_diracx_costs_one_budget_then_the_pilots_back_off() -> None:
+    made: list[FakeClient] = []
+
+    def factory(endpoint: str, token: str) -> DiracClient:
+        made.append(HangingClient(endpoint, token))
+        return made[-1]
+
+    dirac = DiracLink(client_factory=factory, budget=0.05)
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(20), ce="ce", now=T0))
+    assert "did not answer" in dirac.status("uid", SPEC)["lastError"]
+    # Not "again in a second": every pilot the budget did not reach waits its back-off.
+    delay = dirac.next_attempt("uid", SPEC, T0)
+    assert delay is not None and delay >= 5.0
+
+
+def test_the_wait_for_a_free_slot_counts_in_the_demand_budget() -> None:
+    spec = DiracSpec.model_validate({**SPEC.model_dump(by_alias=True), "demand": {}})
+    dirac, _ = link(max_concurrency=1, budget=0.05)
+
+    async def scenario() -> None:
+        async with dirac._limit(spec.endpoint):  # other pools hold every slot
+            got = await asyncio.wait_for(
+                dirac.target("uid", spec, "tok", ceiling=5, previous_status={}, now=T0), 10
+            )
+        assert got == 0  # the minimum: no read yet
+        assert "timed out" in dirac.status("uid", spec)["demand"]["lastError"]
+
+    asyncio.run(scenario())

@@ -161,8 +161,8 @@ class DiracLink:
             if token is None:
                 pass  # note_error said why
             else:
-                try:
-                    async with self._limit(spec.endpoint), asyncio.timeout(self._budget):
+                try:  # the wait for a slot counts: other pools may hold them all
+                    async with asyncio.timeout(self._budget), self._limit(spec.endpoint):
                         rows = await (await self._client(state, spec, token)).job_summary(
                             _filters(spec)
                         )
@@ -252,6 +252,12 @@ class DiracLink:
                 await asyncio.gather(*(update(b) for b in batches))
         except TimeoutError:
             errors.append(f"DiracX did not answer within {self._budget:.0f} s; continuing later")
+            # What the budget did not reach waits its back-off like a failure: without it
+            # the pool came back after 1 s and spent its budget (and a cloud listing)
+            # again, every cycle, for as long as DiracX hung.
+            late = reg.plan(state.pilots, now, self._max_registrations)
+            for p in (*late.register, *late.update):
+                state.pilots[p.vm_id] = reg.failed(p, now)
         # Ended pilots DiracX now knows as such are forgotten once their VM is gone.
         state.pilots = {
             vm_id: p
