@@ -181,6 +181,19 @@ async def test_a_scale_up_of_n_costs_one_run_instances_per_batch(
     assert len(_live(h.ec2)) == n
 
 
+async def test_a_default_cycle_of_creations_is_one_run_instances(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """With the operator's defaults, a scale-up by maxCreatesPerCycle (500) is one call:
+    EC2's per-call maximum (1,000) applies, not batches of 100."""
+    h = Harness(*cloud, settings=ReconcilerSettings(rate_limit=1000.0))
+    await h.reconcile("up", 0)
+    h.proxy.reset_counts()
+    await h.reconcile("up", constants.DEFAULT_MAX_CREATES_PER_CYCLE)
+    assert h.counts()["RunInstances"] == 1
+    assert len(_live(h.ec2)) == constants.DEFAULT_MAX_CREATES_PER_CYCLE
+
+
 async def test_a_name_image_is_looked_up_once_across_scale_ups(
     cloud: tuple[EC2Emulator, LatencyProxy],
 ) -> None:

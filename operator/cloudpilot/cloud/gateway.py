@@ -41,6 +41,7 @@ from libcloud.compute.types import NodeState
 
 from cloudpilot import constants, leader
 from cloudpilot.cloud import errors
+from cloudpilot.cloud.batching import CreateApi, batch_sizes
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
 from cloudpilot.cloud.drivers import build_driver, driver_class
 from cloudpilot.cloud.listing import SharedListing, shared_listing
@@ -391,16 +392,14 @@ class CloudGateway:
         return {**queue.create_options, **kwargs}
 
     async def _create_batched(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
-        """Batches of ``batch_size`` go out concurrently (at most ``parallelism`` at once).
+        """Batches (EC2's per-call maximum under the site's ``batch_size``: see
+        :mod:`~cloudpilot.cloud.batching`) go out concurrently (at most ``parallelism`` at once).
 
         A round trip is paid once for the whole scale-up instead of once per batch. Once a
         batch has failed, batches not yet sent are not sent: a quota refusal would refuse
         them too, and the reconciler backs the queue off.
         """
-        sizes = [
-            min(self._batch_size, request.count - start)
-            for start in range(0, request.count, self._batch_size)
-        ]
+        sizes = batch_sizes(request.count, CreateApi.EC2_RUN_INSTANCES, self._batch_size)
         failures: list[CloudError] = []
 
         async def batch(batch_no: int, size: int) -> list[ListedNode]:
