@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from cloudpilot import leader, metrics, redaction
+from cloudpilot import leader, metrics, redaction, warmup
 from cloudpilot.kube import handlers
 from cloudpilot.kube.status import patch_status
 from cloudpilot.reconciler import Reconciler, ReconcilerSettings
@@ -104,6 +104,8 @@ async def run_operator_with_election(
     """``cloudpilot operator``: metrics, then the operator — under leader election when the
     chart enables it (more than one replica), so only the Lease holder ever acts."""
     server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port else None
+    # Before the watch starts: the first pool must not pay for imports and compilation.
+    warmup.preload(settings.allowed_driver_classes)
     election = settings.election
     try:
         if not election.enabled:
