@@ -21,7 +21,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloudpilot import audit, constants, leader, metrics, planner, redaction, teardown
+from cloudpilot import (
+    audit,
+    constants,
+    early_create,
+    leader,
+    metrics,
+    planner,
+    redaction,
+    teardown,
+)
 from cloudpilot import memory as mem
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import driver_class
@@ -177,6 +186,11 @@ class Reconciler:
         """Writes ``status.teardownSpec`` before a spec is first acted on. None (harnesses
         without an API server): the record is kept in process only."""
         self._teardowns: dict[str, teardown.TeardownState] = {}
+        self._last_looks: dict[str, early_create.LastLook] = {}
+        """What each pool's last listed cycle saw (cloudpilot.early_create)."""
+        self.early_scale_ups = 0
+        """Cycles whose creations went out beside their listing, not after it (for the
+        tests and the benchmark: the early path is taken, not only allowed)."""
         self._read_configmap = read_configmap
 
     async def _read_secret_shared(self, namespace: str, name: str) -> dict[str, bytes]:
@@ -210,7 +224,7 @@ class Reconciler:
     # -- lifecycle --------------------------------------------------------------------------
 
     def forget(self, pool: PoolRef) -> None:
-        for store in (self._memories, self._recorded, self._teardowns):
+        for store in (self._memories, self._recorded, self._teardowns, self._last_looks):
             store.pop(pool.uid, None)
         for owner in self._secret_owners.pop(pool.uid, set()):
             redaction.forget(owner)
@@ -266,7 +280,43 @@ class Reconciler:
 
         memory = mem.for_generation(self._memories.get(pool.uid, mem.PoolMemory()), generation)
         warm = {q.name for q in queues if q.replicas > 0 and q.name not in memory.backoff}
-        views = await self._list_accounts(pool, queues, secret, proxies, warm)
+        # -- early scale-up (cloudpilot.early_create): a scale-up the last look and memory
+        # decide is sent at once, beside the listing, instead of after it.
+        early = tuple(
+            c
+            for c in early_create.early_creations(
+                self._last_looks.get(pool.uid),
+                queues,
+                memory,
+                now,
+                limits=_limits(spec),
+                removed_queue_policy=spec.scale_down_policy or ScaleDownPolicy.DRAIN,
+                max_creates=self.settings.max_creates_per_cycle,
+            )
+            if c.queue not in report.stopped_queues
+        )
+        early_events: list[Event] = []
+        early_asked = 0
+
+        async def create_early(connected: Mapping[CloudAccount, _AccountView]) -> None:
+            nonlocal memory, early_asked
+            if not leader.may_act() or any(v.gateway is None for v in connected.values()):
+                return
+            try:
+                await self._record_spec(pool, body.get("spec") or {}, previous)
+            except Exception:
+                return  # no record, no early VM: the cycle below reports why
+            by_name = {q.name: q for q in queues}
+            self.early_scale_ups += 1
+            early_asked = sum(c.count for c in early)
+            memory = await self._create(
+                pool, spec, early, connected, by_name, memory, early_events, now, secret
+            )
+
+        views = await self._list_accounts(
+            pool, queues, secret, proxies, warm, alongside=create_early if early else None
+        )
+        # -- end of the early scale-up hook
         observed = self._observed(pool, queues, views)
         memory = mem.observe(memory, (vm.id for vm in observed), now)
         if any(v.rotated for v in views.values()):
@@ -279,13 +329,10 @@ class Reconciler:
         # An account that could not be listed blocks the whole pool's plan this cycle.
         blocking = next((v.error for v in views.values() if v.error is not None), None)
         memory = mem.record_outage(memory, blocking, now)
-        limits = planner.PoolLimits(
-            spec.limits.max_instances if spec.limits else None,
-            spec.limits.max_starting if spec.limits else None,
-        )
+        limits = _limits(spec)
         removed_queue_policy = spec.scale_down_policy or ScaleDownPolicy.DRAIN
 
-        def plan_now(memory: mem.PoolMemory) -> planner.Plan:
+        def plan_now(memory: mem.PoolMemory, already_created: int = 0) -> planner.Plan:
             the_plan = planner.plan(
                 queues,
                 observed,
@@ -293,7 +340,7 @@ class Reconciler:
                 now,
                 limits=limits,
                 removed_queue_policy=removed_queue_policy,
-                max_creates=self.settings.max_creates_per_cycle,
+                max_creates=max(self.settings.max_creates_per_cycle - already_created, 0),
             )
             # An expired pilot proxy: new pilots could not work. Deletions go on.
             return replace(
@@ -303,7 +350,8 @@ class Reconciler:
                 ),
             )
 
-        the_plan = plan_now(memory) if blocking is None else planner.Plan()
+        # The early scale-up's creations count against this cycle's cap.
+        the_plan = plan_now(memory, early_asked) if blocking is None else planner.Plan()
         if report.stopped_queues and blocking is None and report.stop is not None:
             kind = (
                 mem.ErrorKind.PROXY_EXPIRED
@@ -312,7 +360,7 @@ class Reconciler:
             )
             blocking = mem.CloudError(kind, report.stop.message)
 
-        events: list[Event] = []
+        events: list[Event] = early_events
         by_queue = {q.name: q for q in queues}
         if not leader.may_act():
             # Fencing: this replica's Lease lapsed; whoever holds it now does the work.
@@ -340,6 +388,12 @@ class Reconciler:
         # What the plan would be now, after acting: the status and the next delay come
         # from it (the same filter, so a stalled queue does not look like it converges).
         listed = bool(views) and all(v.error is None for v in views.values())
+        if listed:
+            self._last_looks[pool.uid] = early_create.LastLook(
+                early_create.shape_of(queues), tuple(observed), now
+            )
+        else:
+            self._last_looks.pop(pool.uid, None)
         after = plan_now(memory) if listed else the_plan
         if (
             blocking is not None
@@ -514,11 +568,14 @@ class Reconciler:
         secret: SecretGetter | None = None,
         proxies: Mapping[str, QueueProxy] | None = None,
         warm: Collection[str] = (),
+        alongside: Callable[[Mapping[CloudAccount, _AccountView]], Awaitable[None]] | None = None,
     ) -> dict[CloudAccount, _AccountView]:
         """List every account the pool's queues use, once each (shared with other pools).
 
         ``warm``: queues that may create VMs this cycle. Their image, flavor and network
         lookups run beside the listing, so a new pool pays one round trip for both.
+        ``alongside``: run beside the listings once every account has its gateway (the
+        views it gets have no listing yet): the early scale-up.
         """
         secret = secret or _cycle_secrets(pool.namespace, self._read_secret_shared)
         proxies = proxies or {}
@@ -528,13 +585,22 @@ class Reconciler:
         for q in sorted(queues, key=lambda q: q.name not in proxies):
             accounts.setdefault(q.account, q)
 
-        async def one(account: CloudAccount, queue: QueueConfig) -> _AccountView:
+        async def connect(account: CloudAccount, queue: QueueConfig) -> _AccountView:
             try:
                 credentials = await self._credentials(
                     pool, account, queue, secret, proxies.get(queue.name)
                 )
                 gateway = self._gateway(account, credentials)
                 rotated = self._note_rotation(pool, account, credentials)
+            except Exception as exc:
+                return _AccountView(None, [], errors.classify(exc, "list"))
+            return _AccountView(gateway, [], rotated=rotated)
+
+        async def list_one(account: CloudAccount, view: _AccountView) -> _AccountView:
+            gateway = view.gateway
+            if gateway is None:
+                return view
+            try:
                 # One listing of the account serves every pool on it; this pool's VMs
                 # are cut out of it by their name prefix.
                 listing, _ = await asyncio.gather(
@@ -549,9 +615,20 @@ class Reconciler:
                 )
             except Exception as exc:
                 return _AccountView(None, [], errors.classify(exc, "list"))
-            return _AccountView(gateway, listing, rotated=rotated)
+            return replace(view, listing=listing)
 
-        results = await asyncio.gather(*(one(a, q) for a, q in accounts.items()))
+        connected = dict(
+            zip(
+                accounts,
+                await asyncio.gather(*(connect(a, q) for a, q in accounts.items())),
+                strict=True,
+            )
+        )
+        listings = asyncio.gather(*(list_one(a, v) for a, v in connected.items()))
+        if alongside is None:
+            results = await listings
+        else:
+            results, _ = await asyncio.gather(listings, alongside(connected))
         return dict(zip(accounts, results, strict=True))
 
     def _note_rotation(self, pool: PoolRef, account: CloudAccount, creds: Credentials) -> bool:
@@ -912,6 +989,13 @@ class Reconciler:
                 tags_supported=view.gateway.tags_supported,
             )
         return observed
+
+
+def _limits(spec: PoolSpec) -> planner.PoolLimits:
+    return planner.PoolLimits(
+        spec.limits.max_instances if spec.limits else None,
+        spec.limits.max_starting if spec.limits else None,
+    )
 
 
 def _spec_json(spec: Mapping[str, Any]) -> str:

@@ -230,6 +230,37 @@ async def test_a_new_pools_image_lookup_runs_beside_its_listing_not_after_it(
     assert len(_live(h.ec2)) == 3
 
 
+async def test_a_scale_up_is_sent_while_its_listing_is_still_held(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """``kubectl scale`` of a pool listed before: the create goes out at once, decided from
+    the last listing and the creations remembered since, with the listing beside it (one
+    round trip, not two); the listing then finds nothing more to create."""
+    h = Harness(*cloud)
+    await h.reconcile("up", 1)
+    h.proxy.reset_counts()
+    h.proxy.hold("DescribeInstances")
+    cycle = asyncio.ensure_future(h.reconcile("up", 4))
+    try:
+        await asyncio.to_thread(
+            wait_for,
+            lambda: h.counts().get("RunInstances") == 1,
+            10,
+            message="the RunInstances while the listing is held",
+        )
+        assert h.proxy.held == 1  # the listing is still on the wire
+    finally:
+        h.proxy.release()
+    status = await cycle
+    assert h.counts() == {"DescribeInstances": 1, "RunInstances": 1}
+    assert h.reconciler.early_scale_ups == 1
+    assert status["replicas"] == 4 and len(_live(h.ec2)) == 4
+    # The next cycles (a fresh listing each) agree: nothing more is created.
+    await h.reconcile("up", 4)
+    await h.reconcile("up", 4)
+    assert h.counts()["RunInstances"] == 1 and len(_live(h.ec2)) == 4
+
+
 async def test_a_lookup_that_failed_beside_the_listing_is_left_to_the_create(
     cloud: tuple[EC2Emulator, LatencyProxy],
 ) -> None:

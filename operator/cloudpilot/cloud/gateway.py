@@ -49,6 +49,7 @@ from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import CloudAccount, QueueConfig
+from cloudpilot.naming import pool_prefix
 
 T = TypeVar("T")
 
@@ -331,7 +332,7 @@ class CloudGateway:
         ``consumer`` (a pool's uid) is always given a listing newer than the last one it
         got; ``prefix`` (the pool's name prefix) picks its VMs out of the shared snapshot.
         """
-        snapshot = await self.listing.get(consumer, self.list_nodes)
+        snapshot = await self.listing.get(consumer, self.list_nodes, prefix)
         return list(snapshot.with_prefix(prefix))
 
     async def prepare(self, queue: QueueConfig) -> None:
@@ -353,6 +354,14 @@ class CloudGateway:
 
     async def create(self, request: CreateRequest) -> CreateResult:
         """Start ``request.count`` VMs; partial success is reported, never raised."""
+        try:
+            return await self._create(request)
+        finally:
+            # Whatever came of it: listings made before now may lack what it started.
+            queue = request.queue
+            self.listing.note_write(pool_prefix(queue.pool_namespace, queue.pool_name))
+
+    async def _create(self, request: CreateRequest) -> CreateResult:
         try:
             kwargs = await self._create_kwargs(request)
         except Exception as exc:
