@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import NAMESPACE, Cloud, pool_spec
-from bench.operator_scale import _create_pools, _operator, _rss_mb
+from bench.operator_scale import _create_pools, _official, _operator, _rss_mb
 from cloudpilot import constants
 from cloudpilot.kube import client as kube_client
 
@@ -55,8 +55,16 @@ def real_api_server() -> Iterator[Path]:
         yield plane.admin
 
 
+_CLIENTS: dict[str, Any] = {}
+
+
 def _custom() -> Any:
-    return kube_client.custom_objects()
+    """The official client's CustomObjectsApi for the current ``KUBECONFIG``, made once (a
+    new client per call would put its set-up between the clock and the patch)."""
+    path = os.environ["KUBECONFIG"]
+    if path not in _CLIENTS:
+        _CLIENTS[path] = _official("CustomObjectsApi")
+    return _CLIENTS[path]
 
 
 def _pool(name: str) -> dict[str, Any]:

@@ -28,10 +28,12 @@ from cloudpilot.memory import (
     PoolMemory,
     outage_lasted,
     pending_as_observed,
+    reason_of,
 )
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import pilot_reference, pilot_stamp
 from cloudpilot.planner import Hold, Plan, QueueSummary
+from cloudpilot.reasons import Reason
 
 
 def timestamp(moment: datetime) -> str:
@@ -130,12 +132,13 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
     elif blocking is not None and (
         blocking.kind in PERSISTENT_KINDS or blocking.kind is ErrorKind.QUOTA
     ):
-        stalled = Condition("Stalled", "True", blocking.kind.value, blocking.message)
+        stalled = Condition("Stalled", "True", reason_of(blocking.kind), blocking.message)
     elif blocking is not None:
+        # The error's own class, as in its Event and lastError (one vocabulary of reasons).
         reconciling = Condition(
             "Reconciling",
             "True",
-            "RetryingAfterError",
+            reason_of(blocking.kind),
             f"retrying after a transient error: {blocking.message}",
         )
     else:
@@ -151,7 +154,7 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
             reconciling = Condition(
                 "Reconciling",
                 "True",
-                "ScalingUp",
+                Reason.SCALING_UP,
                 f"{max(missing, short)} VM(s) still to create"
                 + (
                     f" (maxStarting reached in {', '.join(held_starting)})" if held_starting else ""
@@ -159,7 +162,7 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
             )
         elif scaling_down:
             reconciling = Condition(
-                "Reconciling", "True", "DeletingVMs", f"{scaling_down} VM(s) being deleted"
+                "Reconciling", "True", Reason.DELETING_VMS, f"{scaling_down} VM(s) being deleted"
             )
     if stalled is not None:
         ready = Condition("Ready", "False", stalled.reason, stalled.message)
@@ -181,7 +184,7 @@ def _unreachable(
     the time elapsed, so the status does not change on every retry."""
     bound = inputs.unreachable_stall_after
     outage = inputs.outage if inputs.outage and inputs.outage.error.kind is error.kind else None
-    reason = ErrorKind.UNREACHABLE.value
+    reason = Reason.ENDPOINT_UNREACHABLE
     if outage is None:
         # Met by a create while the listing worked: the create's own back-off handles it.
         message = f"cloud endpoint unreachable: retrying with back-off: {error.message}"
@@ -209,17 +212,19 @@ def _ready(plan: Plan) -> Condition:
         return Condition(
             "Ready",
             "True",
-            "LimitReached",
+            Reason.LIMIT_REACHED,
             f"{live} of {desired} desired VMs: maxInstances reached in {', '.join(capped)}",
         )
     if draining:
         return Condition(
             "Ready",
             "True",
-            "Draining",
+            Reason.DRAINING,
             f"{desired} desired; {draining} running pilot(s) above it left to finish their job",
         )
-    return Condition("Ready", "True", "PilotsProvisioned", f"{live} of {desired} desired VMs exist")
+    return Condition(
+        "Ready", "True", Reason.PILOTS_PROVISIONED, f"{live} of {desired} desired VMs exist"
+    )
 
 
 def merge_conditions(

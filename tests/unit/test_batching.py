@@ -1,38 +1,36 @@
-"""The per-provider batch size of a create (cloudpilot.cloud.batching)."""
+"""The gateway's choices after a failure, without a cloud (cloud/batching.py)."""
 
 from __future__ import annotations
 
-import pytest
-
-from cloudpilot import constants
-from cloudpilot.cloud.batching import CreateApi, batch_sizes, max_batch
+from cloudpilot.cloud import batching
+from cloudpilot.memory import CloudError, ErrorKind
 
 
-def test_ec2_sends_a_default_cycle_in_one_call() -> None:
-    """The default maxCreatesPerCycle of one queue is one RunInstances, not five of 100."""
-    cycle = constants.DEFAULT_MAX_CREATES_PER_CYCLE
-    assert batch_sizes(cycle, CreateApi.EC2_RUN_INSTANCES, constants.DEFAULT_BATCH_SIZE) == [cycle]
+def test_a_scale_up_is_split_into_batches_of_at_most_the_batch_size() -> None:
+    assert batching.batch_sizes(7, 3) == [3, 3, 1]
+    assert batching.batch_sizes(0, 3) == []
 
 
-def test_ec2_maximum_is_1000_a_call() -> None:
-    assert batch_sizes(2500, CreateApi.EC2_RUN_INSTANCES) == [1000, 1000, 500]
-    assert max_batch(CreateApi.EC2_RUN_INSTANCES) == 1000
+def test_after_a_failed_batch_no_further_batch_is_sent() -> None:
+    assert batching.send_next_batch([])
+    assert not batching.send_next_batch([CloudError(ErrorKind.QUOTA, "limit")])
 
 
-def test_the_site_cap_lowers_but_never_raises_the_provider_maximum() -> None:
-    assert batch_sizes(250, CreateApi.EC2_RUN_INSTANCES, site_cap=100) == [100, 100, 50]
-    assert max_batch(CreateApi.EC2_RUN_INSTANCES, site_cap=5000) == 1000
-    assert max_batch(CreateApi.ONE_PER_CALL, site_cap=1000) == 1
+def test_only_a_refusal_one_bad_id_can_cause_is_retried_vm_by_vm() -> None:
+    not_found = CloudError(ErrorKind.NOT_FOUND, "InvalidInstanceID.NotFound")
+    malformed = CloudError(ErrorKind.INVALID_REQUEST, "InvalidInstanceID.Malformed")
+    throttled = CloudError(ErrorKind.TRANSIENT, "RequestLimitExceeded")
+    assert batching.retry_one_by_one(not_found, 5)
+    assert batching.retry_one_by_one(malformed, 2)
+    assert not batching.retry_one_by_one(throttled, 5), "a storm must not become N calls"
+    assert not batching.retry_one_by_one(not_found, 1), "one VM is already one by one"
 
 
-@pytest.mark.parametrize("count", [0, -1])
-def test_nothing_to_create_is_no_call(count: int) -> None:
-    assert batch_sizes(count, CreateApi.EC2_RUN_INSTANCES) == []
+def test_lookups_are_forgotten_only_after_a_not_found() -> None:
+    assert batching.forget_lookups_after(CloudError(ErrorKind.NOT_FOUND, "no such image"))
+    assert not batching.forget_lookups_after(CloudError(ErrorKind.QUOTA, "limit"))
+    assert not batching.forget_lookups_after(None)
 
 
-def test_providers_without_a_batch_api_get_one_vm_per_call() -> None:
-    assert batch_sizes(3, CreateApi.ONE_PER_CALL) == [1, 1, 1]
-
-
-def test_a_nonsense_cap_still_makes_progress() -> None:
-    assert batch_sizes(2, CreateApi.EC2_RUN_INSTANCES, site_cap=0) == [1, 1]
+def test_chunks_cover_every_item_once_in_order() -> None:
+    assert batching.chunks(list(range(5)), 2) == [[0, 1], [2, 3], [4]]

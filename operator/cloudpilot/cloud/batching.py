@@ -1,52 +1,48 @@
-"""How many VMs one create call may ask for, per provider: a pure rule.
+"""How the gateway splits, stops and retries its calls: pure choices, unit tested.
 
-A round trip is the price of a create call, so fewer calls means a faster scale-up. Only
-providers whose create API starts many VMs at once get batches at all:
-
-* **EC2** (``RunInstances`` with ``MinCount = MaxCount``): AWS documents no per-call upper
-  bound on ``MaxCount`` other than the account's quota and the zone's capacity. CloudPilot
-  takes **1,000**: the same bound as EC2's other per-call maximums that it already uses
-  (``DescribeInstances`` pages, ``TerminateInstances`` ids), an answer that stays a few
-  megabytes of XML, and above the default ``maxCreatesPerCycle`` (500), so a cycle's
-  scale-up of one queue is one call and one round trip. The cost, accepted: a batch is
-  all-or-nothing, so a quota that allows 300 of 500 refuses the whole batch (with a clear
-  ``InstanceLimitExceeded``) where five batches of 100 would have started 300. The queue
-  backs off and the condition says why; a site that often runs at its quota can lower
-  ``operator.batchSize``.
-* **everything else** (OpenStack included): libcloud's ``create_node`` starts one VM per call
-  (its OpenStack driver sends no ``min_count``/``max_count``), so the batch is 1 and the
-  calls run concurrently (``operator.parallelism``).
-
-The site's ``operator.batchSize`` caps the provider's maximum; it never raises it.
+The gateway (:mod:`cloudpilot.cloud.gateway`) only carries these out, so that what it
+does after a failure is decided in one readable place rather than inside the I/O.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-from typing import Final
+from collections.abc import Sequence
+from typing import TypeVar
+
+from cloudpilot.memory import CloudError, ErrorKind
+
+T = TypeVar("T")
+
+PER_ID_ERRORS = frozenset({ErrorKind.NOT_FOUND, ErrorKind.INVALID_REQUEST})
+"""Kinds of a failed batch call that one bad id in the batch can cause
+(``InvalidInstanceID.NotFound``, ``InvalidInstanceID.Malformed``)."""
 
 
-class CreateApi(StrEnum):
-    """How a provider's create call is shaped, as far as batching goes."""
-
-    EC2_RUN_INSTANCES = "ec2"
-    ONE_PER_CALL = "one-per-call"
+def batch_sizes(count: int, batch_size: int) -> list[int]:
+    """``count`` VMs as batches of at most ``batch_size`` (the last one smaller)."""
+    return [min(batch_size, count - start) for start in range(0, count, max(batch_size, 1))]
 
 
-PROVIDER_MAX_BATCH: Final = {CreateApi.EC2_RUN_INSTANCES: 1000, CreateApi.ONE_PER_CALL: 1}
-"""Most VMs one create call of each kind asks for (see the module docstring for why)."""
+def send_next_batch(failures: Sequence[CloudError]) -> bool:
+    """Once a batch of a scale-up has failed, batches not yet sent are not sent: a quota
+    refusal would refuse them too, and the queue's back-off takes over."""
+    return not failures
 
 
-def max_batch(api: CreateApi, site_cap: int | None = None) -> int:
-    """The largest batch for ``api``, under the site's cap if it set one (at least 1)."""
-    limit = PROVIDER_MAX_BATCH[api]
-    if site_cap is not None:
-        limit = min(limit, site_cap)
-    return max(limit, 1)
+def retry_one_by_one(error: CloudError, batch: int) -> bool:
+    """A refused batch destroy is retried one VM at a time only when one bad id can have
+    caused the refusal, so the others still go. Any other refusal (throttling, a server
+    error, a timeout, rejected credentials) would refuse each of those calls too: a
+    throttling storm must not turn one call into a thousand."""
+    return batch > 1 and error.kind in PER_ID_ERRORS
 
 
-def batch_sizes(count: int, api: CreateApi, site_cap: int | None = None) -> list[int]:
-    """``count`` VMs split into create calls: as few as the provider allows, the last one
-    taking the remainder (``[]`` for nothing to create)."""
-    size = max_batch(api, site_cap)
-    return [min(size, count - start) for start in range(0, max(count, 0), size)]
+def forget_lookups_after(error: CloudError | None) -> bool:
+    """A create refused as NotFound may be a cached image, flavor or network id the cloud
+    no longer knows: look them up again next time rather than fail until the cache ends."""
+    return error is not None and error.kind is ErrorKind.NOT_FOUND
+
+
+def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` in slices of ``size`` (one batch call each)."""
+    return [items[start : start + size] for start in range(0, len(items), max(size, 1))]
