@@ -248,7 +248,9 @@ async def test_a_scale_up_is_sent_while_its_listing_is_still_held(
             10,
             message="the RunInstances while the listing is held",
         )
-        assert h.proxy.held == 1  # the listing is still on the wire
+        # Held at the proxy, the listing cannot have been answered: the create did not wait.
+        assert not cycle.done()
+        assert await asyncio.to_thread(h.proxy.wait_for_held, 1), "the listing never went out"
     finally:
         h.proxy.release()
     status = await cycle
