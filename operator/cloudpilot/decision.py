@@ -20,8 +20,8 @@ from typing import Any
 
 from cloudpilot import constants, early_create, planner
 from cloudpilot import memory as mem
-from cloudpilot.cloud.gateway import CreateResult
-from cloudpilot.credentials.proxy import ProxyReason
+from cloudpilot.cloud.results import CreateResult
+from cloudpilot.credentials.proxy import ProxyReason, ProxyReport
 from cloudpilot.cycle_events import (
     Event,
     blocking_event,
@@ -34,7 +34,6 @@ from cloudpilot.inventory import queue_prefixes
 from cloudpilot.models.queues import CloudAccount, QueueConfig
 from cloudpilot.models.spec import PoolSpec, ScaleDownPolicy
 from cloudpilot.models.vms import ObservedVM
-from cloudpilot.pilot_proxy import ProxyReport
 from cloudpilot.reasons import Reason
 from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
 
@@ -82,6 +81,8 @@ class Observation:
     early: tuple[CreateResult, ...] = ()
     """Creations sent before this cycle's listing came back (:func:`early_scale_up`)."""
     """In [0, 1), drawn by the caller: spreads the retries of pools that failed together."""
+    extra_status: Mapping[str, Any] = field(default_factory=dict)
+    """Status other parts own, shown as they say (``selector``, ``dirac``: cloudpilot.dirac)."""
 
 
 @dataclass(frozen=True)
@@ -307,7 +308,7 @@ def conclude(
             now=now,
             error=blocking,
             prefixes=queue_prefixes(obs.queues),
-            extra={"proxy": obs.proxy.status} if obs.proxy.status else None,
+            extra={**obs.extra_status, **({"proxy": obs.proxy.status} if obs.proxy.status else {})},
             extra_conditions=[obs.proxy.verdict.condition] if obs.proxy.verdict else (),
             outage=memory.outage,
             unreachable_stall_after=tuning.unreachable_stall_after,
@@ -334,9 +335,11 @@ def _record_creation(
             for n in result.created
         ),
     )
-    if result.error is None:
-        return mem.record_success(memory, result.queue)
-    return mem.record_failure(memory, result.queue, result.error, now, **backoff_args(obs))
+    if result.error is not None:
+        return mem.record_failure(memory, result.queue, result.error, now, **backoff_args(obs))
+    if result.fenced:
+        return memory  # not all of it was tried: no success, no failure (see CreateResult)
+    return mem.record_success(memory, result.queue)
 
 
 def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
@@ -346,10 +349,18 @@ def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
     create failed is held by its back-off. Deletions change no count (a VM being destroyed
     is counted as deleting, destroyed or not: a failed one is planned again). Creations
     not attempted (another replica leads, the spec could not be recorded) are still
-    missing; attempted ones are not, whatever came of them.
+    missing, and so is what the leadership fence stopped; attempted ones are not, whatever
+    came of them.
+
+    Not planned again, so room a failed create frees under a pool-level ``maxInstances`` /
+    ``maxStarting`` is not re-shared here: another queue keeps its ``held`` for this cycle,
+    which is true (it got no more VMs this cycle), and gets the room at the next one, a
+    converging interval later (new VMs are starting, the failed queue backs off). Exact
+    would mean planning twice, or the summaries telling a pool's hold from a queue's.
     """
     created = {r.queue: len(r.created) for r in results.created}
     failed = {r.queue for r in results.created if r.error is not None}
+    fenced = {r.queue for r in results.created if r.fenced and r.error is None}
     queues = tuple(
         replace(
             q,
@@ -359,7 +370,11 @@ def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
         )
         for q in plan.queues
     )
-    missing = tuple(c for c in plan.creations if c.queue not in created)
+    missing = tuple(
+        replace(c, count=c.count - created[c.queue]) if c.queue in fenced else c
+        for c in plan.creations
+        if c.queue not in created or c.queue in fenced
+    )
     return planner.Plan(creations=missing, deletions=plan.deletions, queues=queues)
 
 

@@ -52,12 +52,13 @@ from cloudpilot.credentials.proxyfiles import ProxyFileStore
 from cloudpilot.credentials.resolve import credentials_from_secret
 from cloudpilot.cycle_events import Event, deletion_events
 from cloudpilot.decision import AccountListing, Observation, Outcome, Results
+from cloudpilot.dirac.link import DiracLink
 from cloudpilot.inventory import owned_vms
 from cloudpilot.kube import secrets as kube_secrets
 from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, effective_queues
 from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
 from cloudpilot.models.vms import ObservedVM
-from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix, vm_tags
+from cloudpilot.naming import new_vm_name, pool_prefix, pool_selector, queue_prefix, vm_tags
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies, unusable_proxy
 from cloudpilot.pool_state import PoolState
 from cloudpilot.reasons import Reason
@@ -173,6 +174,8 @@ class Reconciler:
         """Writes ``status.teardownSpec`` before a spec is first acted on. None (harnesses
         without an API server): the record is kept in process only."""
         self._read_configmap = read_configmap
+        self.dirac = DiracLink()
+        """Pilot registration in DiracX and demand from it (pools with ``spec.dirac``)."""
         self.early_scale_ups = 0
         """Cycles whose creations went out beside their listing, not after it (for the
         tests and the benchmark: the early path is taken, not only allowed)."""
@@ -192,10 +195,10 @@ class Reconciler:
 
         Called under the pool's lock by teardown. A reconcile that was already waiting for
         the lock sees the deletionTimestamp and does nothing (see reconcile)."""
-        state = self.pools.pop(pool.uid, None)
-        for owner in state.redaction_owners if state else ():
-            redaction.forget(owner)
+        self.pools.pop(pool.uid, None)
+        redaction.forget_pool(pool.key)  # its user data and proxies, whichever were seen
         self.caches.release_pool(pool.uid, pool.key)
+        self.dirac.forget(pool.uid)
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -210,6 +213,7 @@ class Reconciler:
                 return Outcome({}, [], self.settings.interval, state.memory)
             now = self._clock()
             observation, listings = await self._observe(pool, body, state, now)
+            observation = await self._dirac_sync(pool, state, observation, now)
             tuning = self.settings.tuning
             chosen = decision.decide(observation, state.memory, now, tuning)
             _audited(pool, chosen.audit)
@@ -217,7 +221,11 @@ class Reconciler:
             outcome = decision.conclude(observation, chosen, results, now, tuning)
             state.memory = outcome.memory
             state.last_look = decision.last_look(observation, now)
-            return replace(outcome, events=_audited(pool, outcome.events))
+            return replace(
+                outcome,
+                events=_audited(pool, outcome.events),
+                next_delay=min(outcome.next_delay, self._dirac_delay(pool, observation, now)),
+            )
 
     async def _observe(
         self, pool: PoolRef, body: Mapping[str, Any], state: PoolState, now: datetime
@@ -239,6 +247,7 @@ class Reconciler:
             message = describe_validation_error(exc)
             problem = mem.CloudError(mem.ErrorKind.CONFIG, errors.scrub(message))
             return Observation(generation, previous, problem=problem), {}
+        queues = await self._dirac_demand(pool, spec, queues, secret, previous, now)
         report = assess(
             proxies,
             now=now,
@@ -262,7 +271,7 @@ class Reconciler:
                 return  # no record, no early VM: the cycle after the listing reports why
             self.early_scale_ups += 1
             _audited(pool, cycle_events.planned(early, ()))
-            sent.extend(await self._create(pool, state, queues, early, gateways))
+            sent.extend(await self._create(pool, queues, early, gateways))
 
         listings, fingerprints = await self._list_accounts(
             pool, queues, secret, proxies, warm, alongside=create_early if early else None
@@ -312,8 +321,73 @@ class Reconciler:
         gateways = {a: listing.gateway for a, listing in listings.items()}
         deleted = await self._destroy(pool, chosen.by_account, gateways)
         creations = chosen.plan.creations if record_error is None else ()
-        created = await self._create(pool, state, observation.queues, creations, gateways)
+        created = await self._create(pool, observation.queues, creations, gateways)
         return Results(record_error, deleted, created)
+
+    # -- DiracX (cloudpilot.dirac): the pool's hooks, nothing decided here ------------------
+
+    async def _dirac_token(self, pool: PoolRef, spec: PoolSpec, secret: SecretGetter) -> str | None:
+        """The pool's DiracX token, masked in logs from now on; None if it cannot be read
+        (said in ``status.dirac.lastError``; VM management goes on without DiracX)."""
+        assert spec.dirac is not None
+        ref = spec.dirac.credentials_secret
+        try:
+            token = (await secret(ref.name))[ref.key].decode().strip()
+        except Exception as exc:
+            problem = f"no key {ref.key}" if isinstance(exc, KeyError) else type(exc).__name__
+            self.dirac.note_error(
+                pool.uid, f"cannot read the DiracX token (Secret {ref.name}): {problem}"
+            )
+            return None
+        # Forgotten with the pool (redaction.forget_pool), as its user data and proxies are.
+        redaction.register(redaction.pool_owner(pool.key, "dirac"), [token])
+        return token or None
+
+    async def _dirac_demand(
+        self,
+        pool: PoolRef,
+        spec: PoolSpec,
+        queues: list[QueueConfig],
+        secret: SecretGetter,
+        previous: Mapping[str, Any],
+        now: datetime,
+    ) -> list[QueueConfig]:
+        """The pool's one queue with its replicas set by DiracX demand (``spec.replicas``
+        is the ceiling); the queues unchanged without ``spec.dirac.demand``."""
+        if spec.dirac is None or spec.dirac.demand is None or len(queues) != 1:
+            return queues
+        token = await self._dirac_token(pool, spec, secret)
+        ceiling = queues[0].replicas
+        target = await self.dirac.target(
+            pool.uid, spec.dirac, token, ceiling=ceiling, previous_status=previous, now=now
+        )
+        return [replace(queues[0], replicas=target)]
+
+    async def _dirac_sync(
+        self, pool: PoolRef, state: PoolState, observation: Observation, now: datetime
+    ) -> Observation:
+        """Tell DiracX about the pool's pilots as listed (and created, not listed yet), and
+        put ``status.selector`` and ``status.dirac`` in the observation for the status."""
+        extra: dict[str, Any] = {"selector": pool_selector(pool.name, pool.uid)}
+        spec = observation.spec
+        if spec is not None and spec.dirac is not None and observation.problem is None:
+            secret = _cycle_secrets(pool.namespace, self.caches.read_secret)
+            await self.dirac.sync(
+                pool.uid,
+                spec.dirac,
+                await self._dirac_token(pool, spec, secret),
+                _with_pending(observation.observed, state.memory),
+                ce=spec.ce,
+                now=now,
+                may_act=observation.leading,
+            )
+            extra["dirac"] = self.dirac.status(pool.uid, spec.dirac)
+        return replace(observation, extra_status=extra)
+
+    def _dirac_delay(self, pool: PoolRef, observation: Observation, now: datetime) -> float:
+        spec = observation.spec
+        due = self.dirac.next_attempt(pool.uid, spec.dirac, now) if spec and spec.dirac else None
+        return self.settings.interval if due is None else due
 
     def _driver_class(self, cloud_type: str) -> type:
         """``cloudType`` resolved under this operator's allow-list of class paths."""
@@ -441,7 +515,6 @@ class Reconciler:
     async def _create(
         self,
         pool: PoolRef,
-        state: PoolState,
         queues: Sequence[QueueConfig],
         creations: Sequence[planner.Creation],
         gateways: Mapping[CloudAccount, CloudGateway | None],
@@ -454,7 +527,7 @@ class Reconciler:
             gateway = gateways[queue.account]
             assert gateway is not None
             try:
-                user_data = await self._user_data(pool, state, queue, secret)
+                user_data = await self._user_data(pool, queue, secret)
             except Exception as exc:
                 return CreateResult(
                     queue.name, creation.count, error=errors.classify(exc, "render")
@@ -477,9 +550,7 @@ class Reconciler:
                 metrics.count_vm_failures(pool.key, result.queue, "create", result.error.kind.value)
         return results
 
-    async def _user_data(
-        self, pool: PoolRef, state: PoolState, queue: QueueConfig, secret: SecretGetter
-    ) -> bytes:
+    async def _user_data(self, pool: PoolRef, queue: QueueConfig, secret: SecretGetter) -> bytes:
         """Rendered once per queue per cycle (and cached across cycles while the inputs
         are unchanged); every VM of a batch gets the same bytes."""
         rendered = await build_user_data(
@@ -489,9 +560,9 @@ class Reconciler:
             read_secret=lambda _namespace, name: secret(name),
             read_configmap=self._read_configmap,
         )
-        owner = f"{pool.key}:userdata:{queue.name}"
-        redaction.register(owner, rendered.secret_values)
-        state.redaction_owners.add(owner)
+        redaction.register(
+            redaction.pool_owner(pool.key, f"userdata:{queue.name}"), rendered.secret_values
+        )
         return rendered.payload
 
     # -- teardown ---------------------------------------------------------------------------
@@ -652,6 +723,12 @@ class Reconciler:
                 tags_supported=listing.gateway.tags_supported,
             )
         return observed
+
+
+def _with_pending(observed: Sequence[ObservedVM], memory: mem.PoolMemory) -> list[ObservedVM]:
+    """Listed VMs and those created but not listed yet: every pilot the pool started."""
+    listed = {vm.id for vm in observed}
+    return [*observed, *(vm for vm in mem.pending_as_observed(memory) if vm.id not in listed)]
 
 
 def _spec_json(spec: Mapping[str, Any]) -> str:

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from cloudpilot import decision, planner
-from cloudpilot.cloud.gateway import CreateResult, ListedNode
+from cloudpilot.cloud.results import CreateResult, ListedNode
+from cloudpilot.credentials.proxy import ProxyReport
 from cloudpilot.decision import NO_PROXY, AccountListing, Observation, Results, Tuning
 from cloudpilot.memory import CloudError, ErrorKind, PoolMemory
 from cloudpilot.models.spec import parse_spec
 from cloudpilot.models.vms import Phase
-from cloudpilot.pilot_proxy import ProxyReport
 from tests.support.builders import NOW, account, backoff, pool_spec, queue, vm
 
 TUNING = Tuning(interval=60.0, converging_interval=10.0)
@@ -166,6 +166,51 @@ def test_a_failed_create_has_one_reason_in_event_condition_and_last_error() -> N
     assert outcome.status_patch["lastError"]["reason"] == "QuotaExceeded"
     (summary,) = outcome.status_patch["queues"]
     assert summary["held"] == "BackOff" and summary["starting"] == 1
+
+
+def test_room_a_failed_create_frees_under_a_pool_limit_goes_to_other_queues_next_cycle() -> None:
+    """The one-cycle lag of :func:`decision.as_it_stands`, pinned as intended.
+
+    Two queues share a pool ``maxInstances`` of 4: each is given 2. Queue a's create
+    fails, so 2 slots are free again; the status of this cycle still shows b held by
+    MaxInstances (the plan is made once: b really got no more this cycle), and the next
+    cycle, which comes back at the converging interval, gives b the freed room.
+    """
+    obs = observe(
+        spec=parse_spec(pool_spec(limits={"maxInstances": 4})),
+        queues=(queue("a", 4), queue("b", 4)),
+    )
+    chosen = decision.decide(obs, PoolMemory(generation=1), NOW, TUNING)
+    assert chosen.plan.creations == (planner.Creation("a", 2), planner.Creation("b", 2))
+    quota = CloudError(ErrorKind.QUOTA, "InstanceLimitExceeded", "create")
+    results = Results(
+        created=(CreateResult("a", 2, (), quota), CreateResult("b", 2, (node(1), node(2))))
+    )
+    outcome = decision.conclude(obs, chosen, results, NOW, TUNING)
+    held = {q["name"]: q.get("held") for q in outcome.status_patch["queues"]}
+    assert held == {"a": "BackOff", "b": "MaxInstances"}  # the lag: b is not re-shared
+    assert outcome.next_delay <= TUNING.converging_interval
+
+    again = decision.decide(obs, outcome.memory, NOW, TUNING)
+    assert again.plan.creations == (planner.Creation("b", 2),)
+
+
+def test_a_create_the_leadership_fence_stopped_is_neither_a_success_nor_a_failure() -> None:
+    """One VM went out before the Lease was lost, two did not: the one is pending, the two
+    are still missing (for whoever leads now), and no Warning, back-off or reset follows."""
+    uncertain = backoff(ErrorKind.TRANSIENT, retry_in=-1)  # over: the queue may create
+    memory = PoolMemory(generation=1, backoff={"default": uncertain})
+    chosen = decision.decide(observe(3), memory, NOW, TUNING)
+    assert chosen.plan.creations == (planner.Creation("default", 3),)
+    fenced = CreateResult("default", 3, (node(1),), fenced=True)
+    results = Results(created=(fenced,))
+    outcome = decision.conclude(observe(3), chosen, results, NOW, TUNING)
+    assert [(e.type, e.reason) for e in outcome.events] == [("Normal", "Created")]
+    assert set(outcome.memory.pending) == {"i-1"}
+    assert outcome.memory.backoff == memory.backoff  # no success recorded either
+    after = decision.as_it_stands(chosen.plan, results)
+    assert after.creations == (planner.Creation("default", 2),)
+    assert after.queues[0].held is None and after.queues[0].starting == 1
 
 
 def test_a_failed_deletion_is_a_warning_with_the_error_class() -> None:

@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from cloudpilot import redaction
+from cloudpilot.cycle_events import Event
+from cloudpilot.kube import events, handlers
 from cloudpilot.kube.events import MAX_EVENT_MESSAGE, EventRecorder, build_event
+from cloudpilot.reasons import Reason
+from cloudpilot.reconciler import PoolRef
 
 POOL: dict[str, Any] = {
     "apiVersion": "cloudpilot.io/v1alpha1",
@@ -132,3 +138,30 @@ async def test_the_cache_of_recent_events_is_bounded() -> None:
 
     assert api.calls == ["create"] * 4 + ["patch"]
     assert len(recorder._recent) == 2
+
+
+async def test_a_cycle_posts_its_events_before_it_writes_the_status_they_explain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever sees the condition can then find its Event; a failed status write loses none."""
+    calls: list[str] = []
+
+    class Api:
+        async def create(self, namespace: str, event: dict[str, Any]) -> str:
+            calls.append(f"event {event['reason']}")
+            return "e-1"
+
+        async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+            raise AssertionError("nothing to aggregate")
+
+    async def write_status(namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        calls.append(f"status {sorted(patch)}")
+        raise RuntimeError("the API server said no")
+
+    monkeypatch.setattr(events, "recorder", EventRecorder(Api()))
+    monkeypatch.setattr(handlers, "patch_status", write_status)
+    pool = PoolRef("grid", "lhcb", "u-1")
+    stalled = Event("Warning", Reason.BAD_CREDENTIALS, "AuthFailure")
+    with pytest.raises(RuntimeError):
+        await handlers.publish(pool, POOL, [stalled], {"conditions": []})
+    assert calls == ["event BadCredentials", "status ['conditions']"]
