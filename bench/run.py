@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args(argv)
     full = bool(args.full)
-    # The real-API-server scenarios start their own control plane: only when asked for.
-    only = set(args.only or ["bring-up", "status", "scale-to-zero", "steady", "operator", "faults"])
+    # manypools (minutes, thousands of objects on a real API server): only when asked for.
+    default = ["bring-up", "status", "scale-to-zero", "steady", "operator", "faults"]
+    only = set(args.only or [*default, "scale-to-wire"])
     operator_pools = args.pools or 200
     budget = 600.0 if full else 15.0  # seconds a one-at-a-time baseline may run in full
     sample = 20
