@@ -149,7 +149,7 @@ def test_every_choice_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
     for field, because in (
         ("context.templateFamily", "is a CentOS 7 image"),
         ("instance.createOptions.ex_config_drive", "config drive on every VM"),
-        ("instance.networks", "looked up in Neutron"),
+        ("instance.networks", "looked up by the driver"),
         ("instance.sshKey", "key pair"),
         ("replicas", "must not start VMs"),
         ("cloud.auth", "the Secret holds the [cloudprov.mysite.example] entry"),

@@ -113,10 +113,12 @@ class InstanceSpec(_Model):
     image: Lookup | None = None
     """Image to boot (seed Instance_Image): a raw cloud id (ami-0123abcd, an OpenStack image
     UUID) or name:<image name>, looked up by name and cached for an hour instead of listing
-    the catalogue on every submission as DIRAC did."""
+    the catalogue on every submission as DIRAC did. A name that matches several bootable
+    images is refused (InvalidConfig, naming their ids), never guessed: put the id."""
     flavor: Lookup | None = None
     """Flavor, size or instance type (seed Instance_Flavor): a raw id (m5.large, an OpenStack
-    flavor id) or name:<flavor name>, looked up and cached like image."""
+    flavor id) or name:<flavor name>, looked up and cached like image; a name that matches
+    several flavors is refused like an ambiguous image name."""
     networks: list[Network] | None = Field(None, json_schema_extra=crd(maxItems=16))
     """Networks to attach (seed Instance_Networks, a list instead of a comma-separated
     string): each a raw id or name:<network name>. Order is kept. Set on a queue, the list
