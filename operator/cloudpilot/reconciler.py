@@ -279,7 +279,7 @@ class Reconciler:
                 return  # no record, no early VM: the cycle after the listing reports why
             self.early_scale_ups += 1
             _audited(pool, cycle_events.planned(early, ()))
-            sent.extend(await self._create(pool, queues, early, gateways))
+            sent.extend(await self._create(pool, queues, early, gateways, secret))
 
         listings, fingerprints = await self._list_accounts(
             pool, queues, secret, proxies, warm, alongside=create_early if early else None
