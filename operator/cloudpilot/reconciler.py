@@ -348,9 +348,15 @@ class Reconciler:
                 pool.uid, f"cannot read the DiracX token (Secret {ref.name}): {problem}"
             )
             return None
+        if not token:  # said, or pilots would wait unregistered with no reason shown
+            self.dirac.note_error(
+                pool.uid,
+                f"cannot read the DiracX token (Secret {ref.name}): key {ref.key} is empty",
+            )
+            return None
         # Forgotten with the pool (redaction.forget_pool), as its user data and proxies are.
         redaction.register(redaction.pool_owner(pool.key, "dirac"), [token])
-        return token or None
+        return token
 
     async def _dirac_demand(
         self,
