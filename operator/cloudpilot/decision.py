@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from cloudpilot import constants, planner
+from cloudpilot import constants, early_create, planner
 from cloudpilot import memory as mem
 from cloudpilot.cloud.results import CreateResult
 from cloudpilot.credentials.proxy import ProxyReason, ProxyReport
@@ -78,6 +78,8 @@ class Observation:
     leading: bool = True
     """This replica holds the Lease (the cloud writes are fenced again right before each)."""
     jitter: float = 0.5
+    early: tuple[CreateResult, ...] = ()
+    """Creations sent before this cycle's listing came back (:func:`early_scale_up`)."""
     """In [0, 1), drawn by the caller: spreads the retries of pools that failed together."""
     extra_status: Mapping[str, Any] = field(default_factory=dict)
     """Status other parts own, shown as they say (``selector``, ``dirac``: cloudpilot.dirac)."""
@@ -147,6 +149,8 @@ def decide(
         # The spec cannot be acted on: touch nothing, remember nothing new.
         return Decision(planner.Plan(), memory, blocking=obs.problem)
     memory = mem.for_generation(memory, obs.generation)
+    for result in obs.early:  # pending before the listing is applied, like any creation
+        memory = _record_creation(memory, result, now, obs)
     memory = mem.observe(memory, (vm.id for vm in obs.observed), now)
     memory = _note_credentials(memory, obs.accounts)
     # An account that could not be listed blocks the whole pool's plan this cycle.
@@ -172,6 +176,42 @@ def decide(
         audit=tuple(planned(plan.creations, plan.deletions)) if act else (),
         by_account=by_account(plan.deletions, obs) if act else {},
     )
+
+
+def early_scale_up(
+    last: early_create.LastLook | None,
+    queues: Sequence[QueueConfig],
+    spec: PoolSpec,
+    proxy: ProxyReport,
+    memory: mem.PoolMemory,
+    now: datetime,
+    tuning: Tuning = Tuning(),
+) -> tuple[planner.Creation, ...]:
+    """Creations to send at once, beside this cycle's listing, decided from the pool's last
+    look and memory (:mod:`cloudpilot.early_create` says why that cannot duplicate a VM);
+    none when the last look cannot be trusted. The same limits and proxy stop as a cycle."""
+    limits = spec.limits
+    creations = early_create.early_creations(
+        last,
+        queues,
+        memory,
+        now,
+        limits=planner.PoolLimits(
+            limits.max_instances if limits else None, limits.max_starting if limits else None
+        ),
+        removed_queue_policy=spec.scale_down_policy or ScaleDownPolicy.DRAIN,
+        max_creates=tuning.max_creates_per_cycle,
+    )
+    return tuple(c for c in creations if c.queue not in proxy.stopped_queues)
+
+
+def last_look(observation: Observation, now: datetime) -> early_create.LastLook | None:
+    """What the next cycle's early scale-up may start from: this cycle's view, when every
+    account was listed."""
+    obs = observation
+    if obs.problem is not None or not obs.accounts or any(a.error for a in obs.accounts):
+        return None
+    return early_create.LastLook(early_create.shape_of(obs.queues), obs.observed, now)
 
 
 def _note_credentials(memory: mem.PoolMemory, accounts: Sequence[AccountListing]) -> mem.PoolMemory:
@@ -200,7 +240,8 @@ def _plan(obs: Observation, memory: mem.PoolMemory, now: datetime, tuning: Tunin
             limits.max_instances if limits else None, limits.max_starting if limits else None
         ),
         removed_queue_policy=(spec.scale_down_policy if spec else None) or ScaleDownPolicy.DRAIN,
-        max_creates=tuning.max_creates_per_cycle,
+        # The early scale-up's creations count against this cycle's cap.
+        max_creates=max(tuning.max_creates_per_cycle - sum(r.requested for r in obs.early), 0),
     )
     # An expired pilot proxy: new pilots could not work. Deletions go on.
     stopped = obs.proxy.stopped_queues
@@ -248,6 +289,8 @@ def conclude(
         decision.memory, [i for i, e in results.deleted.items() if e is None], now
     )
     events = deletion_events(decision.plan.deletions, results.deleted)
+    for result in obs.early:  # already in decision.memory (see decide)
+        events += creation_events(result)
     for result in results.created:
         memory = _record_creation(memory, result, now, obs)
         events += creation_events(result)

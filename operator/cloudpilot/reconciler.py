@@ -175,6 +175,9 @@ class Reconciler:
         self._read_configmap = read_configmap
         self.dirac = DiracLink()
         """Pilot registration in DiracX and demand from it (pools with ``spec.dirac``)."""
+        self.early_scale_ups = 0
+        """Cycles whose creations went out beside their listing, not after it (for the
+        tests and the benchmark: the early path is taken, not only allowed)."""
 
     @property
     def proxy_files(self) -> ProxyFileStore:
@@ -220,6 +223,7 @@ class Reconciler:
             )
             outcome = decision.conclude(observation, chosen, results, now, tuning)
             state.memory = outcome.memory
+            state.last_look = decision.last_look(observation, now)
             return replace(
                 outcome,
                 events=_audited(pool, outcome.events),
@@ -257,8 +261,29 @@ class Reconciler:
             warn_margin=timedelta(seconds=self.settings.proxy_warn_margin),
             previous_status=previous,
         )
-        warm = decision.queues_to_prepare(queues, mem.for_generation(state.memory, generation))
-        listings, fingerprints = await self._list_accounts(pool, queues, secret, proxies, warm)
+        memory = mem.for_generation(state.memory, generation)
+        warm = decision.queues_to_prepare(queues, memory)
+        # -- early scale-up: what the last look and memory decide goes out beside the listing.
+        early = decision.early_scale_up(
+            state.last_look, queues, spec, report, memory, now, self.settings.tuning
+        )
+        sent: list[CreateResult] = []
+
+        async def create_early(gateways: Mapping[CloudAccount, CloudGateway | None]) -> None:
+            if not leader.may_act() or any(g is None for g in gateways.values()):
+                return
+            try:
+                await self._record_spec(pool, state, body.get("spec") or {}, previous)
+            except Exception:
+                return  # no record, no early VM: the cycle after the listing reports why
+            self.early_scale_ups += 1
+            _audited(pool, cycle_events.planned(early, ()))
+            sent.extend(await self._create(pool, queues, early, gateways, secret))
+
+        listings, fingerprints = await self._list_accounts(
+            pool, queues, secret, proxies, warm, alongside=create_early if early else None
+        )
+        # -- end of the early scale-up
         accounts = tuple(
             AccountListing(
                 account,
@@ -278,6 +303,7 @@ class Reconciler:
             observed=tuple(self._observed(pool, queues, listings)),
             leading=leader.may_act(),
             jitter=random.random(),
+            early=tuple(sent),
         )
         return observation, listings
 
@@ -323,9 +349,15 @@ class Reconciler:
                 pool.uid, f"cannot read the DiracX token (Secret {ref.name}): {problem}"
             )
             return None
+        if not token:  # said, or pilots would wait unregistered with no reason shown
+            self.dirac.note_error(
+                pool.uid,
+                f"cannot read the DiracX token (Secret {ref.name}): key {ref.key} is empty",
+            )
+            return None
         # Forgotten with the pool (redaction.forget_pool), as its user data and proxies are.
         redaction.register(redaction.pool_owner(pool.key, "dirac"), [token])
-        return token or None
+        return token
 
     async def _dirac_demand(
         self,
@@ -368,6 +400,7 @@ class Reconciler:
                 ce=spec.ce,
                 now=now,
                 may_act=observation.leading,
+                unlisted_queues=_unlisted_queues(observation),
             )
             extra["dirac"] = self.dirac.status(pool.uid, spec.dirac)
         return replace(observation, extra_status=extra)
@@ -419,22 +452,35 @@ class Reconciler:
         secret: SecretGetter,
         proxies: Mapping[str, QueueProxy],
         warm: set[str] | frozenset[str] = frozenset(),
+        alongside: Callable[[Mapping[CloudAccount, CloudGateway | None]], Awaitable[None]]
+        | None = None,
     ) -> tuple[dict[CloudAccount, _Listing], dict[CloudAccount, str]]:
         """List every account the pool's queues use, once each (shared with other pools);
         with the fingerprint of the credentials each was listed with.
 
         ``warm``: queues that may create VMs this cycle. Their image, flavor and network
         lookups run beside the listing, so a new pool pays one round trip for both.
+        ``alongside``: run beside the listings once every account has its gateway (None
+        where its credentials failed): the early scale-up.
         """
         fingerprints: dict[CloudAccount, str] = {}
 
-        async def one(account: CloudAccount, queue: QueueConfig) -> _Listing:
+        async def connect(account: CloudAccount, queue: QueueConfig) -> _Listing:
             try:
                 credentials = await self._credentials(
                     pool, account, queue, secret, proxies.get(queue.name)
                 )
                 gateway = self.caches.gateway(account, credentials)
                 fingerprints[account] = credentials.fingerprint
+            except Exception as exc:
+                return _Listing(None, [], errors.classify(exc, "list"))
+            return _Listing(gateway, [])
+
+        async def one(account: CloudAccount, connected: _Listing) -> _Listing:
+            gateway = connected.gateway
+            if gateway is None:
+                return connected
+            try:
                 # One listing of the account serves every pool on it; this pool's VMs
                 # are cut out of it by their name prefix.
                 listing, _ = await asyncio.gather(
@@ -452,7 +498,14 @@ class Reconciler:
             return _Listing(gateway, listing)
 
         accounts = decision.speakers(queues, proxies)
-        results = await asyncio.gather(*(one(a, q) for a, q in accounts.items()))
+        gateways = await asyncio.gather(*(connect(a, q) for a, q in accounts.items()))
+        listed = asyncio.gather(*(one(a, c) for a, c in zip(accounts, gateways, strict=True)))
+        if alongside is None:
+            results = await listed
+        else:
+            results, _ = await asyncio.gather(
+                listed, alongside({a: c.gateway for a, c in zip(accounts, gateways, strict=True)})
+            )
         return dict(zip(accounts, results, strict=True)), fingerprints
 
     # -- acting -----------------------------------------------------------------------------
@@ -697,6 +750,12 @@ def _with_pending(observed: Sequence[ObservedVM], memory: mem.PoolMemory) -> lis
     """Listed VMs and those created but not listed yet: every pilot the pool started."""
     listed = {vm.id for vm in observed}
     return [*observed, *(vm for vm in mem.pending_as_observed(memory) if vm.id not in listed)]
+
+
+def _unlisted_queues(observation: Observation) -> frozenset[str]:
+    """Queues whose account could not be listed: their VMs' absence says nothing."""
+    failed = {a.account for a in observation.accounts if a.error is not None}
+    return frozenset(q.name for q in observation.queues if q.account in failed)
 
 
 def _spec_json(spec: Mapping[str, Any]) -> str:

@@ -36,8 +36,9 @@ import http.client
 import logging
 import socket
 import threading
+import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Self
@@ -54,6 +55,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+#: Requests kept in :attr:`LatencyProxy.request_log` (the latest ones).
+REQUEST_LOG_SIZE: Final = 10_000
 
 #: EC2's limit on user data, in bytes, before base64 encoding.
 EC2_USER_DATA_LIMIT: Final = 16 * 1024
@@ -264,6 +268,7 @@ class LatencyProxy(SocketServerThread):
         self._action_latency: dict[str, float] = {}
         self._user_data_limit = user_data_limit
         self._counts: Counter[str] = Counter()
+        self._request_log: deque[tuple[float, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._faults_served: Counter[str] = Counter()
         self._faults: dict[str, list[InjectedFault]] = {}
         self._lost_answers: Counter[str] = Counter()
@@ -373,6 +378,14 @@ class LatencyProxy(SocketServerThread):
         """Snapshot of injected error answers per error code."""
         with self._lock:
             return dict(self._faults_served)
+
+    @property
+    def request_log(self) -> list[tuple[float, str]]:
+        """``(arrival, Action)`` of the latest requests, oldest first: ``time.time()`` as a
+        request arrived, before its injected latency. Wall-clock, so that another process
+        (a benchmark's patch through the API server) can be compared with it."""
+        with self._lock:
+            return list(self._request_log)
 
     def reset_counts(self) -> None:
         """Zero :attr:`counts`, :attr:`faults_served` and the delay accumulators."""
@@ -582,6 +595,7 @@ class LatencyProxy(SocketServerThread):
         """Count, delay, then pick the fault (if any) to answer instead of forwarding."""
         with self._lock:
             self._counts[action] += 1
+            self._request_log.append((time.time(), action))
             delay = self._action_latency.get(action, self._latency)
             if delay > 0:
                 self._injected_delay += delay

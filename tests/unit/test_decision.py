@@ -10,7 +10,7 @@ import pytest
 from cloudpilot import decision, planner
 from cloudpilot.cloud.results import CreateResult, ListedNode
 from cloudpilot.credentials.proxy import ProxyReport
-from cloudpilot.decision import AccountListing, Observation, Results, Tuning
+from cloudpilot.decision import NO_PROXY, AccountListing, Observation, Results, Tuning
 from cloudpilot.memory import CloudError, ErrorKind, PoolMemory
 from cloudpilot.models.spec import parse_spec
 from cloudpilot.models.vms import Phase
@@ -319,3 +319,48 @@ def _expired_proxy() -> ProxyReport:
         message="the pilot proxy expired",
     )
     return ProxyReport(frozenset({"default"}), verdict, None, None, verdict)
+
+
+# -- the early scale-up (cloudpilot.early_create) -------------------------------------------
+
+
+def test_creations_sent_before_the_listing_are_pending_and_count_against_the_cap() -> None:
+    """3 asked early (2 started, listing not showing them yet): a pool of 5 creates none
+    more, the status counts them, and they get their Created events."""
+    early = CreateResult("default", 3, (node(1), node(2)), CloudError(ErrorKind.QUOTA, "q"))
+    tuning = replace(TUNING, max_creates_per_cycle=4)
+    obs = observe(5, early=(early,))
+    chosen = decision.decide(obs, PoolMemory(generation=1), NOW, tuning)
+    assert set(chosen.memory.pending) == {"i-1", "i-2"}
+    assert "default" in chosen.memory.backoff  # the early failure backs the queue off
+    assert chosen.plan.creations == ()
+    outcome = decision.conclude(obs, chosen, Results(), NOW, tuning)
+    assert outcome.status_patch["replicas"] == 2
+    assert [e.reason for e in outcome.events].count("Created") == 2
+
+
+def test_the_cap_left_after_an_early_scale_up_is_what_the_cycle_may_still_create() -> None:
+    early = CreateResult("default", 3, (node(1), node(2), node(3)))
+    tuning = replace(TUNING, max_creates_per_cycle=4)
+    chosen = decision.decide(observe(10, early=(early,)), PoolMemory(generation=1), NOW, tuning)
+    assert chosen.plan.creations == (planner.Creation("default", 1),)
+
+
+def test_a_last_look_is_kept_only_when_every_account_was_listed() -> None:
+    listed = observe(2, observed=(vm(),))
+    look = decision.last_look(listed, NOW)
+    assert look is not None and look.observed == listed.observed and look.at == NOW
+    failed = observe(2, accounts=(AccountListing(ACCOUNT, CloudError(ErrorKind.TRANSIENT, "x")),))
+    assert decision.last_look(failed, NOW) is None
+    assert decision.last_look(observe(2, accounts=()), NOW) is None
+
+
+def test_the_early_scale_up_leaves_out_queues_an_expired_proxy_stops() -> None:
+    queues = (queue("default", 3),)
+    look = decision.last_look(observe(1, queues=queues), NOW)
+    stopped = replace(NO_PROXY, stopped_queues=frozenset({"default"}))
+    spec = parse_spec(pool_spec(replicas=3))
+    assert decision.early_scale_up(look, queues, spec, NO_PROXY, PoolMemory(), NOW) == (
+        planner.Creation("default", 3),
+    )
+    assert decision.early_scale_up(look, queues, spec, stopped, PoolMemory(), NOW) == ()

@@ -44,6 +44,7 @@ from libcloud.compute.types import NodeState
 
 from cloudpilot import constants, leader
 from cloudpilot.cloud import batching, errors
+from cloudpilot.cloud.batch_size import CreateApi, max_batch
 from cloudpilot.cloud.connections import close_connections
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
 from cloudpilot.cloud.drivers import build_driver, driver_class
@@ -54,6 +55,7 @@ from cloudpilot.cloud.results import CreateResult as CreateResult  # re-exported
 from cloudpilot.cloud.results import ListedNode as ListedNode
 from cloudpilot.memory import CloudError
 from cloudpilot.models.queues import CloudAccount, QueueConfig
+from cloudpilot.naming import pool_prefix
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -335,7 +337,7 @@ class CloudGateway:
         ``consumer`` (a pool's uid) is always given a listing newer than the last one it
         got; ``prefix`` (the pool's name prefix) picks its VMs out of the shared snapshot.
         """
-        snapshot = await self.listing.get(consumer, self.list_nodes)
+        snapshot = await self.listing.get(consumer, self.list_nodes, prefix)
         return list(snapshot.with_prefix(prefix))
 
     async def prepare(self, queue: QueueConfig) -> None:
@@ -357,6 +359,14 @@ class CloudGateway:
 
     async def create(self, request: CreateRequest) -> CreateResult:
         """Start ``request.count`` VMs; partial success is reported, never raised."""
+        try:
+            return await self._create(request)
+        finally:
+            # Whatever came of it: listings made before now may lack what it started.
+            queue = request.queue
+            self.listing.note_write(pool_prefix(queue.pool_namespace, queue.pool_name))
+
+    async def _create(self, request: CreateRequest) -> CreateResult:
         try:
             kwargs = await self._create_kwargs(request)
         except Exception as exc:
@@ -394,12 +404,15 @@ class CloudGateway:
         return {**queue.create_options, **kwargs}
 
     async def _create_batched(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
-        """Batches of ``batch_size`` go out concurrently (at most ``parallelism`` at once).
+        """Batches (EC2's per-call maximum under the site's ``batch_size``: see
+        :mod:`~cloudpilot.cloud.batch_size`) go out concurrently (at most ``parallelism``).
 
         A round trip is paid once for the whole scale-up instead of once per batch. After
         a failure, what is sent is :func:`batching.send_next_batch`'s choice.
         """
-        sizes = batching.batch_sizes(request.count, self._batch_size)
+        sizes = batching.batch_sizes(
+            request.count, max_batch(CreateApi.EC2_RUN_INSTANCES, self._batch_size)
+        )
         failures: list[CloudError] = []
         fenced: list[int] = []
 
