@@ -23,6 +23,7 @@ from typing import Any
 
 from cloudpilot import audit, constants, leader, metrics, planner, redaction, teardown
 from cloudpilot import memory as mem
+from cloudpilot.closedloop import ClosedLoop, attach
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import driver_class
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
@@ -178,6 +179,8 @@ class Reconciler:
         without an API server): the record is kept in process only."""
         self._teardowns: dict[str, teardown.TeardownState] = {}
         self._read_configmap = read_configmap
+        self.closed_loop = ClosedLoop()
+        """Per-pool loops and per-account learned quotas (cloudpilot.closedloop)."""
 
     async def _read_secret_shared(self, namespace: str, name: str) -> dict[str, bytes]:
         """Secret reads shared by every pool for a short while (half the reconcile
@@ -212,6 +215,7 @@ class Reconciler:
     def forget(self, pool: PoolRef) -> None:
         for store in (self._memories, self._recorded, self._teardowns):
             store.pop(pool.uid, None)
+        self.closed_loop.forget(pool.uid)
         for owner in self._secret_owners.pop(pool.uid, set()):
             redaction.forget(owner)
         self._proxy_files.release(pool.key)
@@ -285,7 +289,9 @@ class Reconciler:
         )
         removed_queue_policy = spec.scale_down_policy or ScaleDownPolicy.DRAIN
 
-        def plan_now(memory: mem.PoolMemory) -> planner.Plan:
+        def plan_now(
+            memory: mem.PoolMemory, gates: Mapping[str, planner.QueueGate] | None = None
+        ) -> planner.Plan:
             the_plan = planner.plan(
                 queues,
                 observed,
@@ -294,6 +300,7 @@ class Reconciler:
                 limits=limits,
                 removed_queue_policy=removed_queue_policy,
                 max_creates=self.settings.max_creates_per_cycle,
+                gates=gates,
             )
             # An expired pilot proxy: new pilots could not work. Deletions go on.
             return replace(
@@ -304,6 +311,27 @@ class Reconciler:
             )
 
         the_plan = plan_now(memory) if blocking is None else planner.Plan()
+        # -- closed loop (cloudpilot.closedloop): count how VMs ended, then plan again with
+        # what the loop allows (holds, ramp-up, the account's learned quota).
+        loop = self.closed_loop
+        accounts = _account_keys(queues, views)
+        loop_events = loop.observe(
+            pool.uid,
+            pool.key,
+            queues,
+            observed,
+            memory,
+            accounts,
+            previous,
+            now,
+            listed=blocking is None,
+        )
+        if blocking is None:
+            loop_events += loop.classify_deletions(
+                pool.key, pool.uid, the_plan.deletions, queues, now
+            )
+            the_plan = plan_now(memory, loop.gates(pool.uid, queues, observed, memory, now))
+        # -- end closed loop
         if report.stopped_queues and blocking is None and report.stop is not None:
             kind = (
                 mem.ErrorKind.PROXY_EXPIRED
@@ -340,7 +368,14 @@ class Reconciler:
         # What the plan would be now, after acting: the status and the next delay come
         # from it (the same filter, so a stalled queue does not look like it converges).
         listed = bool(views) and all(v.error is None for v in views.values())
-        after = plan_now(memory) if listed else the_plan
+        gates = loop.gates(pool.uid, queues, observed, memory, now)
+        after = plan_now(memory, gates) if listed else the_plan
+        loop.remember_listed(pool.uid, observed, memory)
+        loop_blocks, loop_conditions, notices = loop.report(
+            pool.uid, pool.key, queues, after, previous, now
+        )
+        loop_events += notices
+        events += [Event(n.type, n.reason, n.message, queue=n.queue) for n in loop_events]
         if (
             blocking is not None
             and (previous.get("lastError") or {}).get("message")
@@ -359,17 +394,23 @@ class Reconciler:
                 error=blocking,
                 prefixes=queue_prefixes(queues),
                 extra={"proxy": report.status} if report.status else None,
-                extra_conditions=[report.verdict.condition] if report.verdict else (),
+                extra_conditions=[
+                    *([report.verdict.condition] if report.verdict else ()),
+                    *loop_conditions,
+                ],
                 outage=memory.outage,
                 unreachable_stall_after=self.settings.unreachable_stall_after,
             ),
             previous,
         )
+        attach(status, loop_blocks)
         events += _stall_events(previous, status, blocking)
+        delay = self._next_delay(after, memory, now, blocking, _outage_delay(memory, spec))
+        wake = loop.next_wake(pool.uid, now)
         return Outcome(
             status_patch=status_patch(previous, status),
             events=events,
-            next_delay=self._next_delay(after, memory, now, blocking, _outage_delay(memory, spec)),
+            next_delay=min(delay, wake) if wake is not None else delay,
         )
 
     def _driver_class(self, cloud_type: str) -> type:
@@ -705,6 +746,15 @@ class Reconciler:
                 )
                 continue
             metrics.count_vms_created(pool.key, creation.queue, len(result.created))
+            refused = result.error is not None and result.error.kind is mem.ErrorKind.QUOTA
+            self.closed_loop.learn(
+                pool.uid,
+                creation.queue,
+                requested=result.requested,
+                created=len(result.created),
+                refused=refused,
+                now=now,
+            )
             memory = mem.record_created(
                 memory,
                 (
@@ -733,9 +783,12 @@ class Reconciler:
                 metrics.count_vm_failures(
                     pool.key, creation.queue, "create", result.error.kind.value
                 )
-                memory = mem.record_failure(
-                    memory, creation.queue, result.error, now, **_backoff_args(spec)
-                )
+                if not (refused and queues[creation.queue].closed_loop.enabled):
+                    # A quota refusal is not a fault to back off from: the closed loop has
+                    # learned the account's headroom and plans within it from now on.
+                    memory = mem.record_failure(
+                        memory, creation.queue, result.error, now, **_backoff_args(spec)
+                    )
                 events += _audited(
                     pool,
                     [
@@ -912,6 +965,19 @@ class Reconciler:
                 tags_supported=view.gateway.tags_supported,
             )
         return observed
+
+
+def _account_keys(
+    queues: Sequence[QueueConfig], views: Mapping[CloudAccount, _AccountView]
+) -> dict[str, str]:
+    """Queue -> the cloud account it runs on, as the closed loop keys learned quotas: the
+    endpoint and the credentials' fingerprint (pools on one account share its quota)."""
+    keys: dict[str, str] = {}
+    for q in queues:
+        view = views.get(q.account)
+        if view is not None and view.gateway is not None:
+            keys[q.name] = f"{q.account.endpoint}|{view.gateway.credentials.fingerprint}"
+    return keys
 
 
 def _spec_json(spec: Mapping[str, Any]) -> str:

@@ -383,6 +383,13 @@ POOL_DEFAULTS: dict[str, Any] = {
     "spec.scaleDownPolicy": "Drain",
     "spec.backoff": {},
     "spec.backoff.maxSeconds": constants.BACKOFF_MAX,
+    "spec.instance.spot": False,
+    "spec.closedLoop": {},
+    "spec.closedLoop.enabled": True,
+    "spec.closedLoop.fizzleSeconds": constants.DEFAULT_FIZZLE_SECONDS,
+    "spec.closedLoop.backoffSeconds": constants.DEFAULT_FIZZLE_BACKOFF_SECONDS,
+    "spec.closedLoop.maxBackoffSeconds": constants.DEFAULT_FIZZLE_MAX_BACKOFF_SECONDS,
+    "spec.closedLoop.windowSeconds": constants.DEFAULT_OUTCOME_WINDOW_SECONDS,
 }
 """Defaults only the CRD has, all on pool-level fields: the model keeps ``None`` there because
 the same model classes hold a queue's overrides, where ``None`` means "the pool's value", and

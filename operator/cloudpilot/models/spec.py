@@ -76,6 +76,13 @@ class InstanceSpec(_Model):
     create_options: dict[str, Any] | None = None
     """Extra keyword arguments for libcloud's ``create_node`` (``ex_security_groups``,
     ``ex_config_drive`` ...): the driver-specific knobs the seed hard-coded for OpenStack."""
+    spot: bool | None = None
+    """Run the VMs on the spot market (EC2 ``InstanceMarketOptions``): cheaper, and the
+    cloud may reclaim them; reclaims are counted and posted as Events."""
+    spot_max_price: (
+        Annotated[str, StringConstraints(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$")] | None
+    ) = None
+    """Most to pay per VM-hour on the spot market (a decimal string); unset: on-demand price."""
 
 
 class ContextSpec(_Model):
@@ -102,6 +109,16 @@ class BackoffSpec(_Model):
     max_seconds: Annotated[float, Field(ge=1, le=constants.MAX_BACKOFF_SECONDS)] | None = None
 
 
+class ClosedLoopSpec(_Model):
+    """How a queue listens to its pilots (cloudpilot.outcomes; docs/closed-loop.md)."""
+
+    enabled: bool | None = None
+    fizzle_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = None
+    backoff_seconds: Annotated[int, Field(ge=1, le=86_400)] | None = None
+    max_backoff_seconds: Annotated[int, Field(ge=1, le=604_800)] | None = None
+    window_seconds: Annotated[int, Field(ge=60, le=604_800)] | None = None
+
+
 class _Overridable(_Model):
     """The CE-level options; a queue may override any of them."""
 
@@ -113,6 +130,7 @@ class _Overridable(_Model):
     pilot: PilotSpec | None = None
     boot_timeout: Annotated[int, Field(ge=30, le=constants.MAX_BOOT_TIMEOUT)] | None = None
     scale_down_policy: ScaleDownPolicy | None = None
+    closed_loop: ClosedLoopSpec | None = None
 
 
 class QueueSpec(_Overridable):
