@@ -76,8 +76,8 @@ case "${1:-}" in
                 bash "$peer" || echo "warning: $peer failed; the tests that need it will say so" >&2
             fi
         done
-        "$VENV/bin/ruff" check operator tests bench
-        "$VENV/bin/ruff" format --check operator tests bench
+        "$VENV/bin/ruff" check operator tests bench scripts/crdgen
+        "$VENV/bin/ruff" format --check operator tests bench scripts/crdgen
         # The type gate: mypy --strict over the package and bench ([tool.mypy] in pyproject.toml).
         "$VENV/bin/mypy"
         shift

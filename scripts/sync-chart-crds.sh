@@ -4,7 +4,8 @@
 #                              renders them with crds.enabled; the chart has no crds/ folder,
 #                              which Helm would install on its own and never upgrade)
 #   docs/argocd-health.lua  -> charts/cloudpilot-operator/files/  (printed by NOTES.txt)
-# Run it after changing either; tests/unit/test_chart.py fails while the copies differ.
+# Run it after changing either; tests/unit/test_chart.py fails while the copies differ. The CRD
+# itself is generated (python -m scripts.crdgen, which writes the chart's copy as well).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 chart=charts/cloudpilot-operator

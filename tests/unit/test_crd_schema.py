@@ -16,12 +16,12 @@ Two layers check a pool, and these tests hold them to each other:
 
 Every example and valid case passes both; every invalid case is refused by the CRD and says
 whether the model refuses it too, or why accepting it is harmless (the CRD is stricter in a
-few places: patterns, bounds). The drift tests keep the two field by field in step.
+few places: patterns, bounds). The CRD's spec schema is generated from the model
+(``python -m scripts.crdgen``), so the two agree field by field by construction.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,7 +35,7 @@ import yaml
 from cloudpilot import constants
 from cloudpilot.memory import Backoff, CloudError, ErrorKind, PendingVM, PoolMemory
 from cloudpilot.models.queues import ConfigError, effective_queues
-from cloudpilot.models.spec import PoolSpec, parse_spec
+from cloudpilot.models.spec import parse_spec
 from cloudpilot.models.vms import ObservedVM, Phase
 from cloudpilot.planner import Hold, Plan, QueueSummary
 from cloudpilot.status import RECORD_KEYS, STATUS_KEYS, StatusInputs, build_status
@@ -357,121 +357,9 @@ def test_invalid_case_and_the_operator_model(case: dict[str, Any]) -> None:
         _operator_parse(obj)
 
 
-# -- drift between the CRD, the model, the status and the docs ---------------------------------
-
-CONSTRAINTS = ("minimum", "maximum", "minLength", "maxLength", "pattern", "maxItems")
-CRD_ONLY: dict[tuple[str, str], str] = {
-    ("pattern", "cloudType"): "a Provider name or a dotted class path, nothing else",
-    ("pattern", "image"): "no surrounding whitespace (the model strips it)",
-    ("pattern", "flavor"): "no surrounding whitespace (the model strips it)",
-    ("pattern", "networks[]"): "no surrounding whitespace (the model strips it)",
-    ("pattern", "name"): "Kubernetes object names are DNS subdomains",
-    ("pattern", "key"): "Secret and ConfigMap keys are [-._a-zA-Z0-9]+",
-    ("pattern", "extPackages[]"): "a package name has no whitespace",
-    ("minLength", "sshKey"): "an empty key name is a mistake (the model treats it as unset)",
-}
-"""Constraints only the CRD has: the model accepts more, and fails later or not at all.
-``maxLength`` and ``maxItems`` are CRD-only everywhere: they bound CEL cost estimates."""
-
-
-POOL_DEFAULTS: dict[str, Any] = {
-    "spec.context": {},
-    "spec.context.templateFamily": "el9",
-    "spec.context.maxLifetime": constants.DEFAULT_MAX_LIFETIME,
-    "spec.context.haltGracePeriod": constants.DEFAULT_HALT_GRACE_PERIOD,
-    "spec.bootTimeout": constants.DEFAULT_BOOT_TIMEOUT,
-    "spec.scaleDownPolicy": "Drain",
-    "spec.backoff": {},
-    "spec.backoff.maxSeconds": constants.BACKOFF_MAX,
-    "spec.instance.spot": False,
-    "spec.closedLoop": {},
-    "spec.closedLoop.enabled": True,
-    "spec.closedLoop.fizzleSeconds": constants.DEFAULT_FIZZLE_SECONDS,
-    "spec.closedLoop.backoffSeconds": constants.DEFAULT_FIZZLE_BACKOFF_SECONDS,
-    "spec.closedLoop.maxBackoffSeconds": constants.DEFAULT_FIZZLE_MAX_BACKOFF_SECONDS,
-    "spec.closedLoop.windowSeconds": constants.DEFAULT_OUTCOME_WINDOW_SECONDS,
-}
-"""Defaults only the CRD has, all on pool-level fields: the model keeps ``None`` there because
-the same model classes hold a queue's overrides, where ``None`` means "the pool's value", and
-the operator falls back to these very values (constants.py, models/queues.py). The ``{}``
-defaults make the API server fill in the fields below them even when the pool omits the
-block. No queue field has a default (test_queues_take_the_same_overrides_as_the_pool)."""
-
-
-def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON-schema node with ``$ref`` followed and ``X | None`` unwrapped."""
-    extra = {k: v for k, v in node.items() if k not in ("$ref", "anyOf")}
-    if "anyOf" in node:
-        (node,) = [n for n in node["anyOf"] if n.get("type") != "null"]
-    if "$ref" in node:
-        node = defs[node["$ref"].rsplit("/", 1)[-1]]
-    return {**node, **extra}
-
-
-def _drift(
-    model: dict[str, Any], crd: dict[str, Any], path: str, defs: dict[str, Any], found: list[str]
-) -> None:
-    model = _resolve(model, defs)
-    name = path.rsplit(".", 1)[-1]
-    if model.get("type") == "object" and model.get("additionalProperties") is True:
-        if not (crd.get("type") == "object" and crd.get("x-kubernetes-preserve-unknown-fields")):
-            found.append(f"{path}: a free-form map in the model, not in the CRD")
-        return
-    if model.get("type") != crd.get("type"):
-        found.append(f"{path}: type {model.get('type')} in the model, {crd.get('type')} in CRD")
-    if model.get("enum") != crd.get("enum"):
-        found.append(f"{path}: enum {model.get('enum')} in the model, {crd.get('enum')} in CRD")
-    has_default = model.get("default") is not None or "default" in crd
-    if path in POOL_DEFAULTS:
-        if crd.get("default") != POOL_DEFAULTS[path] or model.get("default") is not None:
-            found.append(f"{path}: CRD default {crd.get('default')!r}, not the operator's")
-    elif has_default and model.get("default") != crd.get("default"):
-        found.append(f"{path}: default {model.get('default')!r} vs {crd.get('default')!r}")
-    for keyword in CONSTRAINTS:
-        if keyword in model and model[keyword] != crd.get(keyword):
-            found.append(f"{path}: {keyword} {model[keyword]!r} vs {crd.get(keyword)!r}")
-        elif (
-            keyword not in model
-            and keyword in crd
-            and keyword not in ("maxLength", "maxItems")
-            and (keyword, name) not in CRD_ONLY
-        ):
-            found.append(f"{path}: {keyword} only in the CRD (add it to CRD_ONLY, saying why)")
-    if model.get("type") == "object":
-        if set(model.get("required", [])) != set(crd.get("required", [])):
-            found.append(f"{path}: required {model.get('required')} vs {crd.get('required')}")
-        model_fields = set(model.get("properties", {}))
-        crd_fields = set(crd.get("properties", {}))
-        found += [f"{path}.{f}: in the model, not in the CRD" for f in model_fields - crd_fields]
-        found += [f"{path}.{f}: in the CRD, not in the model" for f in crd_fields - model_fields]
-        for field in model_fields & crd_fields:
-            _drift(
-                model["properties"][field], crd["properties"][field], f"{path}.{field}", defs, found
-            )
-    if model.get("type") == "array":
-        _drift(model["items"], crd["items"], f"{path}[]", defs, found)
-
-
-def test_model_and_crd_have_the_same_fields_and_constraints() -> None:
-    """Every field of ``PoolSpec`` is in the CRD and the other way round, with the same type,
-    enum, default, required-ness and bounds. A field only in the model could never be set
-    (kubectl refuses it); one only in the CRD would be refused by the operator."""
-    model = PoolSpec.model_json_schema(by_alias=True)
-    found: list[str] = []
-    _drift(model, pool_schema()["properties"]["spec"], "spec", model["$defs"], found)
-    assert found == []
-
-
-def test_drift_check_notices_a_missing_field() -> None:
-    """The drift check itself: a CRD without ``bootTimeout`` must be reported."""
-    model = PoolSpec.model_json_schema(by_alias=True)
-    crd = pool_schema()["properties"]["spec"]
-    del crd["properties"]["bootTimeout"]
-    crd["properties"]["context"]["properties"]["maxLifetime"]["minimum"] = 1
-    found: list[str] = []
-    _drift(model, crd, "spec", model["$defs"], found)
-    assert "spec.bootTimeout: in the model, not in the CRD" in found
-    assert "spec.context.maxLifetime: minimum 60 vs 1" in found
+# -- the generated schema's properties --------------------------------------------------------
+# The CRD's spec schema is generated from the model (scripts/crdgen), so the two cannot drift;
+# tests/unit/test_generated_schema.py holds the committed CRD to the generator byte for byte.
 
 
 def test_queues_take_the_same_overrides_as_the_pool() -> None:
@@ -618,29 +506,6 @@ def test_status_schema_declares_exactly_what_the_operator_owns() -> None:
     a word; ``proxy`` is declared ahead of the issue that fills it."""
     declared = set(pool_schema()["properties"]["status"]["properties"])
     assert declared == {*STATUS_KEYS, *RECORD_KEYS, "proxy"}
-
-
-def _field_paths(under: str) -> list[str]:
-    """``spec.instance.image``-style paths of every declared field below ``under``."""
-    return [
-        path.lstrip(".")
-        for path, _ in walk(pool_schema())
-        if path.startswith(f".{under}.") and not path.endswith("[]")
-    ]
-
-
-def test_configuration_reference_covers_every_field() -> None:
-    """docs/configuration.md is the reference: each spec and status field is named there.
-    A queue's overrides are the pool's fields, so only the queue's own fields are required
-    under ``queues[]``."""
-    text = DOCS.read_text()
-    queue_own = re.compile(r"^spec\.queues\[\]\.(?!(name|replicas|limits)\b)")
-    missing = [
-        path
-        for path in _field_paths("spec") + _field_paths("status")
-        if not queue_own.match(path) and path not in text
-    ]
-    assert missing == []
 
 
 def test_configuration_reference_maps_every_seed_option() -> None:

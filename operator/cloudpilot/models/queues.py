@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudpilot import constants
+from cloudpilot.models.rules import NAME_NEEDS_A_NAME, REQUIRED_ON_POOL_OR_EVERY_QUEUE
 from cloudpilot.models.spec import (
     ConfigMapKeyRef,
     PoolSpec,
@@ -76,7 +77,7 @@ class Lookup:
         if text.startswith("name:"):
             name = text[len("name:") :].strip()
             if not name:
-                raise ConfigError(f"{text!r}: 'name:' needs a name after it")
+                raise ConfigError(f"{text!r}: {NAME_NEEDS_A_NAME.message}")
             return cls(by_name=True, value=name)
         return cls(by_name=False, value=text)
 
@@ -185,22 +186,18 @@ def effective_queue(
     """Merge one queue's overrides onto the CE-level options; raises ConfigError."""
     queue_name = queue.name if queue is not None else DEFAULT_QUEUE
     where = f"queue {queue_name!r}"
+    # The CRD's CEL rules "on the pool or on every queue", from the same definitions.
+    missing = [
+        rule.field
+        for rule in REQUIRED_ON_POOL_OR_EVERY_QUEUE
+        if rule.value(queue) is None and rule.value(pool) is None
+    ]
+    if missing:
+        raise ConfigError(f"{where}: {', '.join(missing)} must be set on the pool or the queue")
     cloud_type = _pick_top(queue, pool, "cloud_type")
     credentials = _pick_top(queue, pool, "credentials_secret")
     image = _pick(queue, pool, "instance", "image")
     flavor = _pick(queue, pool, "instance", "flavor")
-    missing = [
-        label
-        for label, value in (
-            ("cloudType", cloud_type),
-            ("credentialsSecret", credentials),
-            ("instance.image", image),
-            ("instance.flavor", flavor),
-        )
-        if value is None
-    ]
-    if missing:
-        raise ConfigError(f"{where}: {', '.join(missing)} must be set on the pool or the queue")
 
     driver = _merged_map(queue, pool, lambda s: s.driver)
     create_options = _merged_map(
