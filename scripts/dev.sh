@@ -70,8 +70,9 @@ case "${1:-}" in
         # reason locally and fail under CI=true.
         # The real Kubernetes control plane: etcd from Debian, kube-apiserver built once from
         # the Go module proxy and cached (~6-10 min the first time, nothing after).
+        # promtool, built the same way, evaluates the chart's alert rules.
         for peer in .ci/install-cloud-init.sh .ci/setup-openstack-peer.sh .ci/install-helm.sh \
-            .ci/install-etcd.sh .ci/build-kube-apiserver.sh; do
+            .ci/install-etcd.sh .ci/build-kube-apiserver.sh .ci/build-promtool.sh; do
             if [ -f "$peer" ]; then
                 bash "$peer" || echo "warning: $peer failed; the tests that need it will say so" >&2
             fi

@@ -15,28 +15,33 @@ learned quotas (relearned from the first refusal or partial create).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from cloudpilot import capacity, metrics, outcomes, planner
-from cloudpilot.memory import PoolMemory
+from cloudpilot.cloud.gateway import CreateResult
+from cloudpilot.cycle_events import Event
+from cloudpilot.memory import ErrorKind, PoolMemory
 from cloudpilot.models.queues import QueueConfig
 from cloudpilot.models.vms import ObservedVM, Phase
+from cloudpilot.reasons import Reason
 from cloudpilot.status import Condition
 
 _LIVE = (Phase.STARTING, Phase.RUNNING, Phase.UNKNOWN)
 
 
 @dataclass(frozen=True)
-class Notice:
-    """An Event the loop wants posted (type, reason, message, queue)."""
+class LoopReport:
+    """What the loop adds to a cycle's conclusion (:func:`cloudpilot.decision.conclude`):
+    each queue's ``closedLoop`` status block, the conditions, the Events, and when a hold
+    ends (the cycle that lifts it)."""
 
-    type: str
-    reason: str
-    message: str
-    queue: str = ""
+    blocks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    conditions: tuple[Condition, ...] = ()
+    events: tuple[Event, ...] = ()
+    wake: float | None = None
 
 
 @dataclass
@@ -68,6 +73,76 @@ class ClosedLoop:
         """Where a :class:`capacity.HeadroomSource` (OpenStack limits) feeds a known quota."""
         self._headroom[account] = headroom
 
+    # -- the two seams of a cycle (cloudpilot.reconciler) ------------------------------
+
+    def steer(
+        self,
+        pool_uid: str,
+        pool_key: str,
+        queues: Sequence[QueueConfig],
+        observed: Sequence[ObservedVM],
+        memory: PoolMemory,
+        accounts: Mapping[str, str],
+        previous_status: Mapping[str, Any],
+        deletions: Sequence[planner.Deletion],
+        now: datetime,
+        *,
+        listed: bool,
+    ) -> tuple[dict[str, planner.QueueGate] | None, list[Event]]:
+        """Before acting: count how VMs ended (vanished since last cycle, or deleted by the
+        first plan), and say what each queue may create. None: nothing is known this cycle
+        (an account could not be listed), decide without the loop."""
+        events = self.observe(
+            pool_uid,
+            pool_key,
+            queues,
+            observed,
+            memory,
+            accounts,
+            previous_status,
+            now,
+            listed=listed,
+        )
+        if not listed:
+            return None, events
+        events += self.classify_deletions(pool_key, pool_uid, deletions, queues, now)
+        return self.gates(pool_uid, queues, observed, memory, now), events
+
+    def account_for(
+        self,
+        pool_uid: str,
+        pool_key: str,
+        queues: Sequence[QueueConfig],
+        observed: Sequence[ObservedVM],
+        after: planner.Plan,
+        created: Sequence[CreateResult],
+        deleting: Collection[str],
+        previous_status: Mapping[str, Any],
+        now: datetime,
+        events: Sequence[Event] = (),
+    ) -> LoopReport:
+        """After acting: learn each account's headroom from the creates, remember the VMs
+        left, and report (``after``: the plan as the pool now stands)."""
+        if pool_uid not in self._pools:
+            return LoopReport(events=tuple(events))
+        for result in created:
+            refused = result.error is not None and result.error.kind is ErrorKind.QUOTA
+            self.learn(
+                pool_uid,
+                result.queue,
+                requested=result.requested,
+                created=len(result.created),
+                refused=refused,
+                now=now,
+            )
+        self.remember_listed(pool_uid, observed, deleting)
+        blocks, conditions, notices = self.report(
+            pool_uid, pool_key, queues, after, previous_status, now
+        )
+        return LoopReport(
+            blocks, tuple(conditions), (*events, *notices), self.next_wake(pool_uid, now)
+        )
+
     # -- before planning ---------------------------------------------------------------
 
     def observe(
@@ -82,7 +157,7 @@ class ClosedLoop:
         now: datetime,
         *,
         listed: bool = True,
-    ) -> list[Notice]:
+    ) -> list[Event]:
         """Count vanished VMs, note each account's usage; the first cycle reads holds back.
         ``listed`` False (the cloud could not be listed): nothing is known to have vanished."""
         state = self._pools.get(pool_uid)
@@ -102,9 +177,9 @@ class ClosedLoop:
         for queue, count in sorted(reclaimed.items()):
             spot = " spot" if queue in by_name and by_name[queue].spot else ""
             notices.append(
-                Notice(
+                Event(
                     "Warning",
-                    "Reclaimed",
+                    Reason.RECLAIMED,
                     f"queue {queue}: {count}{spot} VM(s) reclaimed by the cloud "
                     "(gone, and not deleted by CloudPilot)",
                     queue,
@@ -144,7 +219,7 @@ class ClosedLoop:
         deletions: Sequence[planner.Deletion],
         queues: Sequence[QueueConfig],
         now: datetime,
-    ) -> list[Notice]:
+    ) -> list[Event]:
         """Count how the VMs the plan deletes ended, once each, before the plan is made
         again with the gates: a fizzle seen now holds the replacement it would have had."""
         state = self._pools[pool_uid]
@@ -170,7 +245,7 @@ class ClosedLoop:
         endings: Sequence[outcomes.EndedVM],
         queues: Mapping[str, QueueConfig],
         now: datetime,
-    ) -> list[Notice]:
+    ) -> list[Event]:
         for end in endings:
             metrics.count_vm_seconds(pool_key, end.queue, end.outcome.value, end.seconds)
         for name, config in queues.items():
@@ -268,7 +343,7 @@ class ClosedLoop:
         plan: planner.Plan,
         previous_status: Mapping[str, Any],
         now: datetime,
-    ) -> tuple[dict[str, dict[str, Any]], list[Condition], list[Notice]]:
+    ) -> tuple[dict[str, dict[str, Any]], list[Condition], list[Event]]:
         """Per queue ``closedLoop`` blocks, the conditions, and one Event per queue whose
         loop changed state since the status last written."""
         state = self._pools[pool_uid]
@@ -279,7 +354,7 @@ class ClosedLoop:
         }
         summaries = {s.name: s for s in plan.queues}
         blocks: dict[str, dict[str, Any]] = {}
-        notices: list[Notice] = []
+        notices: list[Event] = []
         quota_messages: list[str] = []
         held_messages: list[str] = []
         for q in queues:
@@ -302,15 +377,16 @@ class ClosedLoop:
             old = before.get(q.name, {})
             if old.get("state", outcomes.LoopState.OPEN.value) != v.state.value:
                 kind = "Normal" if v.state is outcomes.LoopState.OPEN else "Warning"
-                notices.append(Notice(kind, f"ClosedLoop{v.state.value}", v.message, q.name))
+                reason = Reason(f"ClosedLoop{v.state.value}")
+                notices.append(Event(kind, reason, v.message, queue=q.name))
         conditions: list[Condition] = []
         if quota_messages:
             conditions.append(
-                Condition("QuotaLimited", "True", "CloudQuota", "; ".join(quota_messages))
+                Condition("QuotaLimited", "True", Reason.CLOUD_QUOTA, "; ".join(quota_messages))
             )
         if held_messages:
             conditions.append(
-                Condition("PilotsHeld", "True", "ClosedLoopHold", "; ".join(held_messages))
+                Condition("PilotsHeld", "True", Reason.CLOSED_LOOP_HOLD, "; ".join(held_messages))
             )
         return blocks, conditions, notices
 
@@ -327,14 +403,14 @@ class ClosedLoop:
         return max(min(ends), 1.0) if ends else None
 
     def remember_listed(
-        self, pool_uid: str, observed: Sequence[ObservedVM], memory: PoolMemory
+        self, pool_uid: str, observed: Sequence[ObservedVM], deleting: Collection[str]
     ) -> None:
         """After acting: the live VMs we did not delete, to tell next cycle which vanished."""
         state = self._pools[pool_uid]
         state.known = {
             vm.id: vm
             for vm in observed
-            if vm.phase in _LIVE and vm.id not in memory.deleting and vm.id not in state.classified
+            if vm.phase in _LIVE and vm.id not in deleting and vm.id not in state.classified
         }
 
 

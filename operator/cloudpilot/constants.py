@@ -122,6 +122,22 @@ CLOUD_CALL_TIMEOUT: Final = 10.0
 60 s). A call that hangs, behind a dead connection, must not hold a pool's cycle for a
 minute; a pool can still set ``driver.timeout`` for a slow cloud."""
 
+# -- the operator's own Kubernetes client (cloudpilot.kube.client) ---------------------------
+
+KUBE_CALL_TIMEOUT: Final = 10.0
+"""Seconds one Kubernetes API call may take, all its retries included. A status write or a
+Secret read that hangs behind a dead connection must not hold a pool's cycle; kopf's own
+requests and the API server's one-minute request timeout are far longer than any answer
+a healthy server gives to these small requests."""
+
+KUBE_RETRY_ATTEMPTS: Final = 4
+KUBE_RETRY_BACKOFF: Final = 0.25
+KUBE_RETRY_BACKOFF_MAX: Final = 4.0
+"""429 and 5xx answers (and a connection that fails) are retried up to 4 attempts in all,
+0.25 s, 0.5 s, 1 s apart (or the server's ``Retry-After``, at most 4 s), always inside the
+call's timeout: an API server restarting or shedding load (priority and fairness) answers
+again within seconds, and longer waits belong to the reconcile's own back-off."""
+
 BACKOFF_INITIAL_BAD_CREDENTIALS: Final = 60.0
 BACKOFF_MAX_BAD_CREDENTIALS: Final = 1_800.0
 """Rejected credentials need a human; retrying them every 10 s only fills audit logs."""

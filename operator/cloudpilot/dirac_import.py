@@ -22,7 +22,9 @@ How options map (CE level; a queue may override any of them, as in DIRAC):
 ``Context_MaxLifetime``    ``context.maxLifetime`` (int, at least 60)
 ``MaxTotalJobs``           queue ``limits.maxInstances``: DIRAC's cap on a queue's pilots
 ``MaxWaitingJobs``         queue ``limits.maxStarting``: pilots not yet running, i.e. VMs
-                           still booting (0, "submit nothing", has no equivalent)
+                           still booting (0, "submit nothing", has no equivalent: the
+                           queue stays at ``replicas: 0`` and does not inherit the CE's
+                           value either)
 ``CloudAuth``              replaced by ``credentialsSecret`` (the Secret made here)
 =========================  ===============================================================
 
@@ -30,6 +32,10 @@ A CE-level ``MaxTotalJobs``/``MaxWaitingJobs`` is, as in DIRAC, each queue's def
 is copied into every queue that does not set its own (``spec.limits`` would cap the queues
 *together*, which DIRAC never did). Queues start with ``replicas: 0``: DIRAC submitted on
 demand, a pool runs the number it is told, and applying the manifest must not start VMs.
+
+What DIRAC hard-coded (the CentOS 7 template, the OpenStack config drive) is written out as
+the fields a site would set by hand; :mod:`cloudpilot.dirac_import_choices` decides them and
+says why, and each reason is in the report.
 
 Reported, not converted: ``Context_Template`` (a file on the DIRAC host: put it in a
 ConfigMap), ``Context_ProxyLifetime`` (gone from DIRAC too; the operator watches the pilot
@@ -51,6 +57,7 @@ import yaml
 from diraccfg import CFG
 
 from cloudpilot import constants
+from cloudpilot import dirac_import_choices as choices
 from cloudpilot.credentials import ini
 from cloudpilot.credentials.errors import CloudAuthError
 from cloudpilot.models.queues import ConfigError, effective_queues
@@ -233,6 +240,8 @@ class _Options:
     instance: dict[str, Any] = field(default_factory=dict)
     context: dict[str, Any] = field(default_factory=dict)
     limits: dict[str, Any] = field(default_factory=dict)
+    not_inherited: set[str] = field(default_factory=set)
+    """``limits`` fields this level must not take from the CE (``MaxWaitingJobs = 0``)."""
 
 
 def _shown(option: str, value: str) -> str:
@@ -296,8 +305,9 @@ def _integer_option(option: str, value: str, out: _Options, report: _Report) -> 
         report(
             option,
             "0 (DIRAC submits nothing to this queue) has no equivalent: keep the "
-            "queue at replicas: 0",
+            "queue at replicas: 0 (nor is a CE-level MaxWaitingJobs copied into it)",
         )
+        out.not_inherited.add(name)
         return
     try:
         number = int(value.strip())
@@ -344,6 +354,44 @@ def _convert_options(
     return out
 
 
+def _apply_choices(
+    level: _Options,
+    ce_level: _Options | None,
+    explicit_family: str | None,
+    report: Callable[[choices.Choice], None],
+) -> None:
+    """Write what DIRAC hard-coded into ``level`` (the CE's, or a queue's when ``ce_level``
+    is given) and report each choice; see :mod:`cloudpilot.dirac_import_choices`."""
+    made: list[choices.Choice] = []
+    explicit = explicit_family if ce_level is None else None
+    if ce_level is None or explicit_family is None:
+        inherited = None if ce_level is None else ce_level.context.get("templateFamily")
+        family = choices.template_family(level.instance.get("image"), explicit, inherited)
+        if family is not None:
+            made.append(family)
+            if family.value is not None:
+                level.context = {"templateFamily": family.value, **level.context}
+    cloud_type = level.top.get("cloudType")
+    ce_cloud_type = None if ce_level is None else ce_level.top.get("cloudType")
+    drive = choices.config_drive(cloud_type)
+    if drive is not None and choices.config_drive(ce_cloud_type) is None:
+        made.append(drive)
+        level.instance["createOptions"] = {"ex_config_drive": True}
+    elif drive is None and cloud_type is not None and choices.config_drive(ce_cloud_type):
+        made.append(
+            choices.Choice(
+                "instance.createOptions.ex_config_drive",
+                None,
+                f"this queue's CloudType {cloud_type!r} is not OpenStack, but it inherits the "
+                "CE's ex_config_drive: set instance.createOptions for it by hand",
+                certain=False,
+            )
+        )
+    made += choices.explain_instance(level.instance)
+    for choice in made:
+        report(choice)
+
+
 def _differences(queue: dict[str, Any], ce: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in queue.items() if ce.get(k) != v}
 
@@ -355,7 +403,8 @@ def _queue_spec(name: str, converted: _Options, ce_level: _Options) -> dict[str,
         changed = _differences(getattr(converted, block), getattr(ce_level, block))
         if changed:
             spec[block] = changed
-    limits = {**ce_level.limits, **converted.limits}
+    inherited = {k: v for k, v in ce_level.limits.items() if k not in converted.not_inherited}
+    limits = {**inherited, **converted.limits}
     if limits:
         spec["limits"] = limits
     return spec
@@ -380,10 +429,24 @@ def convert_ce(
     namespace: str | None = None,
     auth: ini.CloudAuthFile | None = None,
     source: str | None = None,
+    template_family: str | None = None,
 ) -> Conversion:
-    """One pool and one credentials Secret for ``ce``; see the module docstring."""
+    """One pool and one credentials Secret for ``ce``; see the module docstring.
+
+    ``template_family``: ``el9`` or ``centos7`` for every queue, instead of reading the
+    family from the image names (``--template-family``).
+    """
     findings: list[Finding] = []
+
+    def explain(queue: str | None) -> Callable[[choices.Choice], None]:
+        def report(choice: choices.Choice) -> None:
+            level = Level.INFO if choice.certain else Level.WARNING
+            findings.append(Finding(ce.host, choice.field, choice.reason, level, queue))
+
+        return report
+
     ce_level = _convert_options(ce.options, ce.host, None, findings)
+    _apply_choices(ce_level, None, template_family, explain(None))
     secret_name = f"{pool_name}-credentials"
     spec = _pool_spec(ce, ce_level, secret_name)
     if ce.queues:
@@ -402,12 +465,22 @@ def convert_ce(
                     )
                 )
             converted = _convert_options(options, ce.host, dirac_name, findings)
+            _apply_choices(converted, ce_level, template_family, explain(dirac_name))
             queues.append(_queue_spec(name, converted, ce_level))
         spec["queues"] = queues
     else:
         spec["replicas"] = 0
         if ce_level.limits:
             spec["limits"] = ce_level.limits
+    findings.append(
+        Finding(
+            ce.host,
+            "replicas",
+            "0 for every queue: DIRAC submitted on demand, a pool runs the number it is "
+            "told, and applying the manifest must not start VMs before its Secrets exist",
+            Level.INFO,
+        )
+    )
     findings.append(
         Finding(
             ce.host,
@@ -490,6 +563,16 @@ def _secret(
                 Level.INFO,
             )
         )
+    findings.append(
+        Finding(
+            ce.host,
+            "cloud.auth",
+            f"the Secret holds the [{ce.host}] entry DIRAC would have used (with what it "
+            "inherits from DEFAULT), as a cloud.auth ini: key and secret are the driver's "
+            "first two arguments",
+            Level.INFO,
+        )
+    )
     secret["stringData"] = {"cloud.auth": ini.render_entry(ce.host, entry.key, entry.secret)}
     return secret, True
 
@@ -515,6 +598,7 @@ def convert(
     namespace: str | None = None,
     auth: ini.CloudAuthFile | None = None,
     source: str | None = None,
+    template_family: str | None = None,
 ) -> list[Conversion]:
     """Every cloud CE of ``cfg`` (or the one named ``ce``), converted."""
     found = find_cloud_ces(cfg)
@@ -534,6 +618,7 @@ def convert(
             namespace=namespace,
             auth=auth,
             source=source,
+            template_family=template_family,
         )
         for c in found
     ]

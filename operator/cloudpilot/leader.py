@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import json
 import logging
 import os
 import random
@@ -49,7 +48,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -126,80 +125,60 @@ class LeaseAPI(Protocol):
     """The three calls leader election makes (and so the RBAC verbs it needs: get, create,
     update on ``coordination.k8s.io`` leases). Objects are plain JSON dicts."""
 
-    def read(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
+    async def read(self, namespace: str, name: str, limit: float) -> dict[str, Any] | None:
         """The Lease, or ``None`` if it does not exist."""
 
-    def create(self, namespace: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def create(self, namespace: str, body: dict[str, Any], limit: float) -> dict[str, Any]:
         """Raise :class:`LeaseConflict` if it exists already."""
 
-    def replace(
-        self, namespace: str, name: str, body: dict[str, Any], timeout: float
+    async def replace(
+        self, namespace: str, name: str, body: dict[str, Any], limit: float
     ) -> dict[str, Any]:
         """Raise :class:`LeaseConflict` if ``body``'s resourceVersion is not the latest."""
 
 
 class KubernetesLeaseAPI:
-    """:class:`LeaseAPI` through the official client (synchronous: called in a thread).
+    """:class:`LeaseAPI` through the operator's client (:mod:`cloudpilot.kube.client`).
 
-    Each call has a client-side timeout, so a hung connection cannot hold a renewal past
-    the deadline (the elector also stops waiting for it at the deadline).
+    Each call has the client's strict timeout, set to what is left of the renewal's
+    deadline, so a hung connection cannot hold a renewal past it (the elector also stops
+    waiting for the attempt at the deadline, which cancels the request).
     """
 
-    def __init__(self, api_client: Any | None = None) -> None:
-        import kubernetes
+    def __init__(self, kube: client.KubeApi) -> None:
+        self._kube = kube
 
-        if api_client is None:
-            # A client of its own (not the operator's shared one), so that lease renewals
-            # never queue behind the operator's requests in one connection pool.
-            api_client = client.new_api_client()
-        self._api = kubernetes.client.CoordinationV1Api(api_client)
-        self._exception = kubernetes.client.ApiException
-
-    def _call(
-        self, fn: Callable[..., Any], *args: Any, timeout: float, **options: Any
-    ) -> dict[str, Any] | None:
+    async def read(self, namespace: str, name: str, limit: float) -> dict[str, Any] | None:
         try:
-            response = fn(
-                *args, _preload_content=False, _request_timeout=max(timeout, 0.1), **options
-            )
-        except self._exception as exc:
+            return await self._kube.read_lease(namespace, name, limit=max(limit, 0.1))
+        except client.ApiError as exc:
             if exc.status == 404:
                 return None
-            if exc.status == 409:
-                raise LeaseConflict(str(exc.reason)) from None
             raise
-        data: dict[str, Any] = json.loads(response.data)
-        return data
 
-    def read(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
-        return self._call(self._api.read_namespaced_lease, name, namespace, timeout=timeout)
+    async def create(self, namespace: str, body: dict[str, Any], limit: float) -> dict[str, Any]:
+        try:
+            return await self._kube.create_lease(namespace, body, limit=max(limit, 0.1))
+        except client.ApiError as exc:
+            if exc.status == 409:
+                raise LeaseConflict(exc.reason) from None
+            if exc.status == 404:
+                raise LookupError(
+                    f"namespace {namespace!r} not found for the leader Lease"
+                ) from None
+            raise
 
-    def create(self, namespace: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        created = self._call(
-            self._api.create_namespaced_lease,
-            namespace,
-            body,
-            timeout=timeout,
-            field_validation="Strict",
-        )
-        if created is None:  # 404: the namespace does not exist
-            raise LookupError(f"namespace {namespace!r} not found for the leader Lease")
-        return created
-
-    def replace(
-        self, namespace: str, name: str, body: dict[str, Any], timeout: float
+    async def replace(
+        self, namespace: str, name: str, body: dict[str, Any], limit: float
     ) -> dict[str, Any]:
-        replaced = self._call(
-            self._api.replace_namespaced_lease,
-            name,
-            namespace,
-            body,
-            timeout=timeout,
-            field_validation="Strict",
-        )
-        if replaced is None:  # deleted under us: the next attempt creates it again
-            raise LeaseConflict("the lease was deleted")
-        return replaced
+        try:
+            return await self._kube.replace_lease(namespace, name, body, limit=max(limit, 0.1))
+        except client.ApiError as exc:
+            if exc.status == 409:
+                raise LeaseConflict(exc.reason) from None
+            if exc.status == 404:  # deleted under us: the next attempt creates it again
+                raise LeaseConflict("the lease was deleted") from None
+            raise
 
 
 def default_identity() -> str:
@@ -250,7 +229,7 @@ class LeaderElector:
     @property
     def api(self) -> LeaseAPI:
         if self._api is None:
-            self._api = KubernetesLeaseAPI()
+            self._api = KubernetesLeaseAPI(client.current())
         return self._api
 
     # -- state ---------------------------------------------------------------------------------
@@ -279,13 +258,14 @@ class LeaderElector:
 
     # -- one attempt ---------------------------------------------------------------------------
 
-    def _write_attempt(self, timeout: float) -> dict[str, Any] | None:
+    async def _write_attempt(self, limit: float) -> dict[str, Any] | None:
         """Read the lease and write it with us as holder if we may; the written lease or
-        None. Touches no leadership state, so an attempt abandoned in its worker thread
-        cannot make this replica believe it leads."""
+        None. Touches no leadership state, so an attempt cancelled at its deadline (its
+        write may still have reached the server) cannot make this replica believe it
+        leads."""
         cfg = self.config
         now = datetime.now(UTC)
-        lease = self.api.read(cfg.namespace, cfg.name, timeout)
+        lease = await self.api.read(cfg.namespace, cfg.name, limit)
         if lease is None:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -304,7 +284,7 @@ class LeaderElector:
                 },
             }
             try:
-                return self.api.create(cfg.namespace, body, timeout)
+                return await self.api.create(cfg.namespace, body, limit)
             except LeaseConflict:
                 return None
 
@@ -326,7 +306,9 @@ class LeaderElector:
             new_spec["acquireTime"] = _micro_time(now)
             new_spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
         try:
-            return self.api.replace(cfg.namespace, cfg.name, {**lease, "spec": new_spec}, timeout)
+            return await self.api.replace(
+                cfg.namespace, cfg.name, {**lease, "spec": new_spec}, limit
+            )
         except LeaseConflict:
             return None
 
@@ -346,7 +328,7 @@ class LeaderElector:
         self._observe(lease)
         self._renewed_at = sent
 
-    def release(self, timeout: float) -> bool:
+    async def release(self, limit: float) -> bool:
         """Hand the lease back if we still hold it (a clean stop): empty holder, 1 s."""
         lease = self._lease
         self._renewed_at = None
@@ -360,8 +342,8 @@ class LeaderElector:
             holderIdentity=None, leaseDurationSeconds=1, renewTime=_micro_time(datetime.now(UTC))
         )
         try:
-            self.api.replace(
-                self.config.namespace, self.config.name, {**lease, "spec": spec}, timeout
+            await self.api.replace(
+                self.config.namespace, self.config.name, {**lease, "spec": spec}, limit
             )
         except LeaseConflict:
             return False  # someone took it meanwhile: nothing to give back
@@ -370,7 +352,7 @@ class LeaderElector:
     # -- the loop ------------------------------------------------------------------------------
 
     async def _attempt(self, limit: float) -> bool:
-        """One attempt in a worker thread, abandoned (not awaited further) after ``limit`` s.
+        """One attempt, cancelled after ``limit`` s.
 
         Leadership state is updated here, in the event loop, and only for an attempt that
         answered in time; a renewal counts from before its request was sent."""
@@ -379,7 +361,7 @@ class LeaderElector:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
             # that arrives as the inner call completes, and the elector then never stops.
             async with asyncio.timeout(limit):
-                written = await asyncio.to_thread(self._write_attempt, limit)
+                written = await self._write_attempt(limit)
         except TimeoutError:
             logger.warning(
                 "leader lease %s/%s: no answer within %.1fs",
@@ -487,7 +469,7 @@ class LeaderElector:
             if outcome != "lost":
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(cfg.retry_period):
-                        released = await asyncio.to_thread(self.release, cfg.retry_period)
+                        released = await self.release(cfg.retry_period)
                     if released:
                         logger.info("leader lease %s/%s released", cfg.namespace, cfg.name)
             self._renewed_at = None
@@ -542,21 +524,56 @@ async def run_with_leader_election(
     With ``handle_signals`` (main thread only), SIGTERM and SIGINT set ``stop_flag``, so a
     standby exits cleanly too; while kopf runs, its own handlers take over and stop it, and
     the lease is released either way.
+    Without ``api``, the Lease is kept through a client of its own (see :func:`_lease_api`).
     """
+    async with _lease_api(api) as lease_api:
+        await _run_elected(
+            run,
+            LeaseConfig(
+                namespace=namespace,
+                name=name,
+                identity=identity or default_identity(),
+                lease_seconds=lease_seconds,
+                renew_deadline=renew_deadline,
+                retry_period=retry_period,
+            ),
+            lease_api,
+            stop_flag=stop_flag if stop_flag is not None else asyncio.Event(),
+            on_leadership=on_leadership,
+            health=_StandbyHealth(standby_health_port, standby_health_host),
+            rejoin=rejoin,
+            handle_signals=handle_signals,
+        )
+
+
+@contextlib.asynccontextmanager
+async def _lease_api(api: LeaseAPI | None) -> AsyncIterator[LeaseAPI]:
+    """``api``, else the Lease through a :class:`~cloudpilot.kube.client.KubeClient` that
+    lives as long as the election (across leadership terms, which the operator's own
+    client does not), closed at the end."""
+    if api is not None:
+        yield api
+        return
+    async with client.KubeClient() as kube:
+        yield KubernetesLeaseAPI(kube)
+
+
+async def _run_elected(
+    run: Work,
+    config: LeaseConfig,
+    api: LeaseAPI,
+    *,
+    stop_flag: asyncio.Event,
+    on_leadership: Callable[[bool], None] | None,
+    health: _StandbyHealth,
+    rejoin: bool,
+    handle_signals: bool,
+) -> None:
     elector = LeaderElector(
-        LeaseConfig(
-            namespace=namespace,
-            name=name,
-            identity=identity or default_identity(),
-            lease_seconds=lease_seconds,
-            renew_deadline=renew_deadline,
-            retry_period=retry_period,
-        ),
+        config,
         api,
         on_leadership=on_leadership,
     )
-    stop_flag = stop_flag if stop_flag is not None else asyncio.Event()
-    health = _StandbyHealth(standby_health_port, standby_health_host)
     signals = _Signals(stop_flag, enabled=handle_signals)
 
     async def work(stop: asyncio.Event) -> None:

@@ -19,24 +19,33 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from cloudpilot import constants
+from cloudpilot.models.queues import CloudAccount
 from cloudpilot.models.vms import ObservedVM, Phase
+from cloudpilot.reasons import Reason
 
 
 class ErrorKind(StrEnum):
-    """Classes of cloud failure; each has its own reason in status and its own retry."""
+    """Classes of cloud failure; each has its own reason in status and its own retry.
+    The values are :class:`~cloudpilot.reasons.Reason`'s: one name in Events, conditions
+    and audit lines (``reason_of``)."""
 
-    BAD_CREDENTIALS = "BadCredentials"
-    NOT_FOUND = "NotFound"
-    QUOTA = "QuotaExceeded"
-    TRANSIENT = "Transient"
-    INVALID_REQUEST = "InvalidRequest"
-    CONFIG = "InvalidConfig"
-    PROXY_EXPIRED = "ProxyExpired"
-    INVALID_PROXY = "InvalidProxy"
+    BAD_CREDENTIALS = Reason.BAD_CREDENTIALS.value
+    NOT_FOUND = Reason.NOT_FOUND.value
+    QUOTA = Reason.QUOTA_EXCEEDED.value
+    TRANSIENT = Reason.TRANSIENT.value
+    INVALID_REQUEST = Reason.INVALID_REQUEST.value
+    CONFIG = Reason.INVALID_CONFIG.value
+    PROXY_EXPIRED = Reason.PROXY_EXPIRED.value
+    INVALID_PROXY = Reason.INVALID_PROXY.value
     """The pilot proxy is not a PEM certificate chain with its key: nothing can use it."""
-    UNREACHABLE = "EndpointUnreachable"
+    UNREACHABLE = Reason.ENDPOINT_UNREACHABLE.value
     """The endpoint refused the connection or has no address: retried with back-off, and
     Stalled once it has lasted ``unreachable_stall_after`` (it may be down for good)."""
+
+
+def reason_of(kind: ErrorKind) -> Reason:
+    """The reason an error class shows as, in every Event, condition and audit line."""
+    return Reason(kind.value)
 
 
 PERSISTENT_KINDS = frozenset(
@@ -92,6 +101,9 @@ class PoolMemory:
     """Since when the pool's cloud accounts cannot be listed (None: they could, last time)."""
     generation: int = 0
     """The spec generation the back-off was earned under (0: not known yet)."""
+    fingerprints: Mapping[CloudAccount, str] = field(default_factory=dict)
+    """Account -> fingerprint of the credentials it was listed with last: a change is a
+    rotated Secret, which clears the back-off (see :func:`cloudpilot.decision.decide`)."""
 
 
 @dataclass(frozen=True)

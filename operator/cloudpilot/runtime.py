@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -13,7 +14,7 @@ from typing import Any
 import kopf
 
 from cloudpilot import leader, metrics, redaction
-from cloudpilot.kube import handlers
+from cloudpilot.kube import client, handlers
 from cloudpilot.kube.status import patch_status
 from cloudpilot.reconciler import Reconciler, ReconcilerSettings
 from cloudpilot.settings import OperatorSettings
@@ -74,7 +75,6 @@ def configure_logging(level: int = logging.INFO, log_format: str = "plain") -> N
     if log_format == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     redaction.install_log_filter()
 
@@ -102,28 +102,38 @@ async def run_operator_with_election(
     settings: OperatorSettings, *, stop_flag: asyncio.Event | None = None
 ) -> None:
     """``cloudpilot operator``: metrics, then the operator — under leader election when the
-    chart enables it (more than one replica), so only the Lease holder ever acts."""
+    chart enables it (more than one replica), so only the Lease holder ever acts. One
+    Kubernetes client serves the Lease and every term's operator."""
     server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port else None
     election = settings.election
     try:
-        if not election.enabled:
-            await run_operator(settings, stop_flag=stop_flag)
-            return
-        await leader.run_with_leader_election(
-            lambda stop: run_operator(settings, stop_flag=stop),
-            namespace=election.namespace,
-            name=election.name,
-            lease_seconds=election.lease_seconds,
-            renew_deadline=election.renew_deadline,
-            retry_period=election.retry_period,
-            stop_flag=stop_flag,
-            on_leadership=metrics.set_leader,
-            standby_health_port=settings.health_port,
-            handle_signals=True,
-        )
+        async with client.KubeClient() as kube:
+            if not election.enabled:
+                await run_operator(settings, stop_flag=stop_flag, kube=kube)
+                return
+            await _run_elected(settings, kube, stop_flag)
     finally:
         if server is not None:
             server.stop()
+
+
+async def _run_elected(
+    settings: OperatorSettings, kube: client.KubeClient, stop_flag: asyncio.Event | None
+) -> None:
+    election = settings.election
+    await leader.run_with_leader_election(
+        lambda stop: run_operator(settings, stop_flag=stop, kube=kube),
+        namespace=election.namespace,
+        name=election.name,
+        lease_seconds=election.lease_seconds,
+        renew_deadline=election.renew_deadline,
+        retry_period=election.retry_period,
+        stop_flag=stop_flag,
+        on_leadership=metrics.set_leader,
+        standby_health_port=settings.health_port,
+        handle_signals=True,
+        api=leader.KubernetesLeaseAPI(kube),
+    )
 
 
 async def run_operator(
@@ -132,6 +142,22 @@ async def run_operator(
     stop_flag: asyncio.Event | None = None,
     ready_flag: asyncio.Event | None = None,
     reconciler: Reconciler | None = None,
+    kube: client.KubeApi | None = None,
+) -> None:
+    """kopf with CloudPilot's handlers until ``stop_flag``; every request CloudPilot itself
+    sends goes through ``kube`` (a client of its own if none is given, closed at the end)."""
+    async with contextlib.AsyncExitStack() as owned:
+        if kube is None:
+            kube = await owned.enter_async_context(client.KubeClient())
+        with client.using(kube):
+            await _run_kopf(settings, stop_flag, ready_flag, reconciler)
+
+
+async def _run_kopf(
+    settings: OperatorSettings,
+    stop_flag: asyncio.Event | None,
+    ready_flag: asyncio.Event | None,
+    reconciler: Reconciler | None,
 ) -> None:
     registry = kopf.OperatorRegistry()
     handlers.register(

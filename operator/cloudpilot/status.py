@@ -28,10 +28,12 @@ from cloudpilot.memory import (
     PoolMemory,
     outage_lasted,
     pending_as_observed,
+    reason_of,
 )
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import pilot_reference, pilot_stamp
 from cloudpilot.planner import Hold, Plan, QueueSummary
+from cloudpilot.reasons import Reason
 
 _SETTLED_HOLDS = frozenset({Hold.MAX_INSTANCES, Hold.QUOTA, Hold.CLOSED_LOOP})
 """Holds that leave a queue short on purpose: a limit, the cloud's quota, the closed loop
@@ -134,12 +136,13 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
     elif blocking is not None and (
         blocking.kind in PERSISTENT_KINDS or blocking.kind is ErrorKind.QUOTA
     ):
-        stalled = Condition("Stalled", "True", blocking.kind.value, blocking.message)
+        stalled = Condition("Stalled", "True", reason_of(blocking.kind), blocking.message)
     elif blocking is not None:
+        # The error's own class, as in its Event and lastError (one vocabulary of reasons).
         reconciling = Condition(
             "Reconciling",
             "True",
-            "RetryingAfterError",
+            reason_of(blocking.kind),
             f"retrying after a transient error: {blocking.message}",
         )
     else:
@@ -155,7 +158,7 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
             reconciling = Condition(
                 "Reconciling",
                 "True",
-                "ScalingUp",
+                Reason.SCALING_UP,
                 f"{max(missing, short)} VM(s) still to create"
                 + (
                     f" (maxStarting reached in {', '.join(held_starting)})" if held_starting else ""
@@ -163,7 +166,7 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
             )
         elif scaling_down:
             reconciling = Condition(
-                "Reconciling", "True", "DeletingVMs", f"{scaling_down} VM(s) being deleted"
+                "Reconciling", "True", Reason.DELETING_VMS, f"{scaling_down} VM(s) being deleted"
             )
     if stalled is not None:
         ready = Condition("Ready", "False", stalled.reason, stalled.message)
@@ -185,7 +188,7 @@ def _unreachable(
     the time elapsed, so the status does not change on every retry."""
     bound = inputs.unreachable_stall_after
     outage = inputs.outage if inputs.outage and inputs.outage.error.kind is error.kind else None
-    reason = ErrorKind.UNREACHABLE.value
+    reason = Reason.ENDPOINT_UNREACHABLE
     if outage is None:
         # Met by a create while the listing worked: the create's own back-off handles it.
         message = f"cloud endpoint unreachable: retrying with back-off: {error.message}"
@@ -215,7 +218,7 @@ def _ready(plan: Plan) -> Condition:
         return Condition(
             "Ready",
             "True",
-            "QuotaLimited",
+            Reason.QUOTA_LIMITED,
             f"{live} of {desired} desired VMs: the cloud's quota allows {live} "
             f"(in {', '.join(quota)})",
         )
@@ -223,7 +226,7 @@ def _ready(plan: Plan) -> Condition:
         return Condition(
             "Ready",
             "True",
-            "PilotsHeld",
+            Reason.PILOTS_HELD,
             f"{live} of {desired} desired VMs: new pilots held by the closed loop in "
             f"{', '.join(held)} (pilots found no work or failed)",
         )
@@ -231,17 +234,19 @@ def _ready(plan: Plan) -> Condition:
         return Condition(
             "Ready",
             "True",
-            "LimitReached",
+            Reason.LIMIT_REACHED,
             f"{live} of {desired} desired VMs: maxInstances reached in {', '.join(capped)}",
         )
     if draining:
         return Condition(
             "Ready",
             "True",
-            "Draining",
+            Reason.DRAINING,
             f"{desired} desired; {draining} running pilot(s) above it left to finish their job",
         )
-    return Condition("Ready", "True", "PilotsProvisioned", f"{live} of {desired} desired VMs exist")
+    return Condition(
+        "Ready", "True", Reason.PILOTS_PROVISIONED, f"{live} of {desired} desired VMs exist"
+    )
 
 
 def merge_conditions(

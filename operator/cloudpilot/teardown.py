@@ -39,6 +39,7 @@ from typing import Any
 
 from cloudpilot import constants
 from cloudpilot.memory import PERSISTENT_KINDS, CloudError, ErrorKind, backoff_delay
+from cloudpilot.reasons import Reason
 from cloudpilot.status import Condition, merge_conditions
 
 TEARDOWN_BACKOFF_MAX = 20.0
@@ -95,7 +96,7 @@ class TeardownState:
 @dataclass(frozen=True)
 class Notice:
     type: str
-    reason: str
+    reason: Reason
     message: str
 
 
@@ -135,7 +136,9 @@ def decide(
     if facts.orphan:
         return Verdict(
             release=True,
-            events=(Notice("Normal", "Orphaned", "VMs left running (deletionPolicy: Orphan)"),),
+            events=(
+                Notice("Normal", Reason.ORPHANED, "VMs left running (deletionPolicy: Orphan)"),
+            ),
         )
     error = attempt.error if attempt is not None else None
     if attempt is not None and error is None:
@@ -147,8 +150,8 @@ def decide(
         return Verdict(
             release=False,
             conditions=(
-                Condition("Ready", "False", "Deleting", message),
-                Condition("Reconciling", "True", "Deleting", message),
+                Condition("Ready", "False", Reason.DELETING, message),
+                Condition("Reconciling", "True", Reason.DELETING, message),
             ),
             retry_in=progress_delay,
             state=TeardownState(warned=state.warned),
@@ -160,7 +163,7 @@ def decide(
             events=(
                 Notice(
                     "Normal",
-                    "Released",
+                    Reason.RELEASED,
                     "released without destroying anything: the operator never created a VM "
                     f"for this pool (no spec of it was ever usable: {why})",
                 ),
@@ -177,18 +180,20 @@ def decide(
         maximum=TEARDOWN_BACKOFF_MAX,
         jitter=jitter,
     )
-    conditions = [Condition("Ready", "False", "TeardownBlocked", blocking.message)]
+    conditions = [Condition("Ready", "False", Reason.TEARDOWN_BLOCKED, blocking.message)]
     if blocking.kind in PERSISTENT_KINDS:
-        conditions.append(Condition("Stalled", "True", "TeardownBlocked", blocking.message))
+        conditions.append(Condition("Stalled", "True", Reason.TEARDOWN_BLOCKED, blocking.message))
     else:
-        conditions.append(Condition("Reconciling", "True", "TeardownBlocked", blocking.message))
+        conditions.append(
+            Condition("Reconciling", "True", Reason.TEARDOWN_BLOCKED, blocking.message)
+        )
     already = cause in state.warned or any(
         c.get("type") == "Ready"
-        and c.get("reason") == "TeardownBlocked"
+        and c.get("reason") == Reason.TEARDOWN_BLOCKED
         and c.get("message") == blocking.message[: constants.MAX_MESSAGE_LENGTH]
         for c in previous_conditions
     )
-    events = () if already else (Notice("Warning", "TeardownBlocked", blocking.message),)
+    events = () if already else (Notice("Warning", Reason.TEARDOWN_BLOCKED, blocking.message),)
     return Verdict(
         release=False,
         conditions=tuple(conditions),

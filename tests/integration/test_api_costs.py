@@ -253,7 +253,7 @@ async def test_a_cycle_that_waited_while_deletion_began_touches_nothing(
         assert await asyncio.to_thread(h.proxy.wait_for_held, 1)
         waiting = asyncio.ensure_future(h.reconciler.reconcile(ref, second))
         await asyncio.sleep(0)  # one loop step: the queued cycle reaches the pool's lock
-        assert h.reconciler._locks[ref.uid]._waiters  # type: ignore[attr-defined]
+        assert h.reconciler.pools[ref.uid].lock._waiters  # type: ignore[attr-defined]
         metadata["deletionTimestamp"] = "2026-11-21T12:00:00Z"  # the watch event arrives
     finally:
         h.proxy.release()
@@ -279,7 +279,7 @@ async def test_new_credentials_clear_a_create_back_off_at_once(
     assert h.counts()["RunInstances"] == 1
 
     h.secrets["ec2-credentials"]["key"] = b"AKIAROTATEDKEY000001"  # moto takes any key
-    h.reconciler._secret_cache.clear()  # the next cycle reads the Secret again
+    h.reconciler.caches.secret_reads.clear()  # the next cycle reads the Secret again
     await h.reconcile("iam", 2)
     assert h.counts()["RunInstances"] == 2
     assert len(_live(h.ec2)) == 2
@@ -499,7 +499,7 @@ async def test_the_listing_leaves_out_terminated_and_foreign_instances_server_si
     driver.create_node(name="hand-made", image=image, size=size)
     gone = _live(ec2)[0]
     driver.destroy_node(gone)
-    (gateway,) = h.reconciler._gateways.values()
+    (gateway,) = h.reconciler.caches.gateways.values()
     listed = await gateway.list_nodes()
     assert len(listed) == 2
     assert gone.id not in {n.id for n in listed}

@@ -3,15 +3,31 @@ repeated Event is one Event object whose count grows (as ``kubectl get events`` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from cloudpilot import audit
+from cloudpilot.kube import client
 from cloudpilot.kube.events import EventRecorder, build_event
 from tests.support.kube import wait_for
+from tests.support.official_client import operator_client_for
 from tests.support.stack import Stack
+
+
+def _post(stack: Stack, recorder: EventRecorder, events: list[dict[str, Any]]) -> None:
+    """Post ``events`` in turn through the operator's own client, as a reconcile does."""
+
+    async def post() -> None:
+        async with operator_client_for(stack.kubeconfig) as kube:
+            with client.using(kube):
+                for event in events:
+                    await recorder.post(stack.namespace, event)
+
+    asyncio.run(post())
 
 
 def test_a_created_vm_is_one_info_audit_record_with_the_pool_fields(
@@ -51,23 +67,25 @@ def test_a_repeated_event_is_one_event_object_with_a_count(
     pool = stack.apply_pool("repeated", replicas=0)
     recorder = EventRecorder()  # its own cache: what the operator's does across cycles
     start = datetime.now(UTC).replace(microsecond=0)
-    for second in range(3):
-        event = build_event(
+    events = [
+        build_event(
             pool,
             "Warning",
-            "CreateFailed",
+            "QuotaExceeded",
             "queue default: quota",
             start + timedelta(seconds=second),
         )
-        recorder.post(stack.namespace, event)
+        for second in range(3)
+    ]
+    _post(stack, recorder, events)
 
-    ours = [e for e in stack.events() if e.reason == "CreateFailed"]
+    ours = [e for e in stack.events() if e.reason == "QuotaExceeded"]
     assert len(ours) == 1, [(e.metadata.name, e.count) for e in ours]
     assert ours[0].count == 3
     assert ours[0].last_timestamp - ours[0].first_timestamp == timedelta(seconds=2)
 
     # Expired (or deleted) on the server: the next repeat is a new Event, not an error.
     stack.core.delete_namespaced_event(ours[0].metadata.name, stack.namespace)
-    recorder.post(stack.namespace, event)
-    again = [e for e in stack.events() if e.reason == "CreateFailed"]
+    _post(stack, recorder, events[-1:])
+    again = [e for e in stack.events() if e.reason == "QuotaExceeded"]
     assert [e.count for e in again] == [1]

@@ -51,9 +51,6 @@ class RuntimeCase:
     """A piece of the condition's message that tells the admin what to fix."""
     objects: tuple[tuple[str, str, dict[str, str]], ...] = field(default=())
     """(kind, name, data) to create first: ``Secret`` (values as text) or ``ConfigMap``."""
-    event: str = ""
-    """The Warning Event's reason, where it is not the condition's: a problem found while
-    creating (the user data is rendered per creation) is reported as ``CreateFailed``."""
 
 
 def _instance(**extra: Any) -> dict[str, Any]:
@@ -119,7 +116,6 @@ RUNTIME: tuple[RuntimeCase, ...] = (
         {"context": {"template": {"name": "no-such-template", "key": "t.j2"}}},
         "InvalidConfig",
         "no-such-template",
-        event="CreateFailed",
     ),
     RuntimeCase(
         "template-key-missing",
@@ -128,7 +124,6 @@ RUNTIME: tuple[RuntimeCase, ...] = (
         "InvalidConfig",
         "t.j2",
         (("ConfigMap", "template-without-key", {"other.j2": "#cloud-config\n"}),),
-        event="CreateFailed",
     ),
     RuntimeCase(
         "template-with-undefined-variable",
@@ -143,7 +138,6 @@ RUNTIME: tuple[RuntimeCase, ...] = (
                 {"t.j2": "#cloud-config\nwrite_files:\n  - content: {{ no_such_variable }}\n"},
             ),
         ),
-        event="CreateFailed",
     ),
     RuntimeCase(
         "template-with-syntax-error",
@@ -152,7 +146,6 @@ RUNTIME: tuple[RuntimeCase, ...] = (
         "InvalidConfig",
         "broken-jinja",
         (("ConfigMap", "broken-jinja", {"t.j2": "#cloud-config\n{% if %}\n"}),),
-        event="CreateFailed",
     ),
     RuntimeCase(
         "template-reaching-for-python",
@@ -167,7 +160,6 @@ RUNTIME: tuple[RuntimeCase, ...] = (
                 {"t.j2": "#cloud-config\n# {{ ''.__class__.__mro__[1].__subclasses__() }}\n"},
             ),
         ),
-        event="CreateFailed",
     ),
 )
 
@@ -294,7 +286,7 @@ def test_each_runtime_case_stalls_with_its_reason_creates_no_vm_and_spares_the_h
     unexpected = {
         case.name: warnings.get(case.name)
         for case in RUNTIME
-        if warnings.get(case.name) != [case.event or case.reason]
+        if warnings.get(case.name) != [case.reason]
     }
     assert not unexpected, unexpected
 

@@ -43,10 +43,10 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 
 from cloudpilot import constants
-from cloudpilot.kube import client as kube_client
 from cloudpilot_devtools.ec2_emulator import EC2Emulator
 from tests.support import cluster
 from tests.support import helm as helm_support
+from tests.support import official_client as kube_client
 from tests.support.apiserver import ControlPlane
 from tests.support.kube import wait_for
 from tests.support.operator_process import FAST_ENV, OperatorProcess
@@ -457,6 +457,9 @@ def test_namespaced_install_grants_exactly_the_watched_namespaces(
             assert forbidden(core.read_namespaced_secret, helm_secret, release.namespace)
             assert forbidden(core.list_secret_for_all_namespaces)
             assert allowed(sa_client, grid_a, "get", "secrets")
+            # A repeated Event is aggregated by patching the first one's count.
+            assert allowed(sa_client, grid_a, "patch", "events")
+            assert not allowed(sa_client, grid_a, "delete", "events")
             assert not allowed(sa_client, outside, "get", "secrets")
             assert not allowed(sa_client, grid_a, "update", "secrets")
             assert not allowed(sa_client, outside, "list", constants.PLURAL, constants.API_GROUP)

@@ -26,6 +26,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from cloudpilot.kube.client import KubeClient
 from cloudpilot.leader import (
     KubernetesLeaseAPI,
     LeaderElector,
@@ -34,6 +35,7 @@ from cloudpilot.leader import (
     run_with_leader_election,
 )
 from tests.support.cluster import KubePeer, kube_peer
+from tests.support.official_client import operator_client_for
 
 NS, LEASE = "default", "cloudpilot-operator"
 LEASE_SECONDS, RENEW_DEADLINE, RETRY = 2, 1.2, 0.2
@@ -66,35 +68,39 @@ class FaultyLeaseAPI:
         self.inner = inner
         self.broken = False
         self.hang = threading.Event()  # set: calls block until `release` is set
-        self.release = threading.Event()
+        # Waited on in the elector's loop (set from there, or with no waiter from elsewhere).
+        self.release = asyncio.Event()
         self.writes: list[float] = []  # monotonic times at which successful writes were sent
         self.reads = 0  # successful reads: each attempt starts with one
 
-    def _guard(self) -> None:
+    async def _guard(self) -> None:
         if self.hang.is_set():
-            self.release.wait(30)
+            # A hung connection: this call (only) waits until released, at most 30 s.
+            with suppress(TimeoutError):
+                async with asyncio.timeout(30):
+                    await self.release.wait()
         if self.broken:
             raise ConnectionError("injected: the API server is unreachable")
 
-    def read(self, namespace: str, name: str, timeout: float) -> dict[str, Any] | None:
-        self._guard()
-        lease = self.inner.read(namespace, name, timeout)
+    async def read(self, namespace: str, name: str, limit: float) -> dict[str, Any] | None:
+        await self._guard()
+        lease = await self.inner.read(namespace, name, limit)
         self.reads += 1
         return lease
 
-    def create(self, namespace: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        self._guard()
+    async def create(self, namespace: str, body: dict[str, Any], limit: float) -> dict[str, Any]:
+        await self._guard()
         sent = time.monotonic()
-        created = self.inner.create(namespace, body, timeout)
+        created = await self.inner.create(namespace, body, limit)
         self.writes.append(sent)
         return created
 
-    def replace(
-        self, namespace: str, name: str, body: dict[str, Any], timeout: float
+    async def replace(
+        self, namespace: str, name: str, body: dict[str, Any], limit: float
     ) -> dict[str, Any]:
-        self._guard()
+        await self._guard()
         sent = time.monotonic()
-        replaced = self.inner.replace(namespace, name, body, timeout)
+        replaced = await self.inner.replace(namespace, name, body, limit)
         self.writes.append(sent)
         return replaced
 
@@ -138,14 +144,10 @@ class Candidate:
 @pytest.fixture
 async def candidates(cluster: _Cluster, lease_name: str) -> AsyncIterator[Callable[..., Candidate]]:
     made: list[Candidate] = []
-    clients: list[kubernetes.client.ApiClient] = []
+    clients: list[KubeClient] = []
 
     def make(name: str, *, lease_seconds: int = LEASE_SECONDS, **timing: float) -> Candidate:
-        config = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(
-            config_file=str(cluster.kubeconfig_path), client_configuration=config
-        )
-        client = kubernetes.client.ApiClient(config)
+        client = operator_client_for(cluster.kubeconfig_path)
         clients.append(client)
         api = FaultyLeaseAPI(KubernetesLeaseAPI(client))
         elector = LeaderElector(
@@ -172,7 +174,7 @@ async def candidates(cluster: _Cluster, lease_name: str) -> AsyncIterator[Callab
             with suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(c.task, 10)
     for client in clients:
-        client.close()
+        await client.close()
 
 
 def start(candidate: Candidate, ledger: Ledger, **kwargs: Any) -> Candidate:
@@ -200,8 +202,10 @@ def read_lease(cluster: _Cluster, name: str) -> dict[str, Any]:
         config_file=str(cluster.kubeconfig_path), client_configuration=config
     )
     with kubernetes.client.ApiClient(config) as client:
-        lease = KubernetesLeaseAPI(client).read(NS, name, 5)
-    assert lease is not None
+        answer = kubernetes.client.CoordinationV1Api(client).read_namespaced_lease(
+            name, NS, _preload_content=False
+        )
+    lease: dict[str, Any] = json.loads(answer.data)
     return lease
 
 
@@ -391,11 +395,7 @@ async def test_run_with_leader_election_serves_health_while_standing_by(
     unused_tcp_port: int,
 ) -> None:
     """The standby answers probes on the health port; the leader's work gets the port."""
-    config = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(
-        config_file=str(cluster.kubeconfig_path), client_configuration=config
-    )
-    client = kubernetes.client.ApiClient(config)
+    client = operator_client_for(cluster.kubeconfig_path)
     holder = LeaderElector(
         LeaseConfig(
             namespace=NS,
@@ -456,7 +456,7 @@ async def test_run_with_leader_election_serves_health_while_standing_by(
         for task in (holder_task, ours):
             with suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 5)
-        client.close()
+        await client.close()
 
 
 def _probe(url: str) -> tuple[int, dict[str, Any]] | None:
@@ -506,9 +506,8 @@ class ElectedOperator:
         self.namespace = namespace
         self.settings = settings
         self.lease = lease
-        config = kubernetes.client.Configuration()
-        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
-        self.client = kubernetes.client.ApiClient(config)
+        # One client per replica, opened in its thread's event loop at its first request.
+        self.client = operator_client_for(kubeconfig)
         self.api = FaultyLeaseAPI(KubernetesLeaseAPI(self.client))
         self.terms = 0  # how many times this replica started the operator
         self.leading = threading.Event()
@@ -526,7 +525,10 @@ class ElectedOperator:
             self.leading.set()
             try:
                 await run_operator(
-                    self.settings, stop_flag=stop, reconciler=build_reconciler(self.settings)
+                    self.settings,
+                    stop_flag=stop,
+                    reconciler=build_reconciler(self.settings),
+                    kube=self.client,
                 )
             finally:
                 self.leading.clear()
@@ -545,6 +547,7 @@ class ElectedOperator:
                 stop_flag=self._stop,
                 api=self.api,
             )
+            await self.client.close()
 
         try:
             asyncio.run(main())
@@ -564,7 +567,6 @@ class ElectedOperator:
             self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread.ident is not None:  # not if Thread.start() itself failed
             self._thread.join(30)
-        self.client.close()
         assert not self._thread.is_alive(), f"{self.identity} did not stop"
 
 

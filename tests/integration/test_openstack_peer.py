@@ -23,7 +23,8 @@ from libcloud.common.exceptions import BaseHTTPError
 from libcloud.common.types import InvalidCredsError, LibcloudError
 from libcloud.compute.base import NodeDriver
 from libcloud.compute.drivers.openstack import OpenStackNetwork
-from libcloud.compute.types import NodeState
+from libcloud.compute.providers import get_driver
+from libcloud.compute.types import NodeState, Provider
 
 from tests.support.openstack_peer import OpenStackPeer, OpenStackPeerError
 
@@ -305,8 +306,9 @@ def test_what_mimic_does_not_do(
     """Gaps between mimic and a real Nova, each pinned so that a change is noticed.
 
     * no stop/start (``os-stop``/``os-start`` actions): 400 "no such action";
-    * no networks API (``/os-networksv2``) nor security groups: 404. ``networks=`` on
-      create is accepted and ignored (it is only recorded);
+    * no security groups: 404. Networks are the peer's own (Nova's ``os-networks`` proxy
+      and Neutron's ``/v2.0/networks``, empty until a test adds some); ``networks=`` on
+      create is accepted and not checked against them (it is only recorded);
     * ``ex_config_drive`` is accepted (sent as the string ``"True"``) and not shown back;
     * no validation of image or flavor references, no user-data size limit (real Nova
       refuses more than 65535 bytes of base64), no quotas unless a rule injects them;
@@ -316,9 +318,7 @@ def test_what_mimic_does_not_do(
     with pytest.raises(BaseHTTPError, match="no such action") as stop:
         openstack_driver.ex_stop_node(node)
     assert stop.value.code == 400
-    with pytest.raises(BaseHTTPError) as networks:
-        openstack_driver.ex_list_networks()
-    assert networks.value.code == 404
+    assert openstack_driver.ex_list_networks() == []
     with pytest.raises(BaseHTTPError) as groups:
         openstack_driver.ex_list_security_groups()
     assert groups.value.code == 404
@@ -380,3 +380,36 @@ def test_own_peer_with_manual_clock_stops_every_process() -> None:
     assert peer.pids == {}
     assert peer.logs() == {}
     assert not workdir.exists()
+
+
+def test_networks_through_nova_and_neutron_and_tokens_checked(
+    openstack_peer: OpenStackPeer,
+) -> None:
+    """The peer's networks, as libcloud's 1.1 driver (Nova's ``os-networks`` proxy) and its
+    2.0 driver (Neutron, found as type ``network`` in keystone's catalogue) see them; and
+    Nova refuses a token keystone never issued (401, Nova's body)."""
+    skip_openstack_price_lookups()
+    public = openstack_peer.add_network("my_public_net")
+    openstack_peer.add_network("my_private_net")
+    user, password = openstack_peer.credentials
+    cls = get_driver(Provider.OPENSTACK)  # the factory: api_version picks the class
+    nova_side = cls(user, password, **openstack_peer.seed_driver_options())
+    neutron_side = cls(user, password, **openstack_peer.neutron_driver_options())
+    for driver in (nova_side, neutron_side):
+        listed = {n.name: n.id for n in driver.ex_list_networks()}
+        assert listed == {"my_public_net": public, "my_private_net": listed["my_private_net"]}
+        assert driver.ex_get_network(public).name == "my_public_net"
+    stats = openstack_peer.stats()
+    assert (stats["nova_network_lists"], stats["network_lists"]) == (1, 1)
+    assert neutron_side.network_connection.get_endpoint() == openstack_peer.network_url
+
+    forged = cls(
+        user,
+        password,
+        ex_force_auth_url=openstack_peer.auth_url,
+        ex_force_auth_token="forged",
+        ex_force_base_url=openstack_peer.compute_url,
+    )
+    with pytest.raises(BaseHTTPError, match="requires authentication") as refused:
+        forged.list_nodes()
+    assert refused.value.code == 401

@@ -31,7 +31,11 @@ How the pieces fit (all of it decided here, so URLs are deterministic):
   ``fernet_setup``, ``credential_setup``, ``bootstrap`` of one admin user, project and
   region) and serves its WSGI app on a kernel-chosen loopback port.
 * mimic serves only Nova and Nova's control plane, under the fixed service ids ``nova`` and
-  ``nova-control``, on another kernel-chosen loopback port.
+  ``nova-control``, on another kernel-chosen loopback port. The same process serves the
+  Neutron network routes libcloud uses (registered as type ``network``, name ``neutron``)
+  and checks every Nova and Neutron request's token with keystone, as a real cloud does
+  (``openstack_peer_servers/neutron_and_tokens.py``, which also says why Neutron is not
+  the real one).
 * mimic's Nova accepts any tenant id in its URL and never checks tokens. The compute
   endpoint is registered as ``http://127.0.0.1:<port>/mimicking/nova/<region>/v2/$(project_id)s``:
   keystone substitutes the id of the project the token is scoped to, so the mimic tenant
@@ -176,6 +180,8 @@ class OpenStackPeer(Service):
         clock: Literal["wall", "manual"] = "wall",
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         verbose: bool = False,
+        token_expiration: int | None = None,
+        check_tokens: bool = True,
     ) -> None:
         """Describe a peer; nothing starts before :meth:`start` / ``__enter__``.
 
@@ -185,6 +191,10 @@ class OpenStackPeer(Service):
             "now", a ``BUILD`` of N seconds lasts N seconds) and :meth:`advance_clock` jumps
             ahead; ``manual`` stands still at the start time until :meth:`advance_clock`.
         :param verbose: have mimic log every request and reply (see :meth:`logs`).
+        :param token_expiration: keystone's ``[token] expiration`` in seconds (default
+            keystone's hour): a few seconds make tokens expire in the middle of a test.
+        :param check_tokens: Nova and Neutron refuse (401) requests whose token keystone
+            does not accept or that has expired, as a real cloud does.
         """
         self._python = Path(python) if python is not None else self.find_python()
         self.region: Final = region
@@ -196,6 +206,8 @@ class OpenStackPeer(Service):
         self._clock = clock
         self._startup_timeout = startup_timeout
         self._verbose = verbose
+        self._token_expiration = token_expiration
+        self._check_tokens = check_tokens
         self._workdir: Path | None = None
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
         self._log_files: dict[str, IO[bytes]] = {}
@@ -400,12 +412,16 @@ class OpenStackPeer(Service):
             url = f"{self._control_url()}/behaviors/creation/{behavior_id}"
             self._request("DELETE", url, None, expect=(204, 404))
         self._behavior_ids.clear()
-        servers = self._request("GET", f"{self.compute_url}/servers", None, expect=(200,))
+        self._request("DELETE", f"{self._peer_url()}/neutron/networks", None, expect=(200,))
+        token, _ = self._admin_token()
+        servers = self._request(
+            "GET", f"{self.compute_url}/servers", None, expect=(200,), token=token
+        )
         for server in servers["servers"]:
             url = f"{self.compute_url}/servers/{server['id']}"
             for _ in range(RESET_DELETE_ATTEMPTS):
                 with contextlib.suppress(OpenStackPeerError):
-                    self._request("DELETE", url, None, expect=(204, 404))
+                    self._request("DELETE", url, None, expect=(204, 404), token=token)
                     break
             else:
                 raise OpenStackPeerError(f"reset could not delete server {server['id']}")
@@ -428,7 +444,71 @@ class OpenStackPeer(Service):
         answer = self._request("GET", url, None, expect=(200,))
         return dict(answer["creation_request"])
 
+    # -- Neutron, tokens, application credentials ---------------------------------------------
+
+    @property
+    def network_url(self) -> str:
+        """Neutron's endpoint as keystone's catalogue gives it (libcloud adds ``/v2.0``)."""
+        return f"http://{LOOPBACK}:{self._require(self._mimic_port)}/neutron"
+
+    def add_network(self, name: str, network_id: str | None = None) -> str:
+        """Add a Neutron network (names need not be unique, as in Neutron); return its id."""
+        body: dict[str, Any] = {"name": name}
+        if network_id is not None:
+            body["id"] = network_id
+        url = f"{self._peer_url()}/neutron/networks"
+        return str(self._request("POST", url, body, expect=(201,))["network"]["id"])
+
+    def stats(self) -> dict[str, Any]:
+        """``network_lists`` (how often Neutron listed networks), ``nova_network_lists``
+        (how often Nova's ``os-networks`` proxy did, for libcloud's 1.1 driver),
+        ``refused`` (requests answered 401) and ``tokens``: each token Nova or Neutron
+        saw (a digest, its ``user_id``, ``methods``, ``application_credential``,
+        ``issued_at``, ``expires_at``, ``first_used``, and ``refused`` once expired),
+        oldest first."""
+        return self._request("GET", f"{self._peer_url()}/stats", None, expect=(200,))
+
+    def create_application_credential(self, name: str) -> OpenStackCredentials:
+        """A keystone application credential of the admin user on :attr:`project_name`.
+
+        Returns ``(id, secret)``: what libcloud's ``3.x_appcred`` takes as key and secret.
+        keystone shows the secret once, here; a test that loses it makes a new one.
+        """
+        token, scoped = self._admin_token()
+        url = f"{self.identity_url}/users/{scoped['user']['id']}/application_credentials"
+        answer = self._request(
+            "POST", url, {"application_credential": {"name": name}}, expect=(201,), token=token
+        )["application_credential"]
+        return OpenStackCredentials(str(answer["id"]), str(answer["secret"]))
+
+    def appcred_driver_options(self) -> dict[str, Any]:
+        """Driver options for ``3.x_appcred``, as a site writes them: no forced service
+        type or name, so libcloud finds Nova *and* Neutron in the catalogue itself."""
+        return {
+            "ex_force_auth_url": self.auth_url,
+            "ex_force_auth_version": "3.x_appcred",
+            "ex_force_service_region": self.region,
+        }
+
+    def neutron_driver_options(self) -> dict[str, Any]:
+        """``3.x_password`` with libcloud's 2.0 driver (``api_version: "2.0"``), which asks
+        Neutron for networks. It also asks Glance for images, which the peer lacks: give
+        it raw image and flavor ids (those need no lookup)."""
+        return {**self.seed_driver_options(), "api_version": "2.0"}
+
+    def seed_driver_options(self) -> dict[str, Any]:
+        """The seed's example ``Driver_*`` options (``3.x_password``, a tenant name), with
+        this peer's keystone: libcloud finds Nova and Neutron in the catalogue itself."""
+        return {
+            "ex_force_auth_url": self.auth_url,
+            "ex_force_auth_version": "3.x_password",
+            "ex_tenant_name": self.project_name,
+        }
+
     # -- internals ------------------------------------------------------------------------
+
+    def _peer_url(self) -> str:
+        return f"http://{LOOPBACK}:{self._require(self._mimic_port)}/cloudpilot-peer"
 
     @staticmethod
     def _require(value: _T | None) -> _T:
@@ -504,6 +584,11 @@ class OpenStackPeer(Service):
                     f"key_repository = {self._path('credential-keys')}",
                     "[identity]",
                     "password_hash_rounds = 4",
+                    *(
+                        ["[token]", f"expiration = {self._token_expiration}"]
+                        if self._token_expiration is not None
+                        else []
+                    ),
                     "",
                 ]
             ),
@@ -719,6 +804,7 @@ class OpenStackPeer(Service):
         for service_type, service_name, url in (
             ("identity", "keystone", self.identity_url),
             ("compute", "nova", nova_template),
+            ("network", "neutron", self.network_url),
         ):
             service = self._request(
                 "POST",
@@ -755,6 +841,9 @@ class OpenStackPeer(Service):
                 f"keystone's catalogue gives compute URLs {sorted(urls)}, "
                 f"expected {self.compute_url}"
             )
+        if self._check_tokens:
+            url = f"{self._peer_url()}/keystone"
+            self._request("POST", url, {"url": self.auth_url}, expect=(200,))
 
 
 if __name__ == "__main__":  # pragma: no cover - manual smoke run

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Scope = Literal["watched", "cluster", "release"]
-When = Literal["always", "all-namespaces", "listed-namespaces", "leader-election"]
+When = Literal["always", "all-namespaces", "listed-namespaces", "leader-election", "repeat"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "watched",
         "always",
         "cloudpilot.kube.status.patch_status: the scheduler's status writes "
-        "(patch_namespaced_custom_object_status)",
+        "(KubeClient.patch_status)",
     ),
     # -- what the operator reports --------------------------------------------------------------
     Call(
@@ -84,6 +84,15 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "always",
         "cloudpilot.kube.events.post_events (reconcile and teardown events): POSTs core v1 Events",
     ),
+    Call(
+        "",
+        "events",
+        "patch",
+        "watched",
+        "repeat",
+        "cloudpilot.kube.events.EventRecorder.post: a repeat within ten minutes patches the "
+        "posted Event's count and lastTimestamp (the Kubernetes way of aggregating)",
+    ),
     # -- what the pools reference (read by name only) -------------------------------------------
     Call(
         "",
@@ -92,7 +101,7 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "watched",
         "always",
         "cloudpilot.kube.secrets.read_secret: credentials and the pilot executable "
-        "(read_namespaced_secret)",
+        "(KubeClient.read_secret)",
     ),
     Call(
         "",
@@ -100,8 +109,7 @@ OPERATOR_CALLS: tuple[Call, ...] = (
         "get",
         "watched",
         "always",
-        "cloudpilot.kube.secrets.read_configmap: spec.context.template "
-        "(read_namespaced_config_map)",
+        "cloudpilot.kube.secrets.read_configmap: spec.context.template (KubeClient.read_configmap)",
     ),
     # -- kopf's discovery of the cluster --------------------------------------------------------
     Call(

@@ -23,7 +23,6 @@ from typing import Any
 import kubernetes
 
 from cloudpilot import constants, naming
-from cloudpilot.kube import client as kube_client
 from cloudpilot.reconciler import Reconciler
 from cloudpilot.runtime import OperatorThread, build_reconciler
 from cloudpilot.settings import OperatorSettings
@@ -31,6 +30,7 @@ from cloudpilot_devtools import moto_ec2
 from cloudpilot_devtools.ec2_emulator import EC2Emulator
 from cloudpilot_devtools.moto_ec2 import MotoEC2NodeDriver
 from tests.support import cluster
+from tests.support import official_client as kube_client
 from tests.support.kube import wait_for
 
 IMAGE = "name:AlmaLinux-9-GenericCloud-9.4-x86_64"

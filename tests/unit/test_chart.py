@@ -1738,12 +1738,13 @@ def test_the_operator_sends_only_the_declared_calls(shared_ec2: Any, all_namespa
         call = rbac_request(method, request.url.path, dict(request.params))
         if call is not None:
             made.add(call)
-    declared = {
-        (c.group, c.resource, c.verb)
-        for c in expected_calls(all_namespaces=all_namespaces, cluster_discovery=True)
-    }
+    calls = expected_calls(all_namespaces=all_namespaces, cluster_discovery=True)
+    declared = {(c.group, c.resource, c.verb) for c in calls}
+    # An Event repeated within ten minutes (patched, not posted again) does not happen in
+    # this short scenario; tests/integration/test_chart_on_apiserver.py checks the grant.
+    occasional = {(c.group, c.resource, c.verb) for c in calls if c.when == "repeat"}
     assert made - declared == set(), "calls the operator makes that RBAC does not grant"
-    assert declared - made == set(), "declared calls the operator never made here"
+    assert declared - occasional - made == set(), "declared calls the operator never made here"
 
 
 def test_the_operator_reads_the_leader_election_settings_the_chart_passes(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,9 @@ SEED_CFG = HERE / "seed_example.cfg"
 SEED_AUTH = HERE / "seed_cloud.auth"
 MULTI_CFG = HERE / "multi_queue.cfg"
 CRD = Path(__file__).resolve().parents[2] / "crds" / "cloudpilotpools.cloudpilot.io.yaml"
+SEED_GOLDEN = HERE / "seed_example.golden.yaml"
+HAND_WRITTEN = Path(__file__).resolve().parents[2] / "examples" / "openstack-pool.yaml"
+UPDATE_GOLDEN = "CLOUDPILOT_UPDATE_GOLDEN"
 SECRET_VALUES = ("cloudprovuser", "01234567", "mypassword", "abcdef-token-not-for-the-spec")
 
 
@@ -101,11 +105,84 @@ def test_seed_example_becomes_a_pool_the_operator_accepts(
         "flavor": "name:m1.medium",
         "networks": ["name:my_public_net", "name:my_private_net"],
         "sshKey": "mysshkey",
+        "createOptions": {"ex_config_drive": True},
     }
+    assert spec["context"] == {"templateFamily": "centos7"}
     assert spec["replicas"] == 0
     (queue,) = accepted_by_the_operator(pool)
     assert queue.account.options["ex_force_auth_version"] == "3.x_password"
     assert [str(n) for n in queue.networks] == ["name:my_public_net", "name:my_private_net"]
+
+
+def test_seed_example_import_matches_the_golden_file(capsys: pytest.CaptureFixture[str]) -> None:
+    """The whole output, report comments included, byte for byte. After an intended change,
+    regenerate with ``CLOUDPILOT_UPDATE_GOLDEN=1`` and review the diff."""
+    code, out, err = run_command(capsys, SEED_CFG, "--auth", SEED_AUTH, "--namespace", "grid")
+    assert code == 0, err
+    if os.environ.get(UPDATE_GOLDEN):
+        SEED_GOLDEN.write_text(out, encoding="utf-8")
+    assert out == SEED_GOLDEN.read_text(encoding="utf-8")
+
+
+def test_seed_example_imports_into_the_hand_written_example(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Parity with examples/openstack-pool.yaml, the pool a site writes by hand for the
+    seed's CE: the same spec except what the import cannot know (how many VMs, the pilot
+    wrapper's Secret) and the names it picks."""
+    _, out, _ = run_command(capsys, SEED_CFG, "--auth", SEED_AUTH)
+    imported = pools(documents(out))["cloudprov-mysite-example"]["spec"]
+    by_hand = pools(documents(HAND_WRITTEN.read_text()))["cloudprov"]["spec"]
+    for spec in (imported, by_hand):
+        spec.pop("replicas")
+        spec.pop("pilot", None)
+        spec.pop("credentialsSecret")
+    assert imported == by_hand
+
+
+def test_every_choice_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each field the import wrote that no DIRAC option spelled out has a reason."""
+    _, _, err = run_command(capsys, SEED_CFG, "--auth", SEED_AUTH)
+    for field, because in (
+        ("context.templateFamily", "is a CentOS 7 image"),
+        ("instance.createOptions.ex_config_drive", "config drive on every VM"),
+        ("instance.networks", "looked up in Neutron"),
+        ("instance.sshKey", "key pair"),
+        ("replicas", "must not start VMs"),
+        ("cloud.auth", "the Secret holds the [cloudprov.mysite.example] entry"),
+        ("pilot", "spec.pilot.executableSecret"),
+    ):
+        (line,) = [x for x in err.splitlines() if f": {field}: " in x]
+        assert because in line, line
+
+
+def test_an_explicit_template_family_wins_over_the_image_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_command(capsys, MULTI_CFG, "--template-family", "el9")
+    assert code == 0, err
+    for pool in pools(documents(out)).values():
+        assert pool["spec"]["context"]["templateFamily"] == "el9"
+        for queue in pool["spec"].get("queues", []):
+            assert "templateFamily" not in queue.get("context", {})
+    assert "el9, as --template-family says" in err
+
+
+def test_a_queue_with_max_waiting_jobs_0_does_not_inherit_max_starting(
+    multi: list[dirac_import.Conversion],
+) -> None:
+    """The CE says MaxWaitingJobs = 10, gpu.queue says 0 (submit nothing): the queue keeps
+    the CE's MaxTotalJobs but not its maxStarting, and the report says why."""
+    spec = by_host(multi, "cloudprov.mysite.example").pool["spec"]
+    gpu = next(q for q in spec["queues"] if q["name"] == "gpu-queue")
+    assert gpu["limits"] == {"maxInstances": 50}
+    assert gpu["replicas"] == 0
+    (finding,) = [
+        f
+        for f in by_host(multi, "cloudprov.mysite.example").findings
+        if (f.option, f.queue) == ("MaxWaitingJobs", "gpu.queue")
+    ]
+    assert "nor is a CE-level MaxWaitingJobs copied into it" in finding.message
 
 
 @pytest.mark.skipif(not CRD.exists(), reason="the CRD is not written yet")
@@ -184,7 +261,11 @@ def test_queues_keep_their_overrides(multi: list[dirac_import.Conversion]) -> No
         "port": 5000,
         "timeout": 12.5,
     }
-    assert spec["context"] == {"extPackages": ["git", "emacs-nox", "htop"], "maxLifetime": 86400}
+    assert spec["context"] == {
+        "templateFamily": "centos7",
+        "extPackages": ["git", "emacs-nox", "htop"],
+        "maxLifetime": 86400,
+    }
     queues = {q["name"]: q for q in spec["queues"]}
     assert list(queues) == ["default", "large-mem", "gpu-queue"]
     assert queues["default"] == {

@@ -120,15 +120,15 @@ async def test_a_gateway_refuses_and_the_error_is_a_config_error(planted: Plante
 
 def test_the_reconciler_hands_its_allow_list_to_its_gateways(planted: Planted) -> None:
     """From the settings to where drivers are built: allowed in the settings, built."""
-    refused = Reconciler(ReconcilerSettings())._gateway(
+    refused = Reconciler(ReconcilerSettings()).caches.gateway(
         account(cloud_type=planted.driver, driver_options=()), Credentials("0", None)
     )
     with pytest.raises(ConfigError):
         refused.probe()
     assert not planted.imported()
-    allowed = Reconciler(ReconcilerSettings(allowed_driver_classes={planted.driver}))._gateway(
-        account(cloud_type=planted.driver, driver_options=()), Credentials("0", None)
-    )
+    allowed = Reconciler(
+        ReconcilerSettings(allowed_driver_classes={planted.driver})
+    ).caches.gateway(account(cloud_type=planted.driver, driver_options=()), Credentials("0", None))
     assert type(allowed.probe()).__name__ == "Driver"
 
 

@@ -63,13 +63,13 @@ class FakeEventApi:
         self.events: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
 
-    def create(self, namespace: str, event: dict[str, Any]) -> str:
+    async def create(self, namespace: str, event: dict[str, Any]) -> str:
         name = f"cloudpilot-event-{len(self.events)}"
         self.events[name] = dict(event)
         self.calls.append("create")
         return name
 
-    def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.calls.append("patch")
         if name not in self.events:
             raise LookupError(name)
@@ -81,13 +81,13 @@ def _recorder(clock: list[float], **kwargs: Any) -> tuple[EventRecorder, FakeEve
     return EventRecorder(api, clock=lambda: clock[0], **kwargs), api
 
 
-def test_a_repeated_event_bumps_count_and_last_timestamp_of_one_event() -> None:
+async def test_a_repeated_event_bumps_count_and_last_timestamp_of_one_event() -> None:
     clock = [0.0]
     recorder, api = _recorder(clock)
-    recorder.post("grid", build_event(POOL, "Warning", "CreateFailed", "quota", NOW))
+    await recorder.post("grid", build_event(POOL, "Warning", "CreateFailed", "quota", NOW))
     clock[0] += 30
     later = NOW + timedelta(seconds=30)
-    recorder.post("grid", build_event(POOL, "Warning", "CreateFailed", "quota", later))
+    await recorder.post("grid", build_event(POOL, "Warning", "CreateFailed", "quota", later))
 
     assert api.calls == ["create", "patch"]
     [event] = api.events.values()
@@ -96,39 +96,39 @@ def test_a_repeated_event_bumps_count_and_last_timestamp_of_one_event() -> None:
     assert event["lastTimestamp"] == "2026-11-21T12:00:30Z"
 
 
-def test_a_different_message_reason_or_pool_is_an_event_of_its_own() -> None:
+async def test_a_different_message_reason_or_pool_is_an_event_of_its_own() -> None:
     recorder, api = _recorder([0.0])
     other_pool = {**POOL, "metadata": {**POOL["metadata"], "name": "cms", "uid": "u-2"}}
-    recorder.post("grid", build_event(POOL, "Warning", "CreateFailed", "quota", NOW))
-    recorder.post("grid", build_event(POOL, "Warning", "CreateFailed", "capacity", NOW))
-    recorder.post("grid", build_event(POOL, "Warning", "DeleteFailed", "quota", NOW))
-    recorder.post("grid", build_event(other_pool, "Warning", "CreateFailed", "quota", NOW))
+    await recorder.post("grid", build_event(POOL, "Warning", "CreateFailed", "quota", NOW))
+    await recorder.post("grid", build_event(POOL, "Warning", "CreateFailed", "capacity", NOW))
+    await recorder.post("grid", build_event(POOL, "Warning", "DeleteFailed", "quota", NOW))
+    await recorder.post("grid", build_event(other_pool, "Warning", "CreateFailed", "quota", NOW))
 
     assert api.calls == ["create"] * 4
     assert {e["count"] for e in api.events.values()} == {1}
 
 
-def test_after_the_window_or_a_404_a_repeat_is_created_anew() -> None:
+async def test_after_the_window_or_a_404_a_repeat_is_created_anew() -> None:
     clock = [0.0]
     recorder, api = _recorder(clock, window=600.0)
-    recorder.post("grid", build_event(POOL, "Normal", "Created", "vm", NOW))
+    await recorder.post("grid", build_event(POOL, "Normal", "Created", "vm", NOW))
     clock[0] += 601
-    recorder.post("grid", build_event(POOL, "Normal", "Created", "vm", NOW))
+    await recorder.post("grid", build_event(POOL, "Normal", "Created", "vm", NOW))
     assert api.calls == ["create", "create"]
 
     api.events.clear()  # expired on the API server (its TTL)
-    recorder.post("grid", build_event(POOL, "Normal", "Created", "vm", NOW))
+    await recorder.post("grid", build_event(POOL, "Normal", "Created", "vm", NOW))
     assert api.calls == ["create", "create", "patch", "create"]
     [event] = api.events.values()
     assert event["count"] == 1
 
 
-def test_the_cache_of_recent_events_is_bounded() -> None:
+async def test_the_cache_of_recent_events_is_bounded() -> None:
     recorder, api = _recorder([0.0], capacity=2)
     for message in ("a", "b", "c"):
-        recorder.post("grid", build_event(POOL, "Normal", "Created", message, NOW))
-    recorder.post("grid", build_event(POOL, "Normal", "Created", "a", NOW))  # forgotten
-    recorder.post("grid", build_event(POOL, "Normal", "Created", "c", NOW))  # remembered
+        await recorder.post("grid", build_event(POOL, "Normal", "Created", message, NOW))
+    await recorder.post("grid", build_event(POOL, "Normal", "Created", "a", NOW))  # forgotten
+    await recorder.post("grid", build_event(POOL, "Normal", "Created", "c", NOW))  # remembered
 
     assert api.calls == ["create"] * 4 + ["patch"]
     assert len(recorder._recent) == 2

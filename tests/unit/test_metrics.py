@@ -115,7 +115,7 @@ async def test_the_reconcilers_cloud_calls_reach_the_metrics_hook(
     reconciler = Reconciler(
         ReconcilerSettings(allowed_driver_classes=frozenset({driver})), on_cloud_call=on_cloud_call
     )
-    gateway = reconciler._gateway(
+    gateway = reconciler.caches.gateway(
         account(cloud_type=driver, driver_options=()),
         Credentials("key", "secret"),
     )
@@ -375,8 +375,9 @@ DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 
 def test_alert_rules_are_complete_and_documented() -> None:
-    """No PromQL engine here: the structure is checked (balanced brackets, durations,
-    annotations), and the alerts are the ones docs/deployment.md lists."""
+    """The structure, without a PromQL engine (balanced brackets, durations, annotations),
+    and the alerts are the ones docs/deployment.md lists. Prometheus's own promtool parses
+    and evaluates them in tests/integration/test_alert_rules.py."""
     rules = alert_rules()
     names = [rule["alert"] for rule in rules]
     assert len(names) == len(set(names))

@@ -172,9 +172,9 @@ def test_transient_error_makes_the_pool_reconciling_retrying() -> None:
     mem = memory(backoff={"default": backoff(ErrorKind.TRANSIENT, retry_in=60)})
     conditions = _conditions(_inputs([queue(replicas=2)], [], mem))
     assert set(conditions) == {"Ready", "Reconciling"}
-    assert conditions["Reconciling"].reason == "RetryingAfterError"
+    assert conditions["Reconciling"].reason == "Transient"
     assert "Transient: boom" in conditions["Reconciling"].message
-    assert conditions["Ready"].reason == "RetryingAfterError"
+    assert conditions["Ready"].reason == "Transient"
 
 
 def test_pool_wide_error_makes_the_pool_stalled() -> None:
@@ -189,7 +189,7 @@ def test_pool_wide_error_makes_the_pool_stalled() -> None:
 def test_pool_wide_transient_error_makes_the_pool_reconciling() -> None:
     error = CloudError(ErrorKind.TRANSIENT, "timed out listing nodes", "list")
     conditions = _conditions(_inputs([queue(replicas=1)], vms(1), error=error))
-    assert conditions["Reconciling"].reason == "RetryingAfterError"
+    assert conditions["Reconciling"].reason == "Transient"
     assert "Stalled" not in conditions
 
 

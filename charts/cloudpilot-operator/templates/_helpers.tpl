@@ -113,10 +113,11 @@ checks that these rules are exactly those calls.
 - apiGroups: ["cloudpilot.io"]
   resources: ["cloudpilotpools/status"]
   verbs: ["patch"]
-# kopf posts the operator's Events (created, deleted, failed VMs) on the pool.
+# The operator's Events (created, deleted, failed VMs) on the pool; a repeat within ten
+# minutes patches the first one's count instead of posting another (kube/events.py).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # Cloud credentials, the pilot wrapper and context templates, read by name (kube/secrets.py).
 - apiGroups: [""]
   resources: ["secrets", "configmaps"]

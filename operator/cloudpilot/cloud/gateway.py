@@ -19,7 +19,9 @@ driver's own ``_to_nodes``; and every gateway of one endpoint and credentials sh
 :class:`~cloudpilot.cloud.listing.SharedListing`, so pools that reconcile at about the same
 time are served by a single listing (see that module for why that is safe).
 
-Nothing here decides anything: the reconciler asks, the gateway does and reports.
+Nothing here decides anything: the reconciler asks, the gateway does and reports; how a
+scale-up is split, when batches stop, when a destroy is retried VM by VM and when lookups
+are forgotten are the pure choices of :mod:`cloudpilot.cloud.batching`.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
 from cloudpilot import constants, leader
-from cloudpilot.cloud import errors
+from cloudpilot.cloud import batching, errors
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
 from cloudpilot.cloud.drivers import build_driver, driver_class
 from cloudpilot.cloud.listing import SharedListing, shared_listing
 from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
-from cloudpilot.memory import CloudError, ErrorKind
+from cloudpilot.memory import CloudError
 from cloudpilot.models.queues import CloudAccount, QueueConfig
 
 T = TypeVar("T")
@@ -72,10 +74,6 @@ MAX_LIST_PAGES = 1000
 EC2_LISTED_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 """Every EC2 instance state but ``terminated``: EC2 keeps terminated instances listed for
 up to an hour, and they are nobody's business (``states.GONE`` drops them anyway)."""
-_PER_ID_ERRORS = frozenset({ErrorKind.NOT_FOUND, ErrorKind.INVALID_REQUEST})
-"""Kinds of a failed ``TerminateInstances`` that one bad id in the batch can cause
-(``InvalidInstanceID.NotFound``, ``InvalidInstanceID.Malformed``): only these are worth
-retrying VM by VM."""
 
 
 @dataclass(frozen=True)
@@ -362,9 +360,7 @@ class CloudGateway:
             result = await self._create_batched(request, kwargs)
         else:
             result = await self._create_each(request, kwargs)
-        if result.error is not None and result.error.kind is ErrorKind.NOT_FOUND:
-            # A cached image/flavor/network id the cloud no longer knows: look it up again
-            # next time rather than fail until the cache expires.
+        if batching.forget_lookups_after(result.error):
             self.resolver.forget()
         return result
 
@@ -397,14 +393,10 @@ class CloudGateway:
     async def _create_batched(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
         """Batches of ``batch_size`` go out concurrently (at most ``parallelism`` at once).
 
-        A round trip is paid once for the whole scale-up instead of once per batch. Once a
-        batch has failed, batches not yet sent are not sent: a quota refusal would refuse
-        them too, and the reconciler backs the queue off.
+        A round trip is paid once for the whole scale-up instead of once per batch. After
+        a failure, what is sent is :func:`batching.send_next_batch`'s choice.
         """
-        sizes = [
-            min(self._batch_size, request.count - start)
-            for start in range(0, request.count, self._batch_size)
-        ]
+        sizes = batching.batch_sizes(request.count, self._batch_size)
         failures: list[CloudError] = []
 
         async def batch(batch_no: int, size: int) -> list[ListedNode]:
@@ -420,7 +412,9 @@ class CloudGateway:
                 return nodes if isinstance(nodes, list) else [nodes]
 
             try:
-                nodes = await self._call("create", run, cancelled=lambda: bool(failures))
+                nodes = await self._call(
+                    "create", run, cancelled=lambda: not batching.send_next_batch(failures)
+                )
             except _NotSent:
                 return []
             except Exception as exc:
@@ -479,15 +473,12 @@ class CloudGateway:
     async def _destroy_ec2(self, nodes: Sequence[ListedNode]) -> dict[str, CloudError | None]:
         """One ``TerminateInstances`` per chunk of up to :data:`EC2_TERMINATE_CHUNK` VMs.
 
-        A chunk refused because of one of its ids (an unknown or malformed id fails the
-        whole call) is retried one call per VM, so the others still go. Any other refusal
-        (throttling, a server error, a timeout, rejected credentials) would refuse each of
-        those calls too: it is reported for every VM of the chunk instead, which costs no
-        further call (a throttling storm must not turn one call into a thousand).
+        A refused chunk is retried one call per VM where :func:`batching.retry_one_by_one`
+        says one bad id can explain it; otherwise its error is reported for every VM of the
+        chunk, which costs no further call.
         """
         outcome: dict[str, CloudError | None] = {}
-        for start in range(0, len(nodes), EC2_TERMINATE_CHUNK):
-            chunk = nodes[start : start + EC2_TERMINATE_CHUNK]
+        for chunk in batching.chunks(nodes, EC2_TERMINATE_CHUNK):
 
             def run(driver: ComputeDriver, chunk: Sequence[ListedNode] = chunk) -> Element:
                 ec2 = ec2_driver(driver)
@@ -499,7 +490,7 @@ class CloudGateway:
                 await self._call("destroy", run)
             except Exception as exc:
                 error = errors.classify(exc, "destroy")
-                if len(chunk) > 1 and error.kind in _PER_ID_ERRORS:
+                if batching.retry_one_by_one(error, len(chunk)):
                     for listed in chunk:
                         outcome.update(await self._destroy_ec2([listed]))
                 else:

@@ -4,7 +4,11 @@ DIRAC listed the whole image and size catalogue on every submission, even for ra
 (1.4 s per submission on a 1,300-image catalogue). Here:
 
 * a raw id on a driver known to use only ``.id`` (EC2, OpenStack) becomes a placeholder
-  object with no API call at all;
+  object with no API call at all (OpenStack networks too: Nova takes ``{"uuid": id}``, so
+  Neutron is asked only for ``name:`` networks);
+* a ``name:`` network that matches several networks is a configuration error naming their
+  ids (Neutron does not keep names unique; picking one would put pilots on a network
+  nobody chose);
 * a ``name:`` lookup uses a filtered query where the driver has one (EC2 ``DescribeImages``
   with a name filter) and a listing elsewhere;
 * every answer is cached for ``LOOKUP_CACHE_TTL`` per gateway (one cloud account), so a
@@ -23,6 +27,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from libcloud.compute.base import NodeImage, NodeSize
@@ -178,12 +183,15 @@ class Resolver:
             return {"ex_subnet": self._cached("network", ref, fetch_subnet)}
         if not isinstance(driver, NetworkListingDriver):
             raise ConfigError(f"{type(driver).__name__} has no networks to choose from")
-        found = []
+        found: list[Catalogued] = []
         for ref in refs:
+            if not ref.by_name and _is_openstack(driver):
+                found.append(NetworkById(ref.value))
+                continue
 
             def fetch(ref: Lookup = ref) -> Catalogued:
                 self.lookups += 1
-                return _find(driver.ex_list_networks(), ref, "network")
+                return _find_unique(driver.ex_list_networks(), ref, "network")
 
             found.append(self._cached("network", ref, fetch))
         return {"networks": found}
@@ -205,6 +213,30 @@ class Resolver:
             }
         finally:
             self._offline.on = False
+
+
+@dataclass(frozen=True)
+class NetworkById:
+    """A network given by raw id: libcloud's OpenStack driver sends only ``{"uuid": id}``
+    (``create_node(networks=...)`` reads ``.id`` and nothing else), so no lookup is made."""
+
+    id: str
+    name: str = ""
+
+
+def _find_unique(items: Sequence[C], ref: Lookup, kind: str) -> C:
+    """Like :func:`_find`, but a reference that matches several entries is an error."""
+    attr = "name" if ref.by_name else "id"
+    matches = [item for item in items if getattr(item, attr, None) == ref.value]
+    if len(matches) > 1:
+        ids = ", ".join(sorted(str(m.id) for m in matches))
+        raise ConfigError(
+            f"{kind} {ref} matches {len(matches)} {kind}s ({ids}): give the id of the one "
+            f"to use instead of its name"
+        )
+    if not matches:
+        raise NotFoundError(f"{kind} {ref} not found in the cloud's catalogue")
+    return matches[0]
 
 
 def _find(items: Sequence[C], ref: Lookup, kind: str) -> C:

@@ -11,10 +11,11 @@ everything it started and exits (0 when every step converged).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import importlib.util
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -89,14 +90,56 @@ def run(args: argparse.Namespace) -> int:
         return Demo(ec2, replicas=args.replicas).run()
 
 
+class _Kubectl:
+    """The demo's own requests (it plays the user with kubectl) through the operator's
+    Kubernetes client, from the demo's thread: an event loop of its own runs each call."""
+
+    def __init__(self) -> None:
+        from cloudpilot.kube.client import KubeClient
+
+        self._loop = asyncio.new_event_loop()
+        self._client = KubeClient()
+
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
+        """The answer, or ``None`` for 404."""
+        from cloudpilot.kube.client import ApiError
+
+        try:
+            return self._loop.run_until_complete(
+                self._client.request(method, path, body=body, content_type=content_type)
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+
+
+def _pools_path(name: str = "") -> str:
+    from cloudpilot import constants
+
+    base = (
+        f"/apis/{constants.API_GROUP}/{constants.API_VERSION}/namespaces/{DEMO_NAMESPACE}/"
+        f"{constants.PLURAL}"
+    )
+    return f"{base}/{name}" if name else base
+
+
 class Demo:
     def __init__(self, ec2: Any, *, replicas: int) -> None:
-        from cloudpilot.kube import client
-
         self.ec2 = ec2
         self.replicas = replicas
-        self.core = client.core_v1()
-        self.custom = client.custom_objects()
+        self.kubectl = _Kubectl()
         self.started = time.monotonic()
 
     # -- output -----------------------------------------------------------------------------
@@ -139,27 +182,22 @@ class Demo:
             # default of the product.
             allowed_driver_classes=frozenset({moto_ec2.CLASS_PATH}),
         )
-        with OperatorThread(settings):
-            self.say("operator started (kopf + libcloud's EC2 driver)")
-            try:
-                self._story()
-            except TimeoutError as exc:
-                self.say(f"FAILED: {exc}")
-                return 1
+        try:
+            with OperatorThread(settings):
+                self.say("operator started (kopf + libcloud's EC2 driver)")
+                try:
+                    self._story()
+                except TimeoutError as exc:
+                    self.say(f"FAILED: {exc}")
+                    return 1
+        finally:
+            self.kubectl.close()
         self.say("operator stopped; emulators stopping. Demo complete.")
         return 0
 
     def _story(self) -> None:
-        from cloudpilot import constants
-
         self.say(f"kubectl apply: CloudPilotPool {DEMO_POOL} with replicas={self.replicas}")
-        self.custom.create_namespaced_custom_object(
-            constants.API_GROUP,
-            constants.API_VERSION,
-            DEMO_NAMESPACE,
-            constants.PLURAL,
-            self._pool_manifest(),
-        )
+        self.kubectl("POST", _pools_path(), self._pool_manifest())
         self._until(
             lambda s: s.get("running") == self.replicas and self._ready(s),
             f"{self.replicas} pilots running",
@@ -204,34 +242,27 @@ class Demo:
         self.show_closed_loop()
 
         self.say(f"kubectl delete cpp {DEMO_POOL} (deletionPolicy: Delete)")
-        self.custom.delete_namespaced_custom_object(
-            constants.API_GROUP,
-            constants.API_VERSION,
-            DEMO_NAMESPACE,
-            constants.PLURAL,
-            DEMO_POOL,
-        )
+        self.kubectl("DELETE", _pools_path(DEMO_POOL))
         self._wait(
             lambda: self._pool() is None and not self._live_vms(),
             "pool gone and every VM terminated",
         )
         self.say("  the pool is gone and none of its VMs is left running")
         self.say("events recorded on the pool:")
-        events = self.core.list_namespaced_event(DEMO_NAMESPACE).items
+        listing = self.kubectl("GET", f"/api/v1/namespaces/{DEMO_NAMESPACE}/events") or {}
+        events: list[dict[str, Any]] = listing.get("items") or []
         # In time order (kubectl's order), not the API's listing order (by name).
-        events.sort(key=lambda e: str(e.last_timestamp or e.first_timestamp or ""))
+        events.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("firstTimestamp") or ""))
         for event in events[-8:]:
-            self.say(f"  {event.type:7} {event.reason:10} {event.message}")
+            self.say(
+                f"  {event.get('type', ''):7} {event.get('reason', ''):10} {event.get('message')}"
+            )
 
     # -- Kubernetes and cloud plumbing ------------------------------------------------------
 
     def _prepare(self) -> None:
-        import kubernetes
-
-        meta = kubernetes.client.V1ObjectMeta
-        self.core.create_namespace(
-            kubernetes.client.V1Namespace(metadata=meta(name=DEMO_NAMESPACE))
-        )
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}}
+        self.kubectl("POST", "/api/v1/namespaces", namespace)
         key, secret = self.ec2.credentials
         for name, data in (
             ("ec2-credentials", {"key": key, "secret": secret}),
@@ -240,13 +271,13 @@ class Demo:
                 {"pilot.sh": "#!/bin/sh\n# stand-in for DIRAC's pilot wrapper\necho pilot\n"},
             ),
         ):
-            self.core.create_namespaced_secret(
-                DEMO_NAMESPACE,
-                kubernetes.client.V1Secret(
-                    metadata=meta(name=name),
-                    data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
-                ),
-            )
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
+            }
+            self.kubectl("POST", f"/api/v1/namespaces/{DEMO_NAMESPACE}/secrets", secret)
         self.say("namespace pilots, Secrets ec2-credentials and pilot created")
 
     def _pool_manifest(self) -> dict[str, Any]:
@@ -274,35 +305,15 @@ class Demo:
         }
 
     def _scale(self, replicas: int) -> None:
-        from cloudpilot import constants
-
-        self.custom.patch_namespaced_custom_object_scale(
-            constants.API_GROUP,
-            constants.API_VERSION,
-            DEMO_NAMESPACE,
-            constants.PLURAL,
-            DEMO_POOL,
+        self.kubectl(
+            "PATCH",
+            _pools_path(DEMO_POOL) + "/scale",
             {"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
         )
 
     def _pool(self) -> dict[str, Any] | None:
-        import kubernetes
-
-        from cloudpilot import constants
-
-        try:
-            pool: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                constants.API_GROUP,
-                constants.API_VERSION,
-                DEMO_NAMESPACE,
-                constants.PLURAL,
-                DEMO_POOL,
-            )
-        except kubernetes.client.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return pool
+        return self.kubectl("GET", _pools_path(DEMO_POOL))
 
     def _status(self) -> dict[str, Any]:
         return (self._pool() or {}).get("status") or {}

@@ -31,6 +31,12 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         help="DIRAC's cloud.auth ini: its entry for each CE goes into that pool's Secret "
         "(without it, the Secret is a template with placeholders)",
     )
+    parser.add_argument(
+        "--template-family",
+        choices=("el9", "centos7"),
+        help="the built-in cloud-init template for every queue (default: read from each "
+        "image name; a raw image id leaves the operator's default, el9)",
+    )
     parser.add_argument("--namespace", "-n", metavar="NS", help="namespace of the manifests")
     parser.add_argument("-o", "--output", metavar="OUT", help="write here instead of stdout")
 
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             auth=auth,
             source=Path(args.cfg).name,
+            template_family=args.template_family,
         )
     except (dirac_import.DiracConfigError, CloudAuthError) as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None

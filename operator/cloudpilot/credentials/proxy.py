@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any
 
 from cloudpilot.credentials.chain import ProxyInfo, ProxyKind, dirac_dn, parse_proxy
+from cloudpilot.reasons import Reason
 from cloudpilot.status import Condition, timestamp
 
 __all__ = [
@@ -53,11 +54,13 @@ MAX_PROBLEMS_SHOWN = 5
 
 
 class ProxyReason(StrEnum):
-    VALID = "ProxyValid"
-    EXPIRING = "ProxyExpiring"
-    EXPIRED = "ProxyExpired"
-    NOT_YET_VALID = "ProxyNotYetValid"
-    INVALID = "InvalidProxy"
+    """The proxy's state, named from the one vocabulary (:mod:`cloudpilot.reasons`)."""
+
+    VALID = Reason.PROXY_VALID.value
+    EXPIRING = Reason.PROXY_EXPIRING.value
+    EXPIRED = Reason.PROXY_EXPIRED.value
+    NOT_YET_VALID = Reason.PROXY_NOT_YET_VALID.value
+    INVALID = Reason.INVALID_PROXY.value
 
 
 def _margin(value: timedelta | float) -> timedelta:
@@ -170,7 +173,7 @@ def proxy_condition(
         reason is ProxyReason.INVALID and (stop_on_invalid or not info.usable)
     )
     return ProxyVerdict(
-        condition=Condition(CONDITION_TYPE, status, reason.value, message),
+        condition=Condition(CONDITION_TYPE, status, Reason(reason.value), message),
         reason=reason,
         stop=stop,
         message=message,
@@ -187,5 +190,5 @@ def proxy_event(
     if before == verdict.reason.value:
         return None
     if verdict.reason is ProxyReason.VALID:
-        return ("Normal", "ProxyRenewed", verdict.message) if before is not None else None
-    return ("Warning", verdict.reason.value, verdict.message)
+        return ("Normal", Reason.PROXY_RENEWED, verdict.message) if before is not None else None
+    return ("Warning", Reason(verdict.reason.value), verdict.message)

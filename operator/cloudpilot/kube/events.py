@@ -2,20 +2,17 @@
 
 The scheduler runs outside kopf's per-object handler tasks, where ``kopf.event`` finds its
 posting queue, so CloudPilot posts its own (teardown too, so that every event of a pool
-goes one way): a core/v1 Event per distinct event, in a worker thread (the official client
-is synchronous); a repeat within ten minutes patches the posted one's ``count`` instead
-(:class:`EventRecorder`), as client-go's recorder does. Messages pass through redaction once
-more on the way out: an event outlives the pod and is readable by anyone who may list events
-in the namespace. A failed post is logged and dropped, as kopf does: an event is a courtesy,
-never a reason to fail a reconcile.
+goes one way): a core/v1 Event per distinct event, through the operator's client
+(:mod:`cloudpilot.kube.client`); a repeat within ten minutes patches the posted one's
+``count`` instead (:class:`EventRecorder`), as client-go's recorder does. Messages pass
+through redaction once more on the way out: an event outlives the pod and is readable by
+anyone who may list events in the namespace. A failed post is logged and dropped, as kopf
+does: an event is a courtesy, never a reason to fail a reconcile.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -81,26 +78,24 @@ class _Posted:
 class EventApi(Protocol):
     """The two calls of the API server events need (a fake one in the unit tests)."""
 
-    def create(self, namespace: str, event: dict[str, Any]) -> str:
+    async def create(self, namespace: str, event: dict[str, Any]) -> str:
         """Create ``event``; its name."""
 
-    def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+    async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """Merge-patch the Event ``name``; :class:`LookupError` when it is gone (404)."""
 
 
 class _KubeEventApi:
-    def create(self, namespace: str, event: dict[str, Any]) -> str:
-        response = client.core_v1().create_namespaced_event(
-            namespace, event, field_validation="Strict", _preload_content=False
-        )
-        return str(json.loads(response.data)["metadata"]["name"])
+    """:class:`EventApi` through the current operator run's client."""
 
-    def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
+    async def create(self, namespace: str, event: dict[str, Any]) -> str:
+        created = await client.current().create_event(namespace, event)
+        return str(created["metadata"]["name"])
 
+    async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         try:
-            client.core_v1().patch_namespaced_event(name, namespace, patch, _preload_content=False)
-        except ApiException as exc:
+            await client.current().patch_event(namespace, name, patch)
+        except client.ApiError as exc:
             if exc.status == 404:
                 raise LookupError(name) from None
             raise
@@ -123,8 +118,8 @@ class EventRecorder:
         self.window = window
         self.capacity = capacity
         self.clock = clock
+        # Touched only from the event loop, between awaits: no lock needed.
         self._recent: OrderedDict[EventKey, _Posted] = OrderedDict()
-        self._lock = threading.Lock()
 
     @staticmethod
     def key(event: Mapping[str, Any]) -> EventKey:
@@ -138,19 +133,18 @@ class EventRecorder:
             str(event.get("message")),
         )
 
-    def post(self, namespace: str, event: dict[str, Any]) -> None:
-        """Create or aggregate ``event`` (blocking: called in a worker thread)."""
+    async def post(self, namespace: str, event: dict[str, Any]) -> None:
+        """Create or aggregate ``event``."""
         key = self.key(event)
         now = self.clock()
-        with self._lock:
-            seen = self._recent.get(key)
-            if seen is not None and now - seen.posted_at > self.window:
-                del self._recent[key]
-                seen = None
+        seen = self._recent.get(key)
+        if seen is not None and now - seen.posted_at > self.window:
+            del self._recent[key]
+            seen = None
         if seen is not None:
             count = seen.count + 1
             try:
-                self.api.patch(
+                await self.api.patch(
                     namespace,
                     seen.name,
                     {"count": count, "lastTimestamp": event["lastTimestamp"]},
@@ -160,15 +154,14 @@ class EventRecorder:
             else:
                 self._remember(key, replace(seen, count=count, posted_at=now))
                 return
-        name = self.api.create(namespace, event)
+        name = await self.api.create(namespace, event)
         self._remember(key, _Posted(name, 1, event["firstTimestamp"], now))
 
     def _remember(self, key: EventKey, posted: _Posted) -> None:
-        with self._lock:
-            self._recent[key] = posted
-            self._recent.move_to_end(key)
-            while len(self._recent) > self.capacity:
-                self._recent.popitem(last=False)
+        self._recent[key] = posted
+        self._recent.move_to_end(key)
+        while len(self._recent) > self.capacity:
+            self._recent.popitem(last=False)
 
 
 recorder = EventRecorder()
@@ -181,7 +174,7 @@ async def post_events(body: Mapping[str, Any], events: Iterable[Any]) -> None:
     for event in events:
         payload = build_event(body, event.type, event.reason, event.message, datetime.now(UTC))
         try:
-            await asyncio.to_thread(recorder.post, namespace, payload)
+            await recorder.post(namespace, payload)
         except Exception as exc:  # see the module docstring
             logger.warning(
                 "could not post event %s for %s/%s: %s",

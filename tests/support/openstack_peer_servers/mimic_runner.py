@@ -28,6 +28,11 @@ One route is added: ``GET /cloudpilot-peer/nova/<region>/<tenant>/servers/<id>``
 servers), so tests can check what reached the cloud (base64 user data, config_drive,
 networks) although Nova's API never shows it back.
 
+Two things a real cloud has and mimic lacks are added here (see :mod:`neutron_and_tokens`):
+the part of Neutron libcloud uses (``/neutron/v2.0/networks``), and token checking on
+Nova and Neutron against keystone, so an expired or made-up token is refused with 401 as
+keystonemiddleware refuses it in front of a real Nova.
+
 The bound port is written as JSON to ``--ready-file`` once listening. The process stops on
 SIGTERM (Twisted's reactor handles it) and by itself when its parent goes away.
 """
@@ -70,6 +75,7 @@ def serve(region: str, clock_mode: str, ready_file: Path, parent_pid: int, verbo
     from mimic.core import MimicCore
     from mimic.resource import MimicRoot, get_site
     from mimic.rest.nova_api import NovaApi, NovaControlApi
+    from neutron_and_tokens import TokenGuard, add_routes
     from twisted.internet import reactor
     from twisted.internet.task import Clock, LoopingCall
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -119,8 +125,10 @@ def serve(region: str, clock_mode: str, ready_file: Path, parent_pid: int, verbo
         request.setResponseCode(404)
         return b'{"error": "no such server"}'
 
+    guard = TokenGuard()
+    add_routes(MimicRoot.app, guard)
     root = MimicRoot(core, clock)
-    site = get_site(root.app.resource(), logging=verbose)
+    site = get_site(guard.wrap(root.app.resource()), logging=verbose)
     port = reactor.listenTCP(0, site, interface=LOOPBACK)
     _write_ready_file(
         ready_file,
