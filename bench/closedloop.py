@@ -63,7 +63,8 @@ def _pool_vms(cloud: Cloud, name: str) -> list[Any]:
     """The pool's VMs that are not terminated, listed directly (not through the proxy, so
     the operator's call counts stay its own). Terminated ones are filtered out by moto:
     an hour of open-loop churn leaves hundreds."""
-    nodes = cloud.driver(proxied=False).list_nodes(ex_filters={"instance-state-name": _NOT_GONE})
+    not_gone: Any = {"instance-state-name": _NOT_GONE}  # libcloud's stub says str
+    nodes = cloud.driver(proxied=False).list_nodes(ex_filters=not_gone)
     return [n for n in nodes if n.name.startswith(f"cp-{name}")]
 
 

@@ -97,8 +97,10 @@ class ReconcilerHarness:
             self.settings,
             allowed_driver_classes=self.settings.allowed_driver_classes | {DRIVER_CLASS},
         )
-        clock = {"clock": self.clock} if self.clock is not None else {}
-        self.reconciler = Reconciler(self.settings, read_secret=read_secret, **clock)
+        if self.clock is None:
+            self.reconciler = Reconciler(self.settings, read_secret=read_secret)
+        else:
+            self.reconciler = Reconciler(self.settings, read_secret=read_secret, clock=self.clock)
 
     async def reconcile(self, name: str, replicas: int, **extra: Any) -> dict[str, Any]:
         return (await self.cycle(name, replicas, **extra))[0]
