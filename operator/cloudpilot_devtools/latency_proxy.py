@@ -100,6 +100,12 @@ _SKIP_HEADERS: Final = frozenset(
 )
 
 
+RUN_INSTANCES_KEPT = 100
+"""RunInstances requests whose parameters the proxy keeps (a bound, whatever the churn)."""
+_NOT_LOGGED = frozenset({"UserData", "Signature", "AWSAccessKeyId", "SecurityToken"})
+"""Never kept: the pilot's user data (it carries a proxy) and anything that signs."""
+
+
 @dataclass(frozen=True)
 class InjectedFault:
     """An EC2-style error answered instead of forwarding."""
@@ -279,6 +285,7 @@ class LatencyProxy(SocketServerThread):
         self._action_latency: dict[str, float] = {}
         self._user_data_limit = user_data_limit
         self._counts: Counter[str] = Counter()
+        self._run_instances: list[dict[str, str]] = []
         self._faults_served: Counter[str] = Counter()
         self._faults: dict[str, list[InjectedFault]] = {}
         self._lost_answers: Counter[str] = Counter()
@@ -389,6 +396,14 @@ class LatencyProxy(SocketServerThread):
             return dict(self._counts)
 
     @property
+    def run_instances_requests(self) -> list[dict[str, str]]:
+        """The parameters of the last RunInstances requests (at most
+        :data:`RUN_INSTANCES_KEPT`), without user data or signature fields: what the client
+        asked EC2 for (MinCount, MaxCount, InstanceMarketOptions ...), for tests to read."""
+        with self._lock:
+            return [dict(p) for p in self._run_instances]
+
+    @property
     def faults_served(self) -> dict[str, int]:
         """Snapshot of injected error answers per error code."""
         with self._lock:
@@ -398,6 +413,7 @@ class LatencyProxy(SocketServerThread):
         """Zero :attr:`counts`, :attr:`faults_served` and the delay accumulators."""
         with self._lock:
             self._counts.clear()
+            self._run_instances.clear()
             self._faults_served.clear()
             self._injected_delay = 0.0
             self._delayed_requests = 0
@@ -602,6 +618,11 @@ class LatencyProxy(SocketServerThread):
         """Count, delay, then pick the fault (if any) to answer instead of forwarding."""
         with self._lock:
             self._counts[action] += 1
+            if action == "RunInstances":
+                self._run_instances.append(
+                    {k: v for k, v in params.items() if k not in _NOT_LOGGED and "Amz" not in k}
+                )
+                del self._run_instances[:-RUN_INSTANCES_KEPT]
             delay = self._action_latency.get(action, self._latency)
             if delay > 0:
                 self._injected_delay += delay
