@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from cloudpilot import constants
+from cloudpilot.cloud import nova_limits
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,18 @@ class HeadroomSource(Protocol):
 def known(limit: int, now: datetime, source: str) -> Headroom:
     """A limit a :class:`HeadroomSource` read from the API: trusted like a learned one."""
     return Headroom(limit=max(limit, 0), learned_at=now, source=source)
+
+
+def from_nova(
+    nova: nova_limits.Headroom, *, ours_live: int, vcpus: int, ram_mb: int, now: datetime
+) -> Headroom | None:
+    """The account's limit for CloudPilot from Nova's ``/limits`` (issue 16's reader):
+    the VMs of the queue's flavor that still fit, on top of the ones CloudPilot runs there
+    (Nova's usage already counts them). None: Nova enforces no limit that applies."""
+    fit = nova.vms_that_fit(vcpus=vcpus, ram_mb=ram_mb)
+    if fit is None:
+        return None
+    return known(ours_live + fit, now, "nova-limits")
 
 
 def learn(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from cloudpilot import capacity, constants
 from cloudpilot.capacity import Usage
+from cloudpilot.cloud import nova_limits
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -54,3 +55,30 @@ def test_a_pool_above_its_share_gets_no_room_and_the_other_gets_what_is_free() -
 
 def test_a_known_limit_from_a_quota_reader() -> None:
     assert capacity.known(-3, NOW, "nova-limits").limit == 0
+
+
+def test_nova_limits_become_the_accounts_limit_for_cloudpilot() -> None:
+    """Issue 16's reader wired in: what still fits of the flavor, on top of our live VMs."""
+    nova = nova_limits.headroom(
+        {
+            "limits": {
+                "absolute": {
+                    "maxTotalInstances": 20,
+                    "totalInstancesUsed": 12,
+                    "maxTotalCores": 40,
+                    "totalCoresUsed": 32,
+                    "maxTotalRAMSize": -1,
+                }
+            }
+        }
+    )
+    # 8 instances left but only 8 cores: 4 VMs of 2 vCPUs; CloudPilot runs 5 of the 12.
+    limit = capacity.from_nova(nova, ours_live=5, vcpus=2, ram_mb=4096, now=NOW)
+    assert limit is not None
+    assert (limit.limit, limit.source) == (9, "nova-limits")
+    assert capacity.effective_limit(limit, NOW) == 9
+
+
+def test_unlimited_nova_limits_say_nothing() -> None:
+    nova = nova_limits.headroom({"absolute": {"maxTotalInstances": -1}})
+    assert capacity.from_nova(nova, ours_live=3, vcpus=1, ram_mb=1, now=NOW) is None
