@@ -41,7 +41,7 @@ from bench.common import (
     pool_spec,
     ratio,
 )
-from cloudpilot import naming
+from cloudpilot import constants, naming
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, _describe_instances
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.models.queues import effective_queues
@@ -336,6 +336,6 @@ async def _scale_to_zero(
     return Result("scale-to-zero", n, round(latency * 1000), base, ours, floor)
 
 
-def expected_calls(n: int, batch: int = 100) -> dict[str, int]:
+def expected_calls(n: int, batch: int = constants.DEFAULT_BATCH_SIZE) -> dict[str, int]:
     """What CloudPilot should cost (checked by the tests; printed for reference)."""
     return {"bring-up": 2 + math.ceil(n / batch), "status": 1, "scale-to-zero": 2}

@@ -116,7 +116,10 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def _operator(kubeconfig: Path, interval: float, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _operator(
+    kubeconfig: Path, interval: float, log: Path, *, tree: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``tree``: the ``operator/`` directory to run (default: this checkout's)."""
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -126,7 +129,7 @@ def _operator(kubeconfig: Path, interval: float, log: Path) -> Iterator[subproce
         "CLOUDPILOT_RATE_BURST": "1000",
         # The pools name the moto driver's class path: the operator must allow it.
         "CLOUDPILOT_ALLOWED_DRIVER_CLASSES": DRIVER_CLASS,
-        "PYTHONPATH": str(REPO / "operator"),
+        "PYTHONPATH": tree or str(REPO / "operator"),
     }
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -215,6 +218,8 @@ def _create_pools(cloud: Cloud, pools: int) -> dict[str, int]:
                 ),
             )
     wanted = {}
+    if pools >= 1000:  # the Python client's default pool of 4 connections is the limit
+        return _create_pools_concurrently(custom, cloud, pools)
     for i in range(pools):
         name = f"pool-{i:04d}"
         wanted[name] = _replicas(i, pools)
@@ -230,6 +235,30 @@ def _create_pools(cloud: Cloud, pools: int) -> dict[str, int]:
                 "spec": pool_spec(cloud, wanted[name]),
             },
         )
+    return wanted
+
+
+def _create_pools_concurrently(custom: Any, cloud: Cloud, pools: int) -> dict[str, int]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = {f"pool-{i:05d}": _replicas(i, pools) for i in range(pools)}
+
+    def create(name: str) -> None:
+        custom.create_namespaced_custom_object(
+            constants.API_GROUP,
+            constants.API_VERSION,
+            NAMESPACE,
+            constants.PLURAL,
+            {
+                "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
+                "kind": constants.KIND,
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": pool_spec(cloud, wanted[name]),
+            },
+        )
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(create, wanted))
     return wanted
 
 

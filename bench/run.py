@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import closedloop, cloud_ops, faults, operator_scale
+from bench import closedloop, cloud_ops, faults, kube_scenarios, operator_scale
 from bench.common import emulated_cloud
 
 TARGETS = {
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             "steady",
             "operator",
             "faults",
+            "scale-to-wire",
+            "manypools",
             "closedloop",
         ],
         action="append",
@@ -88,22 +90,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pools",
         type=int,
-        default=200,
+        default=None,
         help="pools for the operator run (default 200: the Kubernetes emulator slows down "
-        "past a few hundred objects; RSS is then projected linearly to 1,000)",
+        "past a few hundred objects; RSS is then projected linearly to 1,000) and for "
+        "manypools (default 10,000, on a real kube-apiserver)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=20, help="scale-to-wire: kubectl scale runs (default 20)"
+    )
+    parser.add_argument(
+        "--latency-ms", type=int, default=100, help="scale-to-wire: cloud latency (default 100)"
     )
     parser.add_argument("--json", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args(argv)
     full = bool(args.full)
-    only = set(
-        args.only
-        or ["bring-up", "status", "scale-to-zero", "steady", "operator", "faults", "closedloop"]
-    )
+    # manypools (minutes, thousands of objects on a real API server): only when asked for.
+    default = ["bring-up", "status", "scale-to-zero", "steady", "operator", "faults", "closedloop"]
+    only = set(args.only or [*default, "scale-to-wire"])
+    operator_pools = args.pools or 200
     budget = 600.0 if full else 15.0  # seconds a one-at-a-time baseline may run in full
     sample = 20
     logging.basicConfig(level=logging.WARNING)
 
     report: dict[str, Any] = {"machine": _machine(), "mode": "full" if full else "quick"}
+    command = " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])])
+    report["command"] = command
+    print(f"command: {command}")
     print(f"machine: {report['machine']}  mode: {report['mode']}")
     ops: list[cloud_ops.Result] = []
     with emulated_cloud() as cloud:
@@ -140,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         if "operator" in only:
             interval = 20.0 if full else 15.0
             idle, phases, log = operator_scale.operator_at_scale(
-                cloud, args.pools, interval=interval, window_cycles=3 if full else 2
+                cloud, operator_pools, interval=interval, window_cycles=3 if full else 2
             )
-            print(f"\n== the operator in a subprocess, {args.pools} pools on one account ==")
+            print(f"\n== the operator in a subprocess, {operator_pools} pools on one account ==")
             print(f"idle RSS (no pool): {idle} MiB   log: {log}")
             for p in phases:
                 print(
@@ -151,20 +163,48 @@ def main(argv: list[str] | None = None) -> int:
                     f"cycle: {p.describe_instances_per_cycle}, other calls: {p.other_calls}"
                 )
             worst = max(p.rss_mb for p in phases)
-            per_pool = (worst - idle) / args.pools
+            per_pool = (worst - idle) / operator_pools
             projected = round(idle + per_pool * 1000, 1)
-            if args.pools != 1000:
+            if operator_pools != 1000:
                 print(
-                    f"projected to 1,000 pools (linear from idle to {args.pools} pools, "
+                    f"projected to 1,000 pools (linear from idle to {operator_pools} pools, "
                     f"{per_pool * 1024:.0f} KiB per pool): {projected} MiB"
                 )
             report["operator"] = {
                 "idle_rss_mb": idle,
-                "pools": args.pools,
+                "pools": operator_pools,
                 "kib_per_pool": round(per_pool * 1024, 1),
                 "projected_rss_mb_1000_pools": projected,
                 "phases": [asdict(p) for p in phases],
             }
+
+        if "scale-to-wire" in only:
+            wire = kube_scenarios.scale_to_wire(
+                cloud, runs=args.runs, latency=args.latency_ms / 1000
+            )
+            data = wire.as_dict()
+            print(
+                f"\n== kubectl scale -> RunInstances on the wire (real kube-apiserver, "
+                f"{wire.latency_ms} ms per cloud call, {wire.runs} runs) =="
+            )
+            print(
+                f"median {data['median_ms']} ms, p95 {data['p95_ms']} ms, "
+                f"min {data['min_ms']} ms, max {data['max_ms']} ms "
+                f"(target: 50 ms + one round trip = {50 + wire.latency_ms} ms)"
+            )
+            report["scale_to_wire"] = data
+        if "manypools" in only:
+            pools = args.pools or 10_000
+            many = kube_scenarios.many_pools(cloud, pools)
+            print(f"\n== {pools} pools on one account, real kube-apiserver ==")
+            print(
+                f"created in {many.create_seconds} s; all reconciled {many.converge_seconds} s "
+                f"after the first was created; RSS {many.idle_rss_mb} MiB idle, "
+                f"{many.rss_mb} MiB after (peak {many.peak_rss_mb}); per {many.interval:g} s "
+                f"interval: DescribeInstances {many.describe_instances_per_cycle}, pools "
+                f"written {many.pools_written_per_cycle}; other calls {many.other_calls}"
+            )
+            report["manypools"] = asdict(many)
 
     if "faults" in only:
         run = faults.converge_under_faults()
@@ -255,6 +295,23 @@ def _targets(report: dict[str, Any]) -> dict[str, str]:
         out["rss_mb_1000_pools"] = (
             f"{value} MiB {how} (target <= {TARGETS['rss_mb_1000_pools']}): "
             f"{'met' if value <= TARGETS['rss_mb_1000_pools'] else 'NOT met'}"
+        )
+    if "scale_to_wire" in report:
+        wire = report["scale_to_wire"]
+        bound = 50 + wire["latency_ms"]
+        out["scale_to_wire"] = (
+            f"median {wire['median_ms']} ms, p95 {wire['p95_ms']} ms (target <= {bound} ms): "
+            f"{'met' if wire['p95_ms'] <= bound else 'NOT met'} at p95"
+        )
+    if "manypools" in report:
+        many = report["manypools"]
+        ok = many["rss_mb"] <= 300 and many["describe_instances_per_cycle"] <= 1
+        out["manypools"] = (
+            f"{many['pools']} pools: RSS {many['rss_mb']} MiB (target <= 300), "
+            f"{many['describe_instances_per_cycle']} listings per interval (target 1), all "
+            f"reconciled in {many['converge_seconds']} s (target: one interval, "
+            f"{many['interval']:g} s): "
+            f"{'met' if ok and many['converge_seconds'] <= many['interval'] else 'NOT met'}"
         )
     return out
 

@@ -21,8 +21,9 @@ from datetime import datetime
 from typing import Any
 
 from cloudpilot import capacity, metrics, outcomes, planner
-from cloudpilot.cloud.gateway import CreateResult
+from cloudpilot.cloud.results import CreateResult
 from cloudpilot.cycle_events import Event
+from cloudpilot.early_create import LastLook
 from cloudpilot.memory import ErrorKind, PoolMemory
 from cloudpilot.models.queues import QueueConfig
 from cloudpilot.models.vms import ObservedVM, Phase
@@ -30,6 +31,15 @@ from cloudpilot.reasons import Reason
 from cloudpilot.status import Condition
 
 _LIVE = (Phase.STARTING, Phase.RUNNING, Phase.UNKNOWN)
+_WARNING_STATES = frozenset(
+    {
+        outcomes.LoopState.HELD_AFTER_FIZZLES,
+        outcomes.LoopState.HELD_AFTER_FAILURES,
+        outcomes.LoopState.QUOTA_LIMITED,
+    }
+)
+"""Loop states whose Event is a Warning: the pool runs short of replicas. Open, RampingUp
+and Disabled (the admin's own choice) are Normal."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,21 @@ class ClosedLoop:
         return LoopReport(
             blocks, tuple(conditions), (*events, *notices), self.next_wake(pool_uid, now)
         )
+
+    def early_gates(
+        self,
+        pool_uid: str,
+        queues: Sequence[QueueConfig],
+        last: LastLook | None,
+        memory: PoolMemory,
+        now: datetime,
+    ) -> dict[str, planner.QueueGate] | None:
+        """The gates for an early scale-up (before the listing), from the last look: a
+        queue held after the last cycle's fizzles stays held. None: the loop does not know
+        the pool (no early creation then)."""
+        if last is None or pool_uid not in self._pools:
+            return None
+        return self.gates(pool_uid, queues, last.observed, memory, now)
 
     # -- before planning ---------------------------------------------------------------
 
@@ -376,7 +401,7 @@ class ClosedLoop:
                 held_messages.append(f"queue {q.name}: {v.message}")
             old = before.get(q.name, {})
             if old.get("state", outcomes.LoopState.OPEN.value) != v.state.value:
-                kind = "Normal" if v.state is outcomes.LoopState.OPEN else "Warning"
+                kind = "Warning" if v.state in _WARNING_STATES else "Normal"
                 reason = Reason(f"ClosedLoop{v.state.value}")
                 notices.append(Event(kind, reason, v.message, queue=q.name))
         conditions: list[Condition] = []

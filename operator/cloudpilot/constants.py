@@ -45,7 +45,7 @@ pending), so that progress shows quickly without polling a quiet pool."""
 MAX_CONCURRENT_RECONCILES: Final = 64
 """Pools reconciled at the same time by the operator's one scheduler. A reconcile mostly
 waits (a shared listing, a create, a status patch), so 64 keeps a 2-core pod busy without
-queueing a thousand status patches behind six worker threads; pools sharing an account
+a thousand cycles holding cloud calls and API connections at once; pools sharing an account
 share one listing whatever this is. ``operator.maxConcurrentReconciles`` in the chart."""
 
 SCHEDULER_STOP_TIMEOUT: Final = 5.0
@@ -82,16 +82,19 @@ MAX_BACKOFF_SECONDS: Final = 86_400.0
 DEFAULT_MAX_CREATES_PER_CYCLE: Final = 500
 """Most VMs one pool asks the cloud for in one reconcile (all its queues together). A pool
 scaling up by thousands converges over several cycles, each a bounded amount of work, and
-the other pools are reconciled between them. 500 is five default batches, which EC2
-starts in a few seconds. ``operator.maxCreatesPerCycle`` in the chart."""
+the other pools are reconciled between them. 500 is one EC2 batch, which EC2 starts in
+a few seconds. ``operator.maxCreatesPerCycle`` in the chart."""
 
 DEFAULT_CREATE_PARALLELISM: Final = 8
 """Concurrent create/destroy calls per cloud account where the provider has no batch API.
 libcloud is synchronous, so each call holds a worker thread."""
 
-DEFAULT_BATCH_SIZE: Final = 100
-"""Largest single batched create (EC2 ``MinCount/MaxCount``). EC2 accepts more, but a
-smaller batch keeps a single quota refusal from blocking a whole scale-up."""
+DEFAULT_BATCH_SIZE: Final = 1000
+"""The site's cap on one batched create (EC2 ``MinCount/MaxCount``). Each provider has its
+own maximum (:mod:`cloudpilot.cloud.batching`: EC2 1,000, one VM per call elsewhere); this
+only lowers it. 1,000 leaves EC2's maximum in force, so a cycle's scale-up of a queue (at
+most ``maxCreatesPerCycle``) is one call; a site often at its quota may lower it, since a
+batch is all-or-nothing."""
 
 LOOKUP_CACHE_TTL: Final = 3_600.0
 """Seconds a resolved ``name:`` image, flavor or network id is trusted. Catalogues change

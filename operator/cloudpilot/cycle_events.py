@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from cloudpilot import constants, planner
 from cloudpilot import memory as mem
-from cloudpilot.cloud.gateway import CreateResult
+from cloudpilot.cloud.results import CreateResult
 from cloudpilot.reasons import Reason
 
 

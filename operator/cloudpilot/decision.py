@@ -18,11 +18,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from cloudpilot import constants, planner
+from cloudpilot import constants, early_create, planner
 from cloudpilot import memory as mem
 from cloudpilot.closedloop import LoopReport, attach
-from cloudpilot.cloud.gateway import CreateResult
-from cloudpilot.credentials.proxy import ProxyReason
+from cloudpilot.cloud.results import CreateResult
+from cloudpilot.credentials.proxy import ProxyReason, ProxyReport
 from cloudpilot.cycle_events import (
     Event,
     blocking_event,
@@ -35,7 +35,6 @@ from cloudpilot.inventory import queue_prefixes
 from cloudpilot.models.queues import CloudAccount, QueueConfig
 from cloudpilot.models.spec import PoolSpec, ScaleDownPolicy
 from cloudpilot.models.vms import ObservedVM
-from cloudpilot.pilot_proxy import ProxyReport
 from cloudpilot.reasons import Reason
 from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
 
@@ -81,7 +80,11 @@ class Observation:
     leading: bool = True
     """This replica holds the Lease (the cloud writes are fenced again right before each)."""
     jitter: float = 0.5
+    early: tuple[CreateResult, ...] = ()
+    """Creations sent before this cycle's listing came back (:func:`early_scale_up`)."""
     """In [0, 1), drawn by the caller: spreads the retries of pools that failed together."""
+    extra_status: Mapping[str, Any] = field(default_factory=dict)
+    """Status other parts own, shown as they say (``selector``, ``dirac``: cloudpilot.dirac)."""
     gates: Mapping[str, planner.QueueGate] = field(default_factory=dict)
     """What the closed loop lets each queue create (held, ramping up, the cloud's quota):
     :meth:`cloudpilot.closedloop.ClosedLoop.steer`. Empty: the plan is not gated."""
@@ -151,6 +154,8 @@ def decide(
         # The spec cannot be acted on: touch nothing, remember nothing new.
         return Decision(planner.Plan(), memory, blocking=obs.problem)
     memory = mem.for_generation(memory, obs.generation)
+    for result in obs.early:  # pending before the listing is applied, like any creation
+        memory = _record_creation(memory, result, now, obs)
     memory = mem.observe(memory, (vm.id for vm in obs.observed), now)
     memory = _note_credentials(memory, obs.accounts)
     # An account that could not be listed blocks the whole pool's plan this cycle.
@@ -176,6 +181,48 @@ def decide(
         audit=tuple(planned(plan.creations, plan.deletions)) if act else (),
         by_account=by_account(plan.deletions, obs) if act else {},
     )
+
+
+def early_scale_up(
+    last: early_create.LastLook | None,
+    queues: Sequence[QueueConfig],
+    spec: PoolSpec,
+    proxy: ProxyReport,
+    memory: mem.PoolMemory,
+    now: datetime,
+    tuning: Tuning = Tuning(),
+    gates: Mapping[str, planner.QueueGate] | None = None,
+) -> tuple[planner.Creation, ...]:
+    """Creations to send at once, beside this cycle's listing, decided from the pool's last
+    look and memory (:mod:`cloudpilot.early_create` says why that cannot duplicate a VM);
+    none when the last look cannot be trusted. The same limits and proxy stop as a cycle,
+    and the same closed loop: ``gates`` as of the last look (None: the loop does not know
+    the pool yet, so nothing goes out early)."""
+    if gates is None:
+        return ()
+    limits = spec.limits
+    creations = early_create.early_creations(
+        last,
+        queues,
+        memory,
+        now,
+        limits=planner.PoolLimits(
+            limits.max_instances if limits else None, limits.max_starting if limits else None
+        ),
+        removed_queue_policy=spec.scale_down_policy or ScaleDownPolicy.DRAIN,
+        max_creates=tuning.max_creates_per_cycle,
+        gates=gates,
+    )
+    return tuple(c for c in creations if c.queue not in proxy.stopped_queues)
+
+
+def last_look(observation: Observation, now: datetime) -> early_create.LastLook | None:
+    """What the next cycle's early scale-up may start from: this cycle's view, when every
+    account was listed."""
+    obs = observation
+    if obs.problem is not None or not obs.accounts or any(a.error for a in obs.accounts):
+        return None
+    return early_create.LastLook(early_create.shape_of(obs.queues), obs.observed, now)
 
 
 def _note_credentials(memory: mem.PoolMemory, accounts: Sequence[AccountListing]) -> mem.PoolMemory:
@@ -204,7 +251,8 @@ def _plan(obs: Observation, memory: mem.PoolMemory, now: datetime, tuning: Tunin
             limits.max_instances if limits else None, limits.max_starting if limits else None
         ),
         removed_queue_policy=(spec.scale_down_policy if spec else None) or ScaleDownPolicy.DRAIN,
-        max_creates=tuning.max_creates_per_cycle,
+        # The early scale-up's creations count against this cycle's cap.
+        max_creates=max(tuning.max_creates_per_cycle - sum(r.requested for r in obs.early), 0),
         gates=obs.gates,
     )
     # An expired pilot proxy: new pilots could not work. Deletions go on.
@@ -254,6 +302,8 @@ def conclude(
         decision.memory, [i for i, e in results.deleted.items() if e is None], now
     )
     events = deletion_events(decision.plan.deletions, results.deleted)
+    for result in obs.early:  # already in decision.memory (see decide)
+        events += creation_events(result)
     for result in results.created:
         memory = _record_creation(memory, result, now, obs)
         events += creation_events(result)
@@ -272,7 +322,7 @@ def conclude(
             now=now,
             error=blocking,
             prefixes=queue_prefixes(obs.queues),
-            extra={"proxy": obs.proxy.status} if obs.proxy.status else None,
+            extra={**obs.extra_status, **({"proxy": obs.proxy.status} if obs.proxy.status else {})},
             extra_conditions=[
                 *([obs.proxy.verdict.condition] if obs.proxy.verdict else ()),
                 *loop.conditions,
@@ -305,11 +355,13 @@ def _record_creation(
             for n in result.created
         ),
     )
-    if result.error is None:
-        return mem.record_success(memory, result.queue)
-    if _quota_refusal_learned(result, obs):
-        return memory
-    return mem.record_failure(memory, result.queue, result.error, now, **backoff_args(obs))
+    if result.error is not None:
+        if _quota_refusal_learned(result, obs):
+            return memory
+        return mem.record_failure(memory, result.queue, result.error, now, **backoff_args(obs))
+    if result.fenced:
+        return memory  # not all of it was tried: no success, no failure (see CreateResult)
+    return mem.record_success(memory, result.queue)
 
 
 def _quota_refusal_learned(result: CreateResult, obs: Observation) -> bool:
@@ -328,10 +380,18 @@ def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
     create failed is held by its back-off. Deletions change no count (a VM being destroyed
     is counted as deleting, destroyed or not: a failed one is planned again). Creations
     not attempted (another replica leads, the spec could not be recorded) are still
-    missing; attempted ones are not, whatever came of them.
+    missing, and so is what the leadership fence stopped; attempted ones are not, whatever
+    came of them.
+
+    Not planned again, so room a failed create frees under a pool-level ``maxInstances`` /
+    ``maxStarting`` is not re-shared here: another queue keeps its ``held`` for this cycle,
+    which is true (it got no more VMs this cycle), and gets the room at the next one, a
+    converging interval later (new VMs are starting, the failed queue backs off). Exact
+    would mean planning twice, or the summaries telling a pool's hold from a queue's.
     """
     created = {r.queue: len(r.created) for r in results.created}
     failed = {r.queue for r in results.created if r.error is not None}
+    fenced = {r.queue for r in results.created if r.fenced and r.error is None}
     queues = tuple(
         replace(
             q,
@@ -341,7 +401,11 @@ def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:
         )
         for q in plan.queues
     )
-    missing = tuple(c for c in plan.creations if c.queue not in created)
+    missing = tuple(
+        replace(c, count=c.count - created[c.queue]) if c.queue in fenced else c
+        for c in plan.creations
+        if c.queue not in created or c.queue in fenced
+    )
     return planner.Plan(creations=missing, deletions=plan.deletions, queues=queues)
 
 

@@ -490,6 +490,7 @@ def convert_ce(
             Level.INFO,
         )
     )
+    findings.append(_site_director_finding(ce))
     metadata = _metadata(pool_name, namespace, ce, source)
     pool = {
         "apiVersion": f"{constants.API_GROUP}/{constants.API_VERSION}",
@@ -501,6 +502,21 @@ def convert_ce(
     conversion = Conversion(ce, pool, secret, findings, has_values)
     findings += validate_pool(pool, ce.host)
     return conversion
+
+
+def _site_director_finding(ce: CloudCE) -> Finding:
+    """SiteDirector and CloudPilot must never both start pilots for the CE: say how to stop
+    SiteDirector (docs/dirac.md, "Taking the CE out of SiteDirector")."""
+    return Finding(
+        ce.host,
+        "SiteDirector",
+        f"before applying the pool, take {ce.host} out of SiteDirector, or both will start "
+        f"pilots for its queues: remove it from the SiteDirector agents' CEs option (or drop "
+        f"the Cloud CEType from their CETypes), or remove Resources/Sites/{ce.grid}/{ce.site}"
+        f"/CEs/{ce.host} from the CS; with DiracX, spec.dirac.site: {ce.site} registers the "
+        "pool's pilots instead (docs/dirac.md)",
+        Level.WARNING,
+    )
 
 
 def _metadata(name: str, namespace: str | None, ce: CloudCE, source: str | None) -> dict[str, Any]:

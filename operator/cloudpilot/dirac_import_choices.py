@@ -136,9 +136,10 @@ def explain_instance(instance: Mapping[str, Any]) -> list[Choice]:
     if networks:
         by_name = [n for n in networks if n.startswith("name:")]
         how = (
-            "name: entries are looked up in Neutron (a name that matches several networks "
-            "is an error in the pool's Ready condition, not a guess); raw ids are used as "
-            "they are, without a lookup"
+            "name: entries are looked up by the driver (Nova's os-networks with libcloud's "
+            'default api_version 1.1, Neutron with driver.api_version "2.0"; a name that '
+            "matches several networks is an error in the pool's Ready condition, not a "
+            "guess); raw ids are used as they are, without a lookup"
             if by_name
             else "raw ids, used as they are, without a lookup"
         )

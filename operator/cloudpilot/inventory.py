@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from cloudpilot.cloud.gateway import ListedNode
+from cloudpilot.cloud.results import ListedNode
 from cloudpilot.cloud.states import phase_of
 from cloudpilot.models.queues import QueueConfig
 from cloudpilot.models.vms import ObservedVM

@@ -123,3 +123,16 @@ def pilot_stamp(instance_id: str) -> str:
 
 def pilot_reference(instance_id: str) -> str:
     return f"cloud://{instance_id}"
+
+
+def pool_selector(pool: str, uid: str) -> str:
+    """``status.selector``: the label selector the CRD's scale subresource reports.
+
+    No Pod carries it (pilots are VMs): it exists because the HorizontalPodAutoscaler and
+    KEDA refuse a scale target without one ("selector is required"), even when they scale
+    on an external metric that never selects Pods. It names the pool, so it is unique, and
+    it must parse: a pool name longer than a label value (63) uses the pool's uid instead.
+    """
+    if len(pool) <= 63:
+        return f"{constants.TAG_POOL}={pool}"
+    return f"{constants.TAG_POOL}-uid={uid}"

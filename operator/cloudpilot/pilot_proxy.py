@@ -20,7 +20,7 @@ from cloudpilot import redaction
 from cloudpilot.credentials.bundled import ProxyLocation, find_proxy_pem, locate_pilot_proxy
 from cloudpilot.credentials.proxy import (
     ProxyReason,
-    ProxyVerdict,
+    ProxyReport,
     parse_proxy,
     proxy_condition,
     proxy_event,
@@ -40,19 +40,6 @@ class QueueProxy:
     """``namespace/secret:key``: names the proxy file, shared by every pool using it."""
 
 
-@dataclass(frozen=True)
-class ProxyReport:
-    """What the proxies mean for this cycle's status and actions."""
-
-    stopped_queues: frozenset[str]
-    """Queues whose proxy expired: they get no new VM until it is renewed."""
-    verdict: ProxyVerdict | None
-    status: Mapping[str, Any] | None
-    event: tuple[str, str, str] | None
-    stop: ProxyVerdict | None = None
-    """Why queues are stopped (an unusable proxy before an expired one), if any are."""
-
-
 async def load_queue_proxies(
     queues: Sequence[QueueConfig], *, namespace: str, owner: str, secret: SecretGetter
 ) -> dict[str, QueueProxy]:
@@ -67,7 +54,7 @@ async def load_queue_proxies(
         pem = find_proxy_pem(raw) if location.bundled else raw
         if not pem:
             continue
-        redaction.register(f"{owner}:proxy:{location.source}", [pem])
+        redaction.register(redaction.pool_owner(owner, f"proxy:{location.source}"), [pem])
         found[queue.name] = QueueProxy(location, pem, f"{namespace}/{location.source}")
     return found
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from cloudpilot.early_create import LastLook
 from cloudpilot.memory import PoolMemory
 from cloudpilot.teardown import TeardownState
 
@@ -21,5 +22,6 @@ class PoolState:
     re-parsed only if the pool is deleted (parsed models would cost ~4 KB a pool for a
     case that almost never happens)."""
     teardown: TeardownState = field(default_factory=TeardownState)
-    redaction_owners: set[str] = field(default_factory=set)
-    """Owners under which this pool's rendered secrets are masked in logs."""
+    last_look: LastLook | None = None
+    """What the last fully listed cycle saw: where an early scale-up starts from
+    (:mod:`cloudpilot.early_create`)."""

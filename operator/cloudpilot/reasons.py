@@ -185,7 +185,7 @@ EXPLAINED: dict[Reason, Explained] = {
         "look at the image and the cloud",
     ),
     Reason.CLOSED_LOOP_RAMPING_UP: Explained(
-        "Event (Warning)",
+        "Event (Normal)",
         "after a hold, unproven VMs are started a few at a time, more as pilots work",
         "nothing",
     ),
@@ -193,7 +193,7 @@ EXPLAINED: dict[Reason, Explained] = {
         "Event (Warning)", "a queue's target is now what the cloud's quota allows", "-"
     ),
     Reason.CLOSED_LOOP_DISABLED: Explained(
-        "Event (Warning)", "`closedLoop.enabled: false`: replicas obeyed as set", "nothing"
+        "Event (Normal)", "`closedLoop.enabled: false`: replicas obeyed as set", "nothing"
     ),
     Reason.DELETING: Explained(
         "Ready=False, Reconciling", "the deleted pool's VMs are being destroyed", "wait"

@@ -53,21 +53,21 @@ from cloudpilot.credentials.proxyfiles import ProxyFileStore
 from cloudpilot.credentials.resolve import credentials_from_secret
 from cloudpilot.cycle_events import Event, deletion_events
 from cloudpilot.decision import AccountListing, Observation, Outcome, Results
+from cloudpilot.dirac.link import DiracLink
 from cloudpilot.inventory import owned_vms
 from cloudpilot.kube import secrets as kube_secrets
 from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, effective_queues
 from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
 from cloudpilot.models.vms import ObservedVM
-from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix, vm_tags
+from cloudpilot.naming import new_vm_name, pool_prefix, pool_selector, queue_prefix, vm_tags
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies, unusable_proxy
 from cloudpilot.pool_state import PoolState
 from cloudpilot.reasons import Reason
 from cloudpilot.settings import class_paths
-from cloudpilot.shared_caches import CacheSettings, SharedCaches
+from cloudpilot.shared_caches import CacheSettings, SecretReader, SharedCaches
 
 __all__ = ["Event", "Outcome", "PoolRef", "Reconciler", "ReconcilerSettings", "TeardownOutcome"]
 
-SecretReader = Callable[[str, str], Awaitable[dict[str, bytes]]]
 SecretGetter = Callable[[str], Awaitable[dict[str, bytes]]]
 StatusWriter = Callable[["PoolRef", dict[str, Any]], Awaitable[Any]]
 
@@ -176,6 +176,11 @@ class Reconciler:
         self._read_configmap = read_configmap
         self.closed_loop = ClosedLoop()
         """Per-pool loops and per-account learned quotas (cloudpilot.closedloop)."""
+        self.dirac = DiracLink()
+        """Pilot registration in DiracX and demand from it (pools with ``spec.dirac``)."""
+        self.early_scale_ups = 0
+        """Cycles whose creations went out beside their listing, not after it (for the
+        tests and the benchmark: the early path is taken, not only allowed)."""
 
     @property
     def proxy_files(self) -> ProxyFileStore:
@@ -192,11 +197,11 @@ class Reconciler:
 
         Called under the pool's lock by teardown. A reconcile that was already waiting for
         the lock sees the deletionTimestamp and does nothing (see reconcile)."""
-        state = self.pools.pop(pool.uid, None)
-        for owner in state.redaction_owners if state else ():
-            redaction.forget(owner)
+        self.pools.pop(pool.uid, None)
+        redaction.forget_pool(pool.key)  # its user data and proxies, whichever were seen
         self.caches.release_pool(pool.uid, pool.key)
         self.closed_loop.forget(pool.uid)
+        self.dirac.forget(pool.uid)
 
     # -- the cycle --------------------------------------------------------------------------
 
@@ -210,7 +215,11 @@ class Reconciler:
                 # VMs for a pool whose finalizer is about to go.
                 return Outcome({}, [], self.settings.interval, state.memory)
             now = self._clock()
-            observation, listings = await self._observe(pool, body, state, now)
+            # Each Secret read once for the whole cycle: what was assessed (an expired
+            # proxy stops creations) is what the new VMs carry.
+            secret = _cycle_secrets(pool.namespace, self.caches.read_secret)
+            observation, listings = await self._observe(pool, body, state, now, secret)
+            observation = await self._dirac_sync(pool, state, observation, now, secret)
             tuning = self.settings.tuning
             chosen = decision.decide(observation, state.memory, now, tuning)
             # -- closed loop (cloudpilot.closedloop): how VMs ended, then decide again within
@@ -221,14 +230,16 @@ class Reconciler:
                 chosen = decision.decide(observation, state.memory, now, tuning)
             # -- end closed loop
             _audited(pool, chosen.audit)
-            results = await self._carry_out(pool, body, state, observation, chosen, listings)
+            results = await self._carry_out(
+                pool, body, state, observation, chosen, listings, secret
+            )
             loop = self.closed_loop.account_for(
                 pool.uid,
                 pool.key,
                 observation.queues,
                 observation.observed,
                 decision.as_it_stands(chosen.plan, results),
-                results.created,
+                (*observation.early, *results.created),
                 {*chosen.memory.deleting, *(i for i, e in results.deleted.items() if e is None)},
                 observation.previous,
                 now,
@@ -236,10 +247,20 @@ class Reconciler:
             )
             outcome = decision.conclude(observation, chosen, results, now, tuning, loop)
             state.memory = outcome.memory
-            return replace(outcome, events=_audited(pool, outcome.events))
+            state.last_look = decision.last_look(observation, now)
+            return replace(
+                outcome,
+                events=_audited(pool, outcome.events),
+                next_delay=min(outcome.next_delay, self._dirac_delay(pool, observation, now)),
+            )
 
     async def _observe(
-        self, pool: PoolRef, body: Mapping[str, Any], state: PoolState, now: datetime
+        self,
+        pool: PoolRef,
+        body: Mapping[str, Any],
+        state: PoolState,
+        now: datetime,
+        secret: SecretGetter,
     ) -> tuple[Observation, dict[CloudAccount, _Listing]]:
         """Everything the cycle needs to know, in one place: the one way a pool's data
         enters a decision."""
@@ -250,7 +271,6 @@ class Reconciler:
             queues = effective_queues(spec, namespace=pool.namespace, pool_name=pool.name)
             # Unknown driver/createOptions keys, class paths not allowed: before any driver.
             check_queues(queues, self._driver_class)
-            secret = _cycle_secrets(pool.namespace, self.caches.read_secret)
             proxies = await load_queue_proxies(
                 queues, namespace=pool.namespace, owner=pool.key, secret=secret
             )
@@ -258,14 +278,43 @@ class Reconciler:
             message = describe_validation_error(exc)
             problem = mem.CloudError(mem.ErrorKind.CONFIG, errors.scrub(message))
             return Observation(generation, previous, problem=problem), {}
+        queues = await self._dirac_demand(pool, spec, queues, secret, previous, now)
         report = assess(
             proxies,
             now=now,
             warn_margin=timedelta(seconds=self.settings.proxy_warn_margin),
             previous_status=previous,
         )
-        warm = decision.queues_to_prepare(queues, mem.for_generation(state.memory, generation))
-        listings, fingerprints = await self._list_accounts(pool, queues, secret, proxies, warm)
+        memory = mem.for_generation(state.memory, generation)
+        warm = decision.queues_to_prepare(queues, memory)
+        # -- early scale-up: what the last look and memory decide goes out beside the listing.
+        early = decision.early_scale_up(
+            state.last_look,
+            queues,
+            spec,
+            report,
+            memory,
+            now,
+            self.settings.tuning,
+            self.closed_loop.early_gates(pool.uid, queues, state.last_look, memory, now),
+        )
+        sent: list[CreateResult] = []
+
+        async def create_early(gateways: Mapping[CloudAccount, CloudGateway | None]) -> None:
+            if not leader.may_act() or any(g is None for g in gateways.values()):
+                return
+            try:
+                await self._record_spec(pool, state, body.get("spec") or {}, previous)
+            except Exception:
+                return  # no record, no early VM: the cycle after the listing reports why
+            self.early_scale_ups += 1
+            _audited(pool, cycle_events.planned(early, ()))
+            sent.extend(await self._create(pool, queues, early, gateways, secret))
+
+        listings, fingerprints = await self._list_accounts(
+            pool, queues, secret, proxies, warm, alongside=create_early if early else None
+        )
+        # -- end of the early scale-up
         accounts = tuple(
             AccountListing(
                 account,
@@ -285,6 +334,7 @@ class Reconciler:
             observed=tuple(self._observed(pool, queues, listings)),
             leading=leader.may_act(),
             jitter=random.random(),
+            early=tuple(sent),
         )
         return observation, listings
 
@@ -321,6 +371,7 @@ class Reconciler:
         observation: Observation,
         chosen: decision.Decision,
         listings: Mapping[CloudAccount, _Listing],
+        secret: SecretGetter,
     ) -> Results:
         """Do what was decided: record the spec, delete, create; report what happened."""
         if not chosen.act:
@@ -334,8 +385,77 @@ class Reconciler:
         gateways = {a: listing.gateway for a, listing in listings.items()}
         deleted = await self._destroy(pool, chosen.by_account, gateways)
         creations = chosen.plan.creations if record_error is None else ()
-        created = await self._create(pool, state, observation.queues, creations, gateways)
+        created = await self._create(pool, observation.queues, creations, gateways, secret)
         return Results(record_error, deleted, created)
+
+    # -- DiracX (cloudpilot.dirac): the pool's hooks, nothing decided here ------------------
+
+    async def _dirac_token(self, pool: PoolRef, spec: PoolSpec, secret: SecretGetter) -> str | None:
+        """The pool's DiracX token, masked in logs from now on; None if it cannot be read
+        (said in ``status.dirac.lastError``; VM management goes on without DiracX)."""
+        assert spec.dirac is not None
+        ref = spec.dirac.credentials_secret
+        try:
+            token = (await secret(ref.name))[ref.key].decode().strip()
+        except Exception as exc:
+            problem = f"no key {ref.key}" if isinstance(exc, KeyError) else type(exc).__name__
+            self.dirac.note_error(
+                pool.uid, f"cannot read the DiracX token (Secret {ref.name}): {problem}"
+            )
+            return None
+        # Forgotten with the pool (redaction.forget_pool), as its user data and proxies are.
+        redaction.register(redaction.pool_owner(pool.key, "dirac"), [token])
+        return token or None
+
+    async def _dirac_demand(
+        self,
+        pool: PoolRef,
+        spec: PoolSpec,
+        queues: list[QueueConfig],
+        secret: SecretGetter,
+        previous: Mapping[str, Any],
+        now: datetime,
+    ) -> list[QueueConfig]:
+        """The pool's one queue with its replicas set by DiracX demand (``spec.replicas``
+        is the ceiling); the queues unchanged without ``spec.dirac.demand``."""
+        if spec.dirac is None or spec.dirac.demand is None or len(queues) != 1:
+            return queues
+        token = await self._dirac_token(pool, spec, secret)
+        ceiling = queues[0].replicas
+        target = await self.dirac.target(
+            pool.uid, spec.dirac, token, ceiling=ceiling, previous_status=previous, now=now
+        )
+        return [replace(queues[0], replicas=target)]
+
+    async def _dirac_sync(
+        self,
+        pool: PoolRef,
+        state: PoolState,
+        observation: Observation,
+        now: datetime,
+        secret: SecretGetter,
+    ) -> Observation:
+        """Tell DiracX about the pool's pilots as listed (and created, not listed yet), and
+        put ``status.selector`` and ``status.dirac`` in the observation for the status."""
+        extra: dict[str, Any] = {"selector": pool_selector(pool.name, pool.uid)}
+        spec = observation.spec
+        if spec is not None and spec.dirac is not None and observation.problem is None:
+            await self.dirac.sync(
+                pool.uid,
+                spec.dirac,
+                await self._dirac_token(pool, spec, secret),
+                _with_pending(observation.observed, state.memory),
+                ce=spec.ce,
+                now=now,
+                may_act=observation.leading,
+            )
+            extra["dirac"] = self.dirac.status(pool.uid, spec.dirac)
+        return replace(observation, extra_status=extra)
+
+    def _dirac_delay(self, pool: PoolRef, observation: Observation, now: datetime) -> float:
+        spec = observation.spec
+        due = self.dirac.next_attempt(pool.uid, spec.dirac, now) if spec and spec.dirac else None
+        return self.settings.interval if due is None else due
 
     def _driver_class(self, cloud_type: str) -> type:
         """``cloudType`` resolved under this operator's allow-list of class paths."""
@@ -379,22 +499,35 @@ class Reconciler:
         secret: SecretGetter,
         proxies: Mapping[str, QueueProxy],
         warm: set[str] | frozenset[str] = frozenset(),
+        alongside: Callable[[Mapping[CloudAccount, CloudGateway | None]], Awaitable[None]]
+        | None = None,
     ) -> tuple[dict[CloudAccount, _Listing], dict[CloudAccount, str]]:
         """List every account the pool's queues use, once each (shared with other pools);
         with the fingerprint of the credentials each was listed with.
 
         ``warm``: queues that may create VMs this cycle. Their image, flavor and network
         lookups run beside the listing, so a new pool pays one round trip for both.
+        ``alongside``: run beside the listings once every account has its gateway (None
+        where its credentials failed): the early scale-up.
         """
         fingerprints: dict[CloudAccount, str] = {}
 
-        async def one(account: CloudAccount, queue: QueueConfig) -> _Listing:
+        async def connect(account: CloudAccount, queue: QueueConfig) -> _Listing:
             try:
                 credentials = await self._credentials(
                     pool, account, queue, secret, proxies.get(queue.name)
                 )
                 gateway = self.caches.gateway(account, credentials)
                 fingerprints[account] = credentials.fingerprint
+            except Exception as exc:
+                return _Listing(None, [], errors.classify(exc, "list"))
+            return _Listing(gateway, [])
+
+        async def one(account: CloudAccount, connected: _Listing) -> _Listing:
+            gateway = connected.gateway
+            if gateway is None:
+                return connected
+            try:
                 # One listing of the account serves every pool on it; this pool's VMs
                 # are cut out of it by their name prefix.
                 listing, _ = await asyncio.gather(
@@ -412,7 +545,14 @@ class Reconciler:
             return _Listing(gateway, listing)
 
         accounts = decision.speakers(queues, proxies)
-        results = await asyncio.gather(*(one(a, q) for a, q in accounts.items()))
+        gateways = await asyncio.gather(*(connect(a, q) for a, q in accounts.items()))
+        listed = asyncio.gather(*(one(a, c) for a, c in zip(accounts, gateways, strict=True)))
+        if alongside is None:
+            results = await listed
+        else:
+            results, _ = await asyncio.gather(
+                listed, alongside({a: c.gateway for a, c in zip(accounts, gateways, strict=True)})
+            )
         return dict(zip(accounts, results, strict=True)), fingerprints
 
     # -- acting -----------------------------------------------------------------------------
@@ -443,20 +583,19 @@ class Reconciler:
     async def _create(
         self,
         pool: PoolRef,
-        state: PoolState,
         queues: Sequence[QueueConfig],
         creations: Sequence[planner.Creation],
         gateways: Mapping[CloudAccount, CloudGateway | None],
+        secret: SecretGetter,
     ) -> tuple[CreateResult, ...]:
         by_name = {q.name: q for q in queues}
-        secret = _cycle_secrets(pool.namespace, self.caches.read_secret)
 
         async def one(creation: planner.Creation) -> CreateResult:
             queue = by_name[creation.queue]
             gateway = gateways[queue.account]
             assert gateway is not None
             try:
-                user_data = await self._user_data(pool, state, queue, secret)
+                user_data = await self._user_data(pool, queue, secret)
             except Exception as exc:
                 return CreateResult(
                     queue.name, creation.count, error=errors.classify(exc, "render")
@@ -479,9 +618,7 @@ class Reconciler:
                 metrics.count_vm_failures(pool.key, result.queue, "create", result.error.kind.value)
         return results
 
-    async def _user_data(
-        self, pool: PoolRef, state: PoolState, queue: QueueConfig, secret: SecretGetter
-    ) -> bytes:
+    async def _user_data(self, pool: PoolRef, queue: QueueConfig, secret: SecretGetter) -> bytes:
         """Rendered once per queue per cycle (and cached across cycles while the inputs
         are unchanged); every VM of a batch gets the same bytes."""
         rendered = await build_user_data(
@@ -491,9 +628,9 @@ class Reconciler:
             read_secret=lambda _namespace, name: secret(name),
             read_configmap=self._read_configmap,
         )
-        owner = f"{pool.key}:userdata:{queue.name}"
-        redaction.register(owner, rendered.secret_values)
-        state.redaction_owners.add(owner)
+        redaction.register(
+            redaction.pool_owner(pool.key, f"userdata:{queue.name}"), rendered.secret_values
+        )
         return rendered.payload
 
     # -- teardown ---------------------------------------------------------------------------
@@ -654,6 +791,12 @@ class Reconciler:
                 tags_supported=listing.gateway.tags_supported,
             )
         return observed
+
+
+def _with_pending(observed: Sequence[ObservedVM], memory: mem.PoolMemory) -> list[ObservedVM]:
+    """Listed VMs and those created but not listed yet: every pilot the pool started."""
+    listed = {vm.id for vm in observed}
+    return [*observed, *(vm for vm in mem.pending_as_observed(memory) if vm.id not in listed)]
 
 
 def _spec_json(spec: Mapping[str, Any]) -> str:

@@ -94,6 +94,22 @@ def forget(owner: str) -> None:
     register(owner, ())
 
 
+def pool_owner(pool_key: str, what: str) -> str:
+    """The owner key of a pool's secret (``ns/pool:userdata:q``, ``ns/pool:proxy:...``):
+    every owner of a pool starts with its key, so :func:`forget_pool` finds them all, however
+    many a pool registered over its life (a renamed queue, a moved proxy Secret)."""
+    return f"{pool_key}:{what}"
+
+
+def forget_pool(pool_key: str) -> None:
+    """Forget every secret registered under :func:`pool_owner` for a pool that is gone."""
+    prefix = pool_owner(pool_key, "")
+    with _lock:
+        owners = [owner for owner in _secrets if owner.startswith(prefix)]
+    for owner in owners:
+        forget(owner)
+
+
 def redact(text: str) -> str:
     for needle in _needles:
         if needle in text:

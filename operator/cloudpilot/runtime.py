@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from cloudpilot import leader, metrics, redaction
+from cloudpilot import leader, metrics, redaction, warmup
 from cloudpilot.kube import client, handlers
 from cloudpilot.kube.status import patch_status
 from cloudpilot.reconciler import Reconciler, ReconcilerSettings
@@ -105,6 +105,8 @@ async def run_operator_with_election(
     chart enables it (more than one replica), so only the Lease holder ever acts. One
     Kubernetes client serves the Lease and every term's operator."""
     server = metrics.start_metrics_server(settings.metrics_port) if settings.metrics_port else None
+    # Before the watch starts: the first pool must not pay for imports and compilation.
+    warmup.preload(settings.allowed_driver_classes)
     election = settings.election
     try:
         async with client.KubeClient() as kube:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cloudpilot import constants
@@ -60,21 +60,29 @@ class SharedCaches:
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
         """Secret reads shared by every pool for a short while (half the reconcile
         interval, as the cloud listing): a thousand pools on one credentials Secret make one
-        GET per interval, not a thousand. Concurrent reads of one Secret wait for the first."""
+        GET per interval, not a thousand. Concurrent reads of one Secret wait for the first.
+
+        Each reader waits through :func:`asyncio.shield`: a pool whose cycle is cancelled
+        must not cancel the read other pools wait for (they would get its cancellation)."""
         key = (namespace, name)
         now = time.monotonic()
         cached = self.secret_reads.get(key)
         if cached is not None and now - cached[0] < self._young:
-            return await cached[1]
+            return await asyncio.shield(cached[1])
         for stale in [k for k, (at, _) in self.secret_reads.items() if now - at >= self._young]:
             del self.secret_reads[stale]
         reading = asyncio.ensure_future(self._read_secret(namespace, name))
         self.secret_reads[key] = (now, reading)
-        try:
-            return await reading
-        except BaseException:
-            self.secret_reads.pop(key, None)  # a failed read is never served from cache
-            raise
+        reading.add_done_callback(lambda done: self._drop_failed(key, done))
+        return await asyncio.shield(reading)
+
+    def _drop_failed(self, key: tuple[str, str], done: asyncio.Future[dict[str, bytes]]) -> None:
+        """A failed read is never served from cache; only its own entry goes (a newer read
+        of the same Secret may have replaced it meanwhile)."""
+        failed = done.cancelled() or done.exception() is not None  # retrieved: no warning
+        entry = self.secret_reads.get(key)
+        if failed and entry is not None and entry[1] is done:
+            del self.secret_reads[key]
 
     def gateway(self, account: CloudAccount, credentials: Credentials) -> CloudGateway:
         """The gateway of ``account`` with ``credentials``, made on first use.
@@ -125,6 +133,3 @@ class SharedCaches:
         for gateway in self.gateways.values():
             gateway.listing.forget(uid)  # which listing this pool saw last
         self.proxy_files.release(key)
-
-    def all_gateways(self) -> Iterable[CloudGateway]:
-        return self.gateways.values()

@@ -339,6 +339,8 @@ OBSERVATION_KEYS = (
     "queues",
     "instances",
     "instanceCount",
+    "dirac",
+    "selector",
 )
 """What the operator last saw of the VMs: kept as is while the spec cannot be acted on."""
 
@@ -358,6 +360,8 @@ STATUS_KEYS = (
     "lastError",
     "nextRetryAt",
     "proxy",
+    "dirac",
+    "selector",
 )
 
 
@@ -373,8 +377,19 @@ def status_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> 
     which is how a JSON merge patch removes them.
     """
     previous = previous or {}
-    patch = {k: v for k, v in new.items() if previous.get(k) != v}
+    patch = {k: _merge_patch(previous.get(k), v) for k, v in new.items() if previous.get(k) != v}
     for key in STATUS_KEYS:
         if key in previous and key not in new:
             patch[key] = None
+    return patch
+
+
+def _merge_patch(old: Any, new: Any) -> Any:
+    """``new`` as a merge patch over ``old``: an object's keys that ``new`` lacks are nulled
+    (``status.dirac.lastError`` after a recovery, ``lastError.operation`` of an error
+    without one); else a merge patch would keep them. Lists and scalars are replaced."""
+    if not isinstance(old, Mapping) or not isinstance(new, Mapping):
+        return new
+    patch = {k: _merge_patch(old.get(k), v) for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
     return patch

@@ -39,8 +39,9 @@ import http.client
 import logging
 import socket
 import threading
+import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Self
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+#: Requests kept in :attr:`LatencyProxy.request_log` (the latest ones).
+REQUEST_LOG_SIZE: Final = 10_000
 
 #: EC2's limit on user data, in bytes, before base64 encoding.
 EC2_USER_DATA_LIMIT: Final = 16 * 1024
@@ -286,6 +290,7 @@ class LatencyProxy(SocketServerThread):
         self._user_data_limit = user_data_limit
         self._counts: Counter[str] = Counter()
         self._run_instances: list[dict[str, str]] = []
+        self._request_log: deque[tuple[float, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._faults_served: Counter[str] = Counter()
         self._faults: dict[str, list[InjectedFault]] = {}
         self._lost_answers: Counter[str] = Counter()
@@ -408,6 +413,14 @@ class LatencyProxy(SocketServerThread):
         """Snapshot of injected error answers per error code."""
         with self._lock:
             return dict(self._faults_served)
+
+    @property
+    def request_log(self) -> list[tuple[float, str]]:
+        """``(arrival, Action)`` of the latest requests, oldest first: ``time.time()`` as a
+        request arrived, before its injected latency. Wall-clock, so that another process
+        (a benchmark's patch through the API server) can be compared with it."""
+        with self._lock:
+            return list(self._request_log)
 
     def reset_counts(self) -> None:
         """Zero :attr:`counts`, :attr:`faults_served` and the delay accumulators."""
@@ -623,6 +636,7 @@ class LatencyProxy(SocketServerThread):
                     {k: v for k, v in params.items() if k not in _NOT_LOGGED and "Amz" not in k}
                 )
                 del self._run_instances[:-RUN_INSTANCES_KEPT]
+            self._request_log.append((time.time(), action))
             delay = self._action_latency.get(action, self._latency)
             if delay > 0:
                 self._injected_delay += delay

@@ -182,6 +182,19 @@ async def test_a_scale_up_of_n_costs_one_run_instances_per_batch(
     assert len(_live(h.ec2)) == n
 
 
+async def test_a_default_cycle_of_creations_is_one_run_instances(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """With the operator's defaults, a scale-up by maxCreatesPerCycle (500) is one call:
+    EC2's per-call maximum (1,000) applies, not batches of 100."""
+    h = Harness(*cloud, settings=ReconcilerSettings(rate_limit=1000.0))
+    await h.reconcile("up", 0)
+    h.proxy.reset_counts()
+    await h.reconcile("up", constants.DEFAULT_MAX_CREATES_PER_CYCLE)
+    assert h.counts()["RunInstances"] == 1
+    assert len(_live(h.ec2)) == constants.DEFAULT_MAX_CREATES_PER_CYCLE
+
+
 async def test_a_name_image_is_looked_up_once_across_scale_ups(
     cloud: tuple[EC2Emulator, LatencyProxy],
 ) -> None:
@@ -216,6 +229,39 @@ async def test_a_new_pools_image_lookup_runs_beside_its_listing_not_after_it(
     await cycle
     assert h.counts() == {"DescribeInstances": 1, "DescribeImages": 1, "RunInstances": 1}
     assert len(_live(h.ec2)) == 3
+
+
+async def test_a_scale_up_is_sent_while_its_listing_is_still_held(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """``kubectl scale`` of a pool listed before: the create goes out at once, decided from
+    the last listing and the creations remembered since, with the listing beside it (one
+    round trip, not two); the listing then finds nothing more to create."""
+    h = Harness(*cloud)
+    await h.reconcile("up", 1)
+    h.proxy.reset_counts()
+    h.proxy.hold("DescribeInstances")
+    cycle = asyncio.ensure_future(h.reconcile("up", 4))
+    try:
+        await asyncio.to_thread(
+            wait_for,
+            lambda: h.counts().get("RunInstances") == 1,
+            10,
+            message="the RunInstances while the listing is held",
+        )
+        # Held at the proxy, the listing cannot have been answered: the create did not wait.
+        assert not cycle.done()
+        assert await asyncio.to_thread(h.proxy.wait_for_held, 1), "the listing never went out"
+    finally:
+        h.proxy.release()
+    status = await cycle
+    assert h.counts() == {"DescribeInstances": 1, "RunInstances": 1}
+    assert h.reconciler.early_scale_ups == 1
+    assert status["replicas"] == 4 and len(_live(h.ec2)) == 4
+    # The next cycles (a fresh listing each) agree: nothing more is created.
+    await h.reconcile("up", 4)
+    await h.reconcile("up", 4)
+    assert h.counts()["RunInstances"] == 1 and len(_live(h.ec2)) == 4
 
 
 async def test_a_lookup_that_failed_beside_the_listing_is_left_to_the_create(

@@ -17,6 +17,7 @@ the tables below.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -278,17 +279,23 @@ def test_each_runtime_case_stalls_with_its_reason_creates_no_vm_and_spares_the_h
     for case in RUNTIME:
         assert stack.vms(case.name, include_gone=True) == [], f"{case.name} created a VM"
     # By now every bad pool has been reconciled several times: one Warning each, with the
-    # condition's reason, not one per cycle.
-    warnings: dict[str, list[str]] = {}
-    for event in stack.events():
-        if event.type == "Warning":
-            warnings.setdefault(event.involved_object.name, []).append(event.reason)
-    unexpected = {
-        case.name: warnings.get(case.name)
-        for case in RUNTIME
-        if warnings.get(case.name) != [case.reason]
-    }
-    assert not unexpected, unexpected
+    # condition's reason, not one per cycle. (Waited for: an Event is not assumed to be
+    # there because its condition is.)
+
+    def unexpected() -> dict[str, list[str] | None]:
+        warnings: dict[str, list[str]] = {}
+        for event in stack.events():
+            if event.type == "Warning":
+                warnings.setdefault(event.involved_object.name, []).append(event.reason)
+        return {
+            case.name: warnings.get(case.name)
+            for case in RUNTIME
+            if warnings.get(case.name) != [case.reason]
+        }
+
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not unexpected(), 30, message="one Warning per bad pool")
+    assert not unexpected(), unexpected()
 
 
 # -- the documentation ---------------------------------------------------------------------

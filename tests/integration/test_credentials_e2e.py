@@ -63,7 +63,11 @@ def test_rejected_credentials_stall_the_pool_until_the_secret_is_fixed(
     stalled = _condition(stack, "locked", "Stalled", "BadCredentials")
     assert "AuthFailure" in stalled["message"]
     assert stack.vms("locked") == []
-    assert any(e.reason == "BadCredentials" for e in stack.events())
+    wait_for(
+        lambda: any(e.reason == "BadCredentials" for e in stack.events()),
+        30,
+        message="a BadCredentials Event",
+    )
     stack.create_secret("revoked", {"key": NEW_KEY, "secret": SECRET})
     stack.wait_vms("locked", 2)
     wait_for(lambda: stack.condition("locked", "Stalled") is None, 30, message="not Stalled")

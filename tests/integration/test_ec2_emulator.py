@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -443,6 +444,23 @@ def test_proxy_counts_actions_and_applies_latency(
     proxied_driver.list_images()
     assert ec2_proxy.delayed_requests == 0
     assert ec2_proxy.counts == {"DescribeImages": 1}
+
+
+def test_proxy_request_log_stamps_each_request_as_it_arrives(
+    proxied_driver: MotoEC2NodeDriver, ec2_proxy: LatencyProxy
+) -> None:
+    """Wall-clock arrival times, before the injected latency: what the benchmark compares
+    with the moment it patched a pool (bench/kube_scenarios.py)."""
+    ec2_proxy.latency = 0.05
+    before = time.time()
+    proxied_driver.list_nodes()
+    proxied_driver.list_images()
+    after = time.time()
+    log = [entry for entry in ec2_proxy.request_log if entry[0] >= before]
+    assert [action for _, action in log] == ["DescribeInstances", "DescribeImages"]
+    first, second = log[0][0], log[1][0]
+    # Stamped on arrival: the second came after the first's delay, and both before the end.
+    assert before <= first <= second - 0.05 and second <= after - 0.05
 
 
 def test_proxy_counts_form_encoded_post(ec2: EC2Emulator, ec2_proxy: LatencyProxy) -> None:

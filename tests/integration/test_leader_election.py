@@ -627,7 +627,7 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
 
 @pytest.mark.slow
 def test_a_leader_paused_between_its_decision_and_the_write_sends_nothing(
-    ha_stack: Any, monkeypatch: pytest.MonkeyPatch
+    ha_stack: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The fence: a leader decides to create VMs, then its whole process stalls (a GC
     pause, SIGSTOP, a frozen VM) before the request leaves. Its Lease lapses, the standby
@@ -639,11 +639,13 @@ def test_a_leader_paused_between_its_decision_and_the_write_sends_nothing(
     starts every cloud write (``leader.fence``): from decision to request, everything in
     between (driver, rate limiter, the request itself) runs after the pause."""
     from dataclasses import replace
+    from logging import INFO
 
     from cloudpilot import leader as leader_module
     from tests.support.kube import wait_for
 
     stack = ha_stack
+    caplog.set_level(INFO, logger="cloudpilot")
     settings = replace(stack.settings, namespaces=(stack.namespace,), all_namespaces=False)
     real_fence = leader_module.fence
     frozen, thaw = threading.Event(), threading.Event()
@@ -695,6 +697,12 @@ def test_a_leader_paused_between_its_decision_and_the_write_sends_nothing(
         assert verdicts == [False], "the old leader was let through its fence"
         ever = stack.vms("fenced", include_gone=True)
         assert len(ever) == 4, [(vm.id, vm.state) for vm in ever]
+    # Fenced is not failed: no failed action in the audit trail, no NotLeading anywhere
+    # (it was reported as a Transient create failure), only the note that nothing was sent.
+    lines = [r.getMessage() for r in caplog.records]
+    assert "create not sent: this replica no longer holds the Lease" in lines
+    assert not [line for line in lines if "NotLeading" in line]
+    assert not [r for r in caplog.records if r.name == "cloudpilot.audit" and r.levelno > INFO]
     for op in ops:
         assert op.error is None, op.error
 

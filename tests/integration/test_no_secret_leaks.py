@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +24,7 @@ from tests.support.stack import Stack
 CLOUD_SECRET = "LeakCanaryCloudSecret-7f3a9c"
 PILOT_WRAPPER = "#!/bin/sh\n# LeakCanaryPilotWrapper-51d2e8\necho run the pilot\n"
 WRAPPER_MARK = "LeakCanaryPilotWrapper-51d2e8"
+DIRACX_TOKEN = "LeakCanaryDiracXToken-3e8b1d"
 
 
 @pytest.fixture
@@ -106,3 +109,62 @@ def test_status_and_annotations_hold_no_secret(stack: Stack) -> None:
 def _create_failed(event: Any) -> bool:
     """A failed create's Event: its reason is the error class, its message says the action."""
     return bool(event.type == "Warning" and "create in queue" in (event.message or ""))
+
+
+class _EchoingDiracX(BaseHTTPRequestHandler):
+    """A DiracX that fails every call and quotes the request's Authorization header back in
+    its ``detail``: the worst a server can do with the operator's token."""
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"detail": f"refused {self.headers.get('Authorization')}"}).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_PATCH = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_diracx_token_never_reaches_logs_events_or_status(
+    stack: Stack, every_log: pytest.LogCaptureFixture
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EchoingDiracX)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        stack.create_secret("canary-diracx", {"token": DIRACX_TOKEN})
+        stack.apply_pool(
+            "dx",
+            replicas=2,
+            dirac={
+                "endpoint": f"http://127.0.0.1:{server.server_address[1]}",
+                "credentialsSecret": {"name": "canary-diracx"},
+                "vo": "vo",
+                "site": "CLOUD.canary.test",
+                "demand": {"minReplicas": 2, "intervalSeconds": 5},
+            },
+        )
+        stack.wait_vms("dx", 2)
+        status = stack.wait_status(
+            "dx",
+            lambda s: "refused" in str((s.get("dirac") or {}).get("lastError")) and s,
+            what="the echoing DiracX's error in status.dirac.lastError",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert "***" in status["dirac"]["lastError"], "the echoed token was not masked"
+    surfaces = {
+        "logs": "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in every_log.records),
+        "events": "\n".join(f"{e.reason} {e.message}" for e in stack.events()),
+        "pool": json.dumps(stack.pool("dx")),
+    }
+    for surface, text in surfaces.items():
+        for needle in _forms(DIRACX_TOKEN):
+            assert needle not in text, f"the DiracX token leaked into {surface}"

@@ -61,8 +61,11 @@ def test_scale_up_and_down_through_the_scale_subresource(stack: Stack) -> None:
     kept = stack.wait_vms("scaled", 1)
     status = stack.wait_status("scaled", lambda s: s.get("replicas") == 1 and s)
     assert [i["id"] for i in status["instances"]] == [kept[0].id]
-    reasons = {e.reason for e in stack.events()}
-    assert {"Created", "Deleted"} <= reasons
+    wait_for(
+        lambda: {"Created", "Deleted"} <= {e.reason for e in stack.events()},
+        30,
+        message="Created and Deleted Events",
+    )
 
 
 def test_scale_down_leaves_running_pilots_to_finish_by_default(stack: Stack) -> None:
@@ -99,8 +102,13 @@ def test_a_pilot_vm_that_stopped_itself_is_deleted_and_replaced(stack: Stack) ->
     wait_for(replaced, 30, message="the stopped VM replaced")
     states = {vm.id: str(vm.state) for vm in stack.vms("churn", include_gone=True)}
     assert states[gone] == "terminated"
-    deleted = [e for e in stack.events() if e.reason == "Deleted" and gone in e.message]
-    assert deleted and "PilotDone" in deleted[0].message
+    # The replacement may be created in the cycle that deletes, before its Events go out.
+    deleted = wait_for(
+        lambda: [e for e in stack.events() if e.reason == "Deleted" and gone in e.message],
+        30,
+        message="a Deleted Event for the stopped VM",
+    )
+    assert "PilotDone" in deleted[0].message
 
 
 def test_a_pilot_that_fizzled_is_deleted_and_new_pilots_are_held(stack: Stack) -> None:
@@ -150,8 +158,12 @@ def test_a_vm_past_its_maximum_lifetime_is_deleted_whatever_its_state(stack: Sta
         30,
         message="the old VM replaced",
     )
-    deleted = [e for e in stack.events() if e.reason == "Deleted" and vm.id in e.message]
-    assert deleted and "MaxLifetimeExceeded" in deleted[0].message
+    deleted = wait_for(
+        lambda: [e for e in stack.events() if e.reason == "Deleted" and vm.id in e.message],
+        30,
+        message="a Deleted Event for the old VM",
+    )
+    assert "MaxLifetimeExceeded" in deleted[0].message
 
 
 def test_vms_of_other_pools_and_hand_made_look_alikes_are_never_touched(stack: Stack) -> None:
@@ -232,7 +244,11 @@ def test_a_pool_released_by_hand_from_a_blocked_teardown_leaves_nothing_behind(
         message="Stalled TeardownBlocked",
     )
     assert constants.FINALIZER in stalled["message"]
-    assert any(e.reason == "TeardownBlocked" and e.type == "Warning" for e in stack.events())
+    wait_for(
+        lambda: any(e.reason == "TeardownBlocked" and e.type == "Warning" for e in stack.events()),
+        30,
+        message="a TeardownBlocked Warning",
+    )
     stack.custom.patch_namespaced_custom_object(
         constants.API_GROUP,
         constants.API_VERSION,
@@ -369,7 +385,7 @@ def test_a_broken_site_template_is_named_with_its_line_and_no_vm_is_created(
         lambda: (c := stack.condition("templated", "Stalled")) and c, 30, message="Stalled"
     )
     assert "site-template" in stalled["message"] and "line 4" in stalled["message"]
-    # Posted after the status write of the same cycle: waited for, not assumed.
+    # Events go out before the status write of their cycle; waited for all the same.
     wait_for(
         lambda: any(
             e.reason == "InvalidConfig" and "site-template" in e.message for e in stack.events()

@@ -183,7 +183,7 @@ def listed_node(
     id: str | None = None,
 ) -> Any:
     """One entry of a cloud listing, as the gateway hands it to the inventory."""
-    from cloudpilot.cloud.gateway import ListedNode
+    from cloudpilot.cloud.results import ListedNode
 
     number = _next_id()
     return ListedNode(

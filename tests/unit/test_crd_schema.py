@@ -163,12 +163,18 @@ def test_cel_rules_compile_and_name_existing_fields() -> None:
 
 def test_status_and_scale_subresources() -> None:
     """``status`` is written apart from the spec (users cannot overwrite it, and a status
-    write does not bump the generation); ``kubectl scale`` and autoscalers use ``scale``."""
+    write does not bump the generation); ``kubectl scale`` and autoscalers use ``scale``,
+    and HPA and KEDA refuse a scale target without a selector ("selector is required")."""
     (version,) = load_crd()["spec"]["versions"]
     assert version["subresources"] == {
         "status": {},
-        "scale": {"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas"},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
     }
+    assert pool_schema()["properties"]["status"]["properties"]["selector"]["type"] == "string"
 
 
 def test_printer_columns_show_the_pool_at_a_glance() -> None:
@@ -224,6 +230,8 @@ def test_every_example_file_holds_a_pool_or_a_template() -> None:
         allowed = {"CloudPilotPool", "Secret", "ConfigMap"}
         if "gitops" in path.parts:  # a Git repository's layout (docs/gitops.md)
             allowed |= {"Namespace", "Kustomization", "Application", "GitRepository", "HelmRelease"}
+        if "autoscaling" in path.parts:  # validated on the API server (test_autoscaler_examples)
+            allowed |= {"HorizontalPodAutoscaler", "ScaledObject"}
         assert kinds <= allowed, path
     assert len(EXAMPLE_POOLS) >= 3
 
@@ -374,7 +382,7 @@ def test_queues_take_the_same_overrides_as_the_pool() -> None:
         return node
 
     per_queue_only = {"name", "replicas", "limits"}
-    pool_only = {"ce", "replicas", "queues", "limits", "backoff", "deletionPolicy"}
+    pool_only = {"ce", "replicas", "queues", "limits", "backoff", "deletionPolicy", "dirac"}
     assert set(queue) - per_queue_only == set(spec["properties"]) - pool_only
     for field in set(queue) - per_queue_only:
         assert bare(queue[field]) == bare(spec["properties"][field]), field

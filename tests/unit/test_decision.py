@@ -8,17 +8,20 @@ from typing import Any
 import pytest
 
 from cloudpilot import decision, planner
-from cloudpilot.cloud.gateway import CreateResult, ListedNode
-from cloudpilot.decision import AccountListing, Observation, Results, Tuning
+from cloudpilot.cloud.results import CreateResult, ListedNode
+from cloudpilot.credentials.proxy import ProxyReport
+from cloudpilot.decision import NO_PROXY, AccountListing, Observation, Results, Tuning
 from cloudpilot.memory import CloudError, ErrorKind, PoolMemory
 from cloudpilot.models.queues import ClosedLoopConfig
 from cloudpilot.models.spec import parse_spec
 from cloudpilot.models.vms import Phase
-from cloudpilot.pilot_proxy import ProxyReport
 from tests.support.builders import NOW, account, backoff, pool_spec, queue, vm
 
 TUNING = Tuning(interval=60.0, converging_interval=10.0)
 ACCOUNT = account()
+
+
+OPEN_LOOP = ClosedLoopConfig(enabled=False)
 
 
 def observe(replicas: int = 2, **overrides: Any) -> Observation:
@@ -184,6 +187,52 @@ def test_with_the_closed_loop_a_quota_refusal_is_posted_but_not_backed_off_from(
     assert summary["starting"] == 1
 
 
+def test_room_a_failed_create_frees_under_a_pool_limit_goes_to_other_queues_next_cycle() -> None:
+    """The one-cycle lag of :func:`decision.as_it_stands`, pinned as intended.
+
+    Two queues share a pool ``maxInstances`` of 4: each is given 2. Queue a's create
+    fails, so 2 slots are free again; the status of this cycle still shows b held by
+    MaxInstances (the plan is made once: b really got no more this cycle), and the next
+    cycle, which comes back at the converging interval, gives b the freed room.
+    """
+    # Open loop: a quota refusal backs the queue off (the closed loop would learn the quota).
+    obs = observe(
+        spec=parse_spec(pool_spec(limits={"maxInstances": 4})),
+        queues=(queue("a", 4, closed_loop=OPEN_LOOP), queue("b", 4)),
+    )
+    chosen = decision.decide(obs, PoolMemory(generation=1), NOW, TUNING)
+    assert chosen.plan.creations == (planner.Creation("a", 2), planner.Creation("b", 2))
+    quota = CloudError(ErrorKind.QUOTA, "InstanceLimitExceeded", "create")
+    results = Results(
+        created=(CreateResult("a", 2, (), quota), CreateResult("b", 2, (node(1), node(2))))
+    )
+    outcome = decision.conclude(obs, chosen, results, NOW, TUNING)
+    held = {q["name"]: q.get("held") for q in outcome.status_patch["queues"]}
+    assert held == {"a": "BackOff", "b": "MaxInstances"}  # the lag: b is not re-shared
+    assert outcome.next_delay <= TUNING.converging_interval
+
+    again = decision.decide(obs, outcome.memory, NOW, TUNING)
+    assert again.plan.creations == (planner.Creation("b", 2),)
+
+
+def test_a_create_the_leadership_fence_stopped_is_neither_a_success_nor_a_failure() -> None:
+    """One VM went out before the Lease was lost, two did not: the one is pending, the two
+    are still missing (for whoever leads now), and no Warning, back-off or reset follows."""
+    uncertain = backoff(ErrorKind.TRANSIENT, retry_in=-1)  # over: the queue may create
+    memory = PoolMemory(generation=1, backoff={"default": uncertain})
+    chosen = decision.decide(observe(3), memory, NOW, TUNING)
+    assert chosen.plan.creations == (planner.Creation("default", 3),)
+    fenced = CreateResult("default", 3, (node(1),), fenced=True)
+    results = Results(created=(fenced,))
+    outcome = decision.conclude(observe(3), chosen, results, NOW, TUNING)
+    assert [(e.type, e.reason) for e in outcome.events] == [("Normal", "Created")]
+    assert set(outcome.memory.pending) == {"i-1"}
+    assert outcome.memory.backoff == memory.backoff  # no success recorded either
+    after = decision.as_it_stands(chosen.plan, results)
+    assert after.creations == (planner.Creation("default", 2),)
+    assert after.queues[0].held is None and after.queues[0].starting == 1
+
+
 def test_a_failed_deletion_is_a_warning_with_the_error_class() -> None:
     done = vm("default", Phase.DONE)
     refused = CloudError(ErrorKind.TRANSIENT, "throttled", "destroy")
@@ -277,3 +326,62 @@ def _expired_proxy() -> ProxyReport:
         message="the pilot proxy expired",
     )
     return ProxyReport(frozenset({"default"}), verdict, None, None, verdict)
+
+
+# -- the early scale-up (cloudpilot.early_create) -------------------------------------------
+
+
+def test_creations_sent_before_the_listing_are_pending_and_count_against_the_cap() -> None:
+    """3 asked early (2 started, listing not showing them yet): a pool of 5 creates none
+    more, the status counts them, and they get their Created events."""
+    early = CreateResult("default", 3, (node(1), node(2)), CloudError(ErrorKind.QUOTA, "q"))
+    tuning = replace(TUNING, max_creates_per_cycle=4)
+    # Open loop: the quota refusal backs off (the closed loop would learn the quota instead).
+    obs = observe(5, early=(early,), queues=(queue("default", 5, closed_loop=OPEN_LOOP),))
+    chosen = decision.decide(obs, PoolMemory(generation=1), NOW, tuning)
+    assert set(chosen.memory.pending) == {"i-1", "i-2"}
+    assert "default" in chosen.memory.backoff  # the early failure backs the queue off
+    assert chosen.plan.creations == ()
+    outcome = decision.conclude(obs, chosen, Results(), NOW, tuning)
+    assert outcome.status_patch["replicas"] == 2
+    assert [e.reason for e in outcome.events].count("Created") == 2
+
+
+def test_the_cap_left_after_an_early_scale_up_is_what_the_cycle_may_still_create() -> None:
+    early = CreateResult("default", 3, (node(1), node(2), node(3)))
+    tuning = replace(TUNING, max_creates_per_cycle=4)
+    chosen = decision.decide(observe(10, early=(early,)), PoolMemory(generation=1), NOW, tuning)
+    assert chosen.plan.creations == (planner.Creation("default", 1),)
+
+
+def test_a_last_look_is_kept_only_when_every_account_was_listed() -> None:
+    listed = observe(2, observed=(vm(),))
+    look = decision.last_look(listed, NOW)
+    assert look is not None and look.observed == listed.observed and look.at == NOW
+    failed = observe(2, accounts=(AccountListing(ACCOUNT, CloudError(ErrorKind.TRANSIENT, "x")),))
+    assert decision.last_look(failed, NOW) is None
+    assert decision.last_look(observe(2, accounts=()), NOW) is None
+
+
+def test_the_early_scale_up_leaves_out_queues_an_expired_proxy_stops() -> None:
+    queues = (queue("default", 3),)
+    look = decision.last_look(observe(1, queues=queues), NOW)
+    stopped = replace(NO_PROXY, stopped_queues=frozenset({"default"}))
+    spec = parse_spec(pool_spec(replicas=3))
+    args = (PoolMemory(), NOW, TUNING, {})  # {}: the closed loop gates nothing
+    assert decision.early_scale_up(look, queues, spec, NO_PROXY, *args) == (
+        planner.Creation("default", 3),
+    )
+    assert decision.early_scale_up(look, queues, spec, stopped, *args) == ()
+
+
+def test_no_early_scale_up_without_the_closed_loops_gates() -> None:
+    """A pool the loop does not know yet (gates None) or a queue it holds creates nothing
+    before the listing: a hold after fizzles is not bypassed by the early path."""
+    queues = (queue("default", 3),)
+    look = decision.last_look(observe(1, queues=queues), NOW)
+    spec = parse_spec(pool_spec(replicas=3))
+    memory = PoolMemory()
+    assert decision.early_scale_up(look, queues, spec, NO_PROXY, memory, NOW, TUNING) == ()
+    held = {"default": planner.QueueGate(held=True)}
+    assert decision.early_scale_up(look, queues, spec, NO_PROXY, memory, NOW, TUNING, held) == ()

@@ -109,6 +109,9 @@ def test_seed_example_becomes_a_pool_the_operator_accepts(
     }
     assert spec["context"] == {"templateFamily": "centos7"}
     assert spec["replicas"] == 0
+    # The report says how to keep SiteDirector from starting pilots for the same CE.
+    assert "take cloudprov.mysite.example out of SiteDirector" in err
+    assert "CETypes" in err and "docs/dirac.md" in err
     (queue,) = accepted_by_the_operator(pool)
     assert queue.account.options["ex_force_auth_version"] == "3.x_password"
     assert [str(n) for n in queue.networks] == ["name:my_public_net", "name:my_private_net"]
@@ -146,7 +149,7 @@ def test_every_choice_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
     for field, because in (
         ("context.templateFamily", "is a CentOS 7 image"),
         ("instance.createOptions.ex_config_drive", "config drive on every VM"),
-        ("instance.networks", "looked up in Neutron"),
+        ("instance.networks", "looked up by the driver"),
         ("instance.sshKey", "key pair"),
         ("replicas", "must not start VMs"),
         ("cloud.auth", "the Secret holds the [cloudprov.mysite.example] entry"),

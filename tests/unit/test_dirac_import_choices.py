@@ -70,7 +70,7 @@ def test_networks_and_key_are_explained() -> None:
     named, key = explain_instance(
         {"networks": ["name:a", "0000-net"], "sshKey": "mysshkey", "image": "x"}
     )
-    assert named.field == "instance.networks" and "looked up in Neutron" in named.reason
+    assert named.field == "instance.networks" and "looked up by the driver" in named.reason
     assert key.field == "instance.sshKey" and key.value == "mysshkey"
     (raw,) = explain_instance({"networks": ["0000-net"]})
     assert "without a lookup" in raw.reason and "Neutron" not in raw.reason

@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cloudpilot import redaction
+import pytest
+
+from cloudpilot import leader, redaction
+from cloudpilot.cycle_events import Event
+from cloudpilot.kube import events, handlers
 from cloudpilot.kube.events import MAX_EVENT_MESSAGE, EventRecorder, build_event
+from cloudpilot.reasons import Reason
+from cloudpilot.reconciler import PoolRef
 
 POOL: dict[str, Any] = {
     "apiVersion": "cloudpilot.io/v1alpha1",
@@ -132,3 +138,78 @@ async def test_the_cache_of_recent_events_is_bounded() -> None:
 
     assert api.calls == ["create"] * 4 + ["patch"]
     assert len(recorder._recent) == 2
+
+
+async def test_a_cycle_posts_its_events_before_it_writes_the_status_they_explain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever sees the condition can then find its Event; a failed status write loses none."""
+    calls: list[str] = []
+
+    class Api:
+        async def create(self, namespace: str, event: dict[str, Any]) -> str:
+            calls.append(f"event {event['reason']}")
+            return "e-1"
+
+        async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+            raise AssertionError("nothing to aggregate")
+
+    async def write_status(namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        calls.append(f"status {sorted(patch)}")
+        raise RuntimeError("the API server said no")
+
+    monkeypatch.setattr(events, "recorder", EventRecorder(Api()))
+    monkeypatch.setattr(handlers, "patch_status", write_status)
+    pool = PoolRef("grid", "lhcb", "u-1")
+    stalled = Event("Warning", Reason.BAD_CREDENTIALS, "AuthFailure")
+    with pytest.raises(RuntimeError):
+        await handlers.publish(pool, POOL, [stalled], {"conditions": []})
+    assert calls == ["event BadCredentials", "status ['conditions']"]
+
+
+async def test_a_lease_lost_while_the_events_go_out_stops_the_writes_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The handler checks the Lease once, after the cycle; posting Events takes awaits (a
+    slow API server: up to a call timeout each). A replica whose Lease lapsed meanwhile
+    sends no further Event and no status: the new leader's would be overwritten by it."""
+    calls: list[str] = []
+
+    class Elector:
+        leading = True
+
+        def is_leading(self) -> bool:
+            return self.leading
+
+    elector = Elector()
+
+    class Api:
+        async def create(self, namespace: str, event: dict[str, Any]) -> str:
+            calls.append(f"event {event['reason']}")
+            elector.leading = False  # the Lease lapses while this one is on the wire
+            return "e-1"
+
+        async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+            raise AssertionError("nothing to aggregate")
+
+    async def write_status(namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        calls.append("status")
+        return True
+
+    monkeypatch.setattr(events, "recorder", EventRecorder(Api()))
+    monkeypatch.setattr(handlers, "patch_status", write_status)
+    token = leader._current.set(elector)  # type: ignore[arg-type]
+    try:
+        written = await handlers.publish(
+            PoolRef("grid", "lhcb", "u-1"),
+            POOL,
+            [
+                Event("Normal", Reason.CREATED, "Created VM a"),
+                Event("Normal", Reason.CREATED, "Created VM b"),
+            ],
+            {"replicas": 2},
+        )
+    finally:
+        leader._current.reset(token)
+    assert calls == ["event Created"]
+    assert written is False

@@ -129,6 +129,16 @@ def _cases() -> list[Any]:
         pytest.param({**_BASE, "replicas": 3, "queues": []}, id="replicas+empty-queues"),
         pytest.param({**_BASE, "replicas": 0}, id="replicas-0"),
     ]
+    dirac = {"endpoint": "https://d.example", "credentialsSecret": {"name": "t"}, "vo": "v"}
+    dirac["site"] = "S"
+    cases += [
+        pytest.param({**_BASE, "dirac": dirac, "queues": [{"name": "a"}]}, id="dirac+queues"),
+        pytest.param(
+            {**_BASE, "dirac": {**dirac, "demand": {}}, "queues": [{"name": "a"}]},
+            id="demand+queues",
+        ),
+        pytest.param({**_BASE, "dirac": {**dirac, "demand": {}}, "queues": []}, id="demand"),
+    ]
     return cases
 
 

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import inspect
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -232,3 +233,58 @@ async def test_a_server_that_refuses_connections_is_unavailable(server: Server) 
     ) as kube:
         with pytest.raises(KubeUnavailable, match="ClientConnectorError"):
             await kube.read_lease("grid", "cloudpilot-operator")
+
+
+async def test_a_failed_login_says_what_failed_but_never_what_it_read(server: Server) -> None:
+    """A malformed kubeconfig makes its YAML parser quote the line it stopped at: the
+    token's line, as often as not. That text must reach no log line through the client."""
+
+    def broken_kubeconfig() -> kopf.ConnectionInfo:
+        raise ValueError(f"expected the node content\n  ... : {{token: {TOKEN}, x: [}}")
+
+    async with KubeClient(broken_kubeconfig) as kube:
+        with pytest.raises(KubeUnavailable) as failed:
+            await kube.read_lease("grid", "cloudpilot-operator")
+
+    error = failed.value
+    assert "ValueError" in str(error)
+    assert TOKEN not in f"{error} {error!r} {error.args}"
+    assert error.__cause__ is None and error.__context__ is None
+    assert server.seen == []
+
+
+async def test_a_closed_client_sends_nothing_and_opens_no_session(server: Server) -> None:
+    server.answers = [ok({"kind": "Lease"})]
+    kube = KubeClient(login_to(server))
+    await kube.read_lease("grid", "cloudpilot-operator")
+    await kube.close()
+
+    with pytest.raises(KubeUnavailable, match="closed"):
+        await kube.read_lease("grid", "cloudpilot-operator")
+    assert len(server.seen) == 1
+    assert kube._session is None, "a session was opened after close(): nobody closes it"
+
+
+async def test_closing_while_a_call_logs_in_leaves_no_session_open(server: Server) -> None:
+    """close() during a login (it reads files in a worker thread): the session that login
+    would have opened is never made, so nothing is left for the garbage collector."""
+    logging_in, may_finish = threading.Event(), threading.Event()
+    login = login_to(server)
+
+    def slow_login() -> kopf.ConnectionInfo:
+        logging_in.set()
+        may_finish.wait(10)
+        return login()
+
+    server.answers = [ok({"kind": "Lease"})]
+    kube = KubeClient(slow_login)
+    call = asyncio.ensure_future(kube.read_lease("grid", "cloudpilot-operator"))
+    try:
+        assert await asyncio.to_thread(logging_in.wait, 10)
+        await kube.close()
+    finally:
+        may_finish.set()
+    with pytest.raises(KubeUnavailable, match="closed"):
+        await call
+    assert server.seen == []
+    assert kube._session is None, "the login's session outlived close()"

@@ -89,6 +89,51 @@ async def test_a_pool_never_gets_the_same_listing_twice() -> None:
     assert cloud.calls == 3
 
 
+async def test_a_listing_older_than_a_create_under_a_prefix_is_not_served_for_it() -> None:
+    """A pool applied again (new uid, same prefix) after its predecessor created VMs and
+    was deleted with Orphan must not get a listing made before those VMs existed."""
+    clock = Clock()
+    cloud = Cloud()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
+    before = await shared.get("old-uid", cloud.fetch, "cp-p-")
+    clock.now += 1.0
+    shared.note_write("cp-p-")  # the predecessor's create returned
+    clock.now += 1.0
+    again = await shared.get("new-uid", cloud.fetch, "cp-p-")
+    assert again.seq == before.seq + 1 and again.started > before.started
+    # Other prefixes still share it: a write concerns only its own pool's VMs.
+    assert await shared.get("other-uid", cloud.fetch, "cp-q-") is again
+    assert cloud.calls == 2
+
+
+async def test_a_listing_on_its_way_before_a_create_is_not_joined_for_that_prefix() -> None:
+    clock = Clock()
+    cloud = Cloud()
+    cloud.gate = asyncio.Event()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
+    early = asyncio.ensure_future(shared.get("a", cloud.fetch, "cp-a-"))
+    for _ in range(3):  # let the listing task start: its start time is read then
+        await asyncio.sleep(0)
+    assert cloud.calls == 1  # on the wire
+    clock.now += 1.0
+    shared.note_write("cp-p-")
+    late = asyncio.ensure_future(shared.get("p", cloud.fetch, "cp-p-"))
+    await asyncio.sleep(0)
+    cloud.gate.set()
+    first, second = await asyncio.gather(early, late)
+    assert first.seq == 1 and second.seq == 2  # "p" waited for a listing after its write
+    assert cloud.calls == 2
+
+
+def test_write_marks_older_than_max_age_are_dropped() -> None:
+    clock = Clock()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
+    shared.note_write("cp-a-")
+    clock.now += 31.0
+    shared.note_write("cp-b-")
+    assert list(shared._writes) == ["cp-b-"]
+
+
 async def test_listings_reach_each_pool_in_the_order_they_were_made() -> None:
     clock = Clock()
     cloud = Cloud()

@@ -1,4 +1,4 @@
-"""Network references on OpenStack: raw ids cost no call, names must be unambiguous.
+"""Network references: raw ids cost no call (OpenStack), names must be unambiguous.
 
 The driver is libcloud's real OpenStack class with its network listing replaced by a
 counter, so the resolver's ``isinstance`` choices are the ones it makes in production.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from libcloud.compute.drivers.ec2 import EC2NetworkSubnet, EC2NodeDriver
 from libcloud.compute.drivers.openstack import OpenStack_2_NodeDriver, OpenStackNetwork
 
 from cloudpilot.cloud import errors
@@ -78,3 +79,22 @@ def test_a_name_matching_two_networks_is_a_config_error_naming_both() -> None:
 def test_an_unknown_name_is_not_found() -> None:
     with pytest.raises(NotFoundError, match="name:nope not found"):
         Resolver().networks(CountingOpenStack(NETWORKS), refs("name:nope"))
+
+
+class TwoSubnetsNamedPilots(EC2NodeDriver):  # type: ignore[misc]
+    """Never connects: ``ex_list_subnets`` answers two subnets tagged ``Name=pilots`` (EC2
+    keeps tags unique no more than Neutron keeps names)."""
+
+    def __init__(self) -> None:  # no super(): no connection
+        self.asked: list[dict[str, Any]] = []
+
+    def ex_list_subnets(self, **query: Any) -> list[Any]:
+        self.asked.append(query)
+        return [EC2NetworkSubnet(i, "pilots", "available") for i in ("subnet-a", "subnet-b")]
+
+
+def test_an_ec2_subnet_name_matching_two_subnets_is_a_config_error() -> None:
+    driver = TwoSubnetsNamedPilots()
+    with pytest.raises(ConfigError, match=r"name:pilots matches 2 networks \(subnet-a, subnet-b\)"):
+        Resolver().networks(driver, refs("name:pilots"))
+    assert driver.asked == [{"filters": {"tag:Name": "pilots"}}]

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from cloudpilot import shared_caches
+from cloudpilot import redaction, shared_caches
 from cloudpilot.cloud.gateway import Credentials
+from cloudpilot.models.spec import SecretKeyRef
+from cloudpilot.pilot_proxy import load_queue_proxies
 from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
 from tests.support.builders import account, queue
 
@@ -32,9 +34,34 @@ def test_two_credential_sets_on_one_account_keep_their_gateways_until_unused(
 def test_forgetting_a_pool_drops_its_record() -> None:
     reconciler = Reconciler()
     pool = PoolRef("ns", "p", "uid-1")
-    reconciler._state(pool).redaction_owners.add("ns/p:userdata:q")
+    reconciler._state(pool)
     reconciler.forget(pool)
     assert pool.uid not in reconciler.pools
+
+
+async def test_forgetting_a_pool_forgets_every_secret_it_registered_for_masking() -> None:
+    """Its proxies (registered while loading them, each cycle and in teardown) as well as
+    its rendered user data; another pool's secrets, even under a name that starts alike,
+    stay masked."""
+    proxy_queue = queue(
+        "q", pool_name="p", proxy_secret=SecretKeyRef(name="pilot", key="proxy.pem")
+    )
+
+    async def secret(name: str) -> dict[str, bytes]:
+        return {"proxy.pem": b"proxy-of-pool-p-0123456789"}
+
+    await load_queue_proxies([proxy_queue], namespace="ns", owner="ns/p", secret=secret)
+    redaction.register(redaction.pool_owner("ns/p", "userdata:q"), ["userdata-of-p-0123"])
+    redaction.register(redaction.pool_owner("ns/p2", "userdata:q"), ["userdata-of-p2-4567"])
+    text = "proxy-of-pool-p-0123456789 userdata-of-p-0123 userdata-of-p2-4567"
+    try:
+        assert redaction.redact(text) == "*** *** ***"
+        Reconciler().forget(PoolRef("ns", "p", "uid-1"))
+        assert not [o for o in redaction._secrets if o.startswith("ns/p:")]
+        assert redaction.redact(text) == "proxy-of-pool-p-0123456789 userdata-of-p-0123 ***"
+    finally:
+        redaction.forget_pool("ns/p")
+        redaction.forget_pool("ns/p2")
 
 
 def test_gateways_of_an_account_no_pool_uses_any_more_are_released(

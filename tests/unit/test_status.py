@@ -447,6 +447,17 @@ def test_patch_nulls_keys_no_longer_set() -> None:
     assert patch["nextRetryAt"] is None
 
 
+def test_patch_nulls_nested_keys_no_longer_set() -> None:
+    """A merge patch merges objects: a nested key the new status lacks must be nulled, or
+    ``status.dirac.lastError`` would stay after DiracX recovered."""
+    previous = {"dirac": {"registeredPilots": 0, "lastError": "down", "demand": {"target": 1}}}
+    new = {"dirac": {"registeredPilots": 2, "demand": {}}}
+    assert status_patch(previous, new) == {
+        "dirac": {"registeredPilots": 2, "lastError": None, "demand": {"target": None}}
+    }
+    assert status_patch(new, new) == {}
+
+
 def test_patch_leaves_keys_owned_by_others_alone() -> None:
     previous = {"someoneElses": {"x": 1}, "replicas": 1}
     assert status_patch(previous, {"replicas": 1}) == {}

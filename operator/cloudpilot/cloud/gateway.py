@@ -31,9 +31,10 @@ import contextlib
 import functools
 import hashlib
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from xml.etree.ElementTree import Element
@@ -43,15 +44,20 @@ from libcloud.compute.types import NodeState
 
 from cloudpilot import constants, leader
 from cloudpilot.cloud import batching, errors
+from cloudpilot.cloud.batch_size import CreateApi, max_batch
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
 from cloudpilot.cloud.drivers import build_driver, driver_class
 from cloudpilot.cloud.listing import SharedListing, shared_listing
 from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
+from cloudpilot.cloud.results import CreateResult as CreateResult  # re-exported
+from cloudpilot.cloud.results import ListedNode as ListedNode
 from cloudpilot.memory import CloudError
 from cloudpilot.models.queues import CloudAccount, QueueConfig
+from cloudpilot.naming import pool_prefix
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @functools.cache
@@ -88,15 +94,6 @@ class Credentials:
 
 
 @dataclass(frozen=True)
-class ListedNode:
-    id: str
-    name: str
-    state: str
-    created_at: datetime | None
-    tags: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class CreateRequest:
     queue: QueueConfig
     count: int
@@ -104,14 +101,6 @@ class CreateRequest:
     user_data: bytes
     tags: Mapping[str, str]
     client_token: str | None = None
-
-
-@dataclass(frozen=True)
-class CreateResult:
-    queue: str
-    requested: int
-    created: tuple[ListedNode, ...] = ()
-    error: CloudError | None = None
 
 
 class _NotSent(Exception):
@@ -273,6 +262,11 @@ class CloudGateway:
             started = loop.time()
             try:
                 result = await self._in_thread(lambda: fenced(driver))
+            except leader.NotLeading:
+                # Nothing was sent: no call to count, no cloud error. Callers leave what
+                # was fenced out of their results (neither done nor failed).
+                logger.info("%s not sent: this replica no longer holds the Lease", operation)
+                raise
             except Exception as exc:
                 if self._on_call:
                     self._on_call(operation, loop.time() - started, errors.classify(exc, operation))
@@ -328,7 +322,7 @@ class CloudGateway:
         ``consumer`` (a pool's uid) is always given a listing newer than the last one it
         got; ``prefix`` (the pool's name prefix) picks its VMs out of the shared snapshot.
         """
-        snapshot = await self.listing.get(consumer, self.list_nodes)
+        snapshot = await self.listing.get(consumer, self.list_nodes, prefix)
         return list(snapshot.with_prefix(prefix))
 
     async def prepare(self, queue: QueueConfig) -> None:
@@ -350,6 +344,14 @@ class CloudGateway:
 
     async def create(self, request: CreateRequest) -> CreateResult:
         """Start ``request.count`` VMs; partial success is reported, never raised."""
+        try:
+            return await self._create(request)
+        finally:
+            # Whatever came of it: listings made before now may lack what it started.
+            queue = request.queue
+            self.listing.note_write(pool_prefix(queue.pool_namespace, queue.pool_name))
+
+    async def _create(self, request: CreateRequest) -> CreateResult:
         try:
             kwargs = await self._create_kwargs(request)
         except Exception as exc:
@@ -391,13 +393,17 @@ class CloudGateway:
         return {**queue.create_options, **kwargs}
 
     async def _create_batched(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
-        """Batches of ``batch_size`` go out concurrently (at most ``parallelism`` at once).
+        """Batches (EC2's per-call maximum under the site's ``batch_size``: see
+        :mod:`~cloudpilot.cloud.batch_size`) go out concurrently (at most ``parallelism``).
 
         A round trip is paid once for the whole scale-up instead of once per batch. After
         a failure, what is sent is :func:`batching.send_next_batch`'s choice.
         """
-        sizes = batching.batch_sizes(request.count, self._batch_size)
+        sizes = batching.batch_sizes(
+            request.count, max_batch(CreateApi.EC2_RUN_INSTANCES, self._batch_size)
+        )
         failures: list[CloudError] = []
+        fenced: list[int] = []
 
         async def batch(batch_no: int, size: int) -> list[ListedNode]:
             token = f"{request.client_token}-{batch_no}" if request.client_token else None
@@ -417,6 +423,9 @@ class CloudGateway:
                 )
             except _NotSent:
                 return []
+            except leader.NotLeading:
+                fenced.append(batch_no)
+                return []
             except Exception as exc:
                 failures.append(errors.classify(exc, "create"))
                 return []
@@ -425,7 +434,7 @@ class CloudGateway:
         results = await asyncio.gather(*(batch(i, size) for i, size in enumerate(sizes)))
         created = tuple(node for nodes in results for node in nodes)
         error = failures[0] if failures else None
-        return CreateResult(request.queue.name, request.count, created, error)
+        return CreateResult(request.queue.name, request.count, created, error, bool(fenced))
 
     async def _create_each(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
         async def one() -> ListedNode:
@@ -438,18 +447,24 @@ class CloudGateway:
             *(one() for _ in range(request.count)), return_exceptions=True
         )
         created = tuple(o for o in outcomes if isinstance(o, ListedNode))
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        fenced = any(isinstance(o, leader.NotLeading) for o in outcomes)
+        failures = [
+            o
+            for o in outcomes
+            if isinstance(o, BaseException) and not isinstance(o, leader.NotLeading)
+        ]
         error = errors.classify(failures[0], "create") if failures else None
-        return CreateResult(request.queue.name, request.count, created, error)
+        return CreateResult(request.queue.name, request.count, created, error, fenced)
 
     async def destroy(self, nodes: Sequence[ListedNode]) -> dict[str, CloudError | None]:
-        """Destroy VMs; one failure never stops the others. Returns id -> error or None."""
+        """Destroy VMs; one failure never stops the others. Returns id -> error or None;
+        a VM whose destroy the leadership fence stopped is left out (it was not tried)."""
         if not nodes:
             return {}
         if is_ec2(self.probe()):
             return await self._destroy_ec2(nodes)
 
-        async def one(listed: ListedNode) -> CloudError | None:
+        async def one(listed: ListedNode) -> tuple[str, CloudError | None] | None:
             def run(driver: ComputeDriver) -> bool:
                 node = Node(
                     id=listed.id,
@@ -463,12 +478,14 @@ class CloudGateway:
 
             try:
                 await self._call("destroy", run)
+            except leader.NotLeading:
+                return None
             except Exception as exc:
-                return errors.classify(exc, "destroy")
-            return None
+                return listed.id, errors.classify(exc, "destroy")
+            return listed.id, None
 
         results = await asyncio.gather(*(one(n) for n in nodes))
-        return {n.id: r for n, r in zip(nodes, results, strict=True)}
+        return dict(r for r in results if r is not None)
 
     async def _destroy_ec2(self, nodes: Sequence[ListedNode]) -> dict[str, CloudError | None]:
         """One ``TerminateInstances`` per chunk of up to :data:`EC2_TERMINATE_CHUNK` VMs.
@@ -488,6 +505,8 @@ class CloudGateway:
 
             try:
                 await self._call("destroy", run)
+            except leader.NotLeading:
+                break  # this chunk and the rest are not tried: another replica leads
             except Exception as exc:
                 error = errors.classify(exc, "destroy")
                 if batching.retry_one_by_one(error, len(chunk)):

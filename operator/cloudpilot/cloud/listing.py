@@ -122,28 +122,56 @@ class SharedListing(Generic[N]):
         self._inflight: asyncio.Future[Snapshot[N]] | None = None
         self._seq = 0
         self._seen: OrderedDict[str, int] = OrderedDict()
+        self._writes: OrderedDict[str, float] = OrderedDict()
+        """Name prefix -> when the last create under it returned (at most max_age old)."""
         self.fetches = 0
         """Listings actually made (for tests and the benchmark)."""
         self.served = 0
         """Listings handed out, made or shared."""
 
     async def get(
-        self, consumer: str | None, fetch: Callable[[], Awaitable[Sequence[N]]]
+        self,
+        consumer: str | None,
+        fetch: Callable[[], Awaitable[Sequence[N]]],
+        prefix: str | None = None,
     ) -> Snapshot[N]:
-        snapshot = self._reusable(consumer)
-        if snapshot is None:
+        """``prefix``: the consumer's name prefix; a listing that started before the last
+        create made under it (:meth:`note_write`) is never handed out for it."""
+        not_before = self._writes.get(prefix, float("-inf")) if prefix else float("-inf")
+        snapshot = self._reusable(consumer, not_before)
+        while snapshot is None:
             if self._inflight is None:
                 self._inflight = asyncio.ensure_future(self._make(fetch))
             # shield: a pool cancelled mid-wait (operator stopping) must not cancel the
             # listing the other pools are waiting for.
-            snapshot = await asyncio.shield(self._inflight)
+            made = await asyncio.shield(self._inflight)
+            if made.started >= not_before:
+                snapshot = made
+            # else it was on its way before the write: wait for the next one.
         self._mark(consumer, snapshot.seq)
         self.served += 1
         return snapshot
 
-    def _reusable(self, consumer: str | None) -> Snapshot[N] | None:
+    def note_write(self, prefix: str) -> None:
+        """A create under ``prefix`` has returned. Why: a pool's own creations are in its
+        memory, but a pool deleted with ``deletionPolicy: Orphan`` and applied again (a
+        new uid, an empty memory, the same prefix) would otherwise be served a listing
+        made before its predecessor's VMs existed, and create them again."""
+        now = self._clock()
+        self._writes[prefix] = now
+        self._writes.move_to_end(prefix)
+        # Older marks cannot matter: no listing older than max_age is handed out.
+        while self._writes:
+            oldest, at = next(iter(self._writes.items()))
+            if now - at <= self.max_age:
+                break
+            del self._writes[oldest]
+
+    def _reusable(self, consumer: str | None, not_before: float) -> Snapshot[N] | None:
         latest = self._latest
         if latest is None or self._clock() - latest.started >= self.max_age:
+            return None
+        if latest.started < not_before:
             return None
         if consumer is not None and self._seen.get(consumer) == latest.seq:
             return None

@@ -6,9 +6,10 @@ DIRAC listed the whole image and size catalogue on every submission, even for ra
 * a raw id on a driver known to use only ``.id`` (EC2, OpenStack) becomes a placeholder
   object with no API call at all (OpenStack networks too: Nova takes ``{"uuid": id}``, so
   Neutron is asked only for ``name:`` networks);
-* a ``name:`` network that matches several networks is a configuration error naming their
-  ids (Neutron does not keep names unique; picking one would put pilots on a network
-  nobody chose);
+* a ``name:`` image, flavor or network that matches several is a configuration error
+  naming their ids (Neutron and Glance do not keep names unique, an EC2 name filter returns
+  one AMI per owner; picking one would boot pilots on something nobody chose): see
+  :mod:`cloudpilot.cloud.catalogue_match`, which also leaves out images that cannot boot;
 * a ``name:`` lookup uses a filtered query where the driver has one (EC2 ``DescribeImages``
   with a name filter) and a listing elsewhere;
 * every answer is cached for ``LOOKUP_CACHE_TTL`` per gateway (one cloud account), so a
@@ -26,13 +27,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from libcloud.compute.base import NodeImage, NodeSize
 
 from cloudpilot import constants
+from cloudpilot.cloud.catalogue_match import NotFoundError, unique
 from cloudpilot.cloud.driver_protocol import (
     Catalogued,
     ComputeDriver,
@@ -42,12 +44,8 @@ from cloudpilot.cloud.driver_protocol import (
 )
 from cloudpilot.models.queues import ConfigError, Lookup, QueueConfig
 
+__all__ = ["NeedsLookupError", "NotFoundError", "Resolver", "ec2_driver", "is_ec2"]
 
-class NotFoundError(LookupError):
-    """A ``name:`` or id that the cloud does not know."""
-
-
-C = TypeVar("C", bound=Catalogued)
 V = TypeVar("V")
 
 
@@ -140,7 +138,7 @@ class Resolver:
                 images = ec2_driver(driver).list_images(ex_filters={"name": ref.value})
             else:
                 images = driver.list_images()
-            return _find(images, ref, "image")
+            return unique(images, ref, "image", only_usable=True)
 
         return self._cached("image", ref, fetch)
 
@@ -158,7 +156,7 @@ class Resolver:
 
         def fetch() -> NodeSize:
             self.lookups += 1
-            return _find(driver.list_sizes(), ref, "flavor")
+            return unique(driver.list_sizes(), ref, "flavor")
 
         return self._cached("flavor", ref, fetch)
 
@@ -178,7 +176,7 @@ class Resolver:
                     subnets = ec2.ex_list_subnets(filters={"tag:Name": ref.value})
                 else:
                     subnets = ec2.ex_list_subnets(subnet_ids=[ref.value])
-                return _find(subnets, ref, "network")
+                return unique(subnets, ref, "network")
 
             return {"ex_subnet": self._cached("network", ref, fetch_subnet)}
         if not isinstance(driver, NetworkListingDriver):
@@ -191,7 +189,7 @@ class Resolver:
 
             def fetch(ref: Lookup = ref) -> Catalogued:
                 self.lookups += 1
-                return _find_unique(driver.ex_list_networks(), ref, "network")
+                return unique(driver.ex_list_networks(), ref, "network")
 
             found.append(self._cached("network", ref, fetch))
         return {"networks": found}
@@ -222,26 +220,3 @@ class NetworkById:
 
     id: str
     name: str = ""
-
-
-def _find_unique(items: Sequence[C], ref: Lookup, kind: str) -> C:
-    """Like :func:`_find`, but a reference that matches several entries is an error."""
-    attr = "name" if ref.by_name else "id"
-    matches = [item for item in items if getattr(item, attr, None) == ref.value]
-    if len(matches) > 1:
-        ids = ", ".join(sorted(str(m.id) for m in matches))
-        raise ConfigError(
-            f"{kind} {ref} matches {len(matches)} {kind}s ({ids}): give the id of the one "
-            f"to use instead of its name"
-        )
-    if not matches:
-        raise NotFoundError(f"{kind} {ref} not found in the cloud's catalogue")
-    return matches[0]
-
-
-def _find(items: Sequence[C], ref: Lookup, kind: str) -> C:
-    attr = "name" if ref.by_name else "id"
-    for item in items:
-        if getattr(item, attr, None) == ref.value:
-            return item
-    raise NotFoundError(f"{kind} {ref} not found in the cloud's catalogue")

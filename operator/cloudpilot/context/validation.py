@@ -22,6 +22,10 @@ import yaml
 
 from cloudpilot.context.errors import UserDataError
 
+_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's safe loader where PyYAML was built with it: the same documents, about ten times
+less CPU than the pure-Python one for every rendered cloud-config that is checked."""
+
 CLOUD_CONFIG_HEADER = "#cloud-config"
 MIME_PART_TYPES = frozenset(
     {
@@ -67,7 +71,7 @@ def check_user_data(data: bytes, *, template: str) -> str:
 def check_cloud_config(text: str, *, where: str) -> dict[str, Any]:
     """A cloud-config document: a YAML mapping with sensible shapes for well-known keys."""
     try:
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

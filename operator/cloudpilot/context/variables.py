@@ -8,6 +8,7 @@ checks that every variable is described there).
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -80,8 +81,10 @@ def pilot_timeout(max_lifetime: int, halt_grace_period: int) -> int:
     return max(max_lifetime - halt_grace_period - BOOT_ALLOWANCE, MIN_PILOT_TIMEOUT)
 
 
+@cache
 def stamp_script() -> str:
-    """The shell stamp rule, rendered on its own (templates include it by name)."""
+    """The shell stamp rule, rendered on its own (templates include it by name); constant,
+    so compiled and rendered once per process."""
     template = environment().from_string(builtin_text("pilot-stamp.sh.j2"))
     return template.render(
         pilot_stamp_prefix=PILOT_STAMP_PREFIX, pilot_stamp_length=PILOT_STAMP_LENGTH

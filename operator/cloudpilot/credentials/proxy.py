@@ -37,6 +37,7 @@ __all__ = [
     "ProxyInfo",
     "ProxyKind",
     "ProxyReason",
+    "ProxyReport",
     "ProxyVerdict",
     "dirac_dn",
     "parse_proxy",
@@ -125,6 +126,20 @@ class ProxyVerdict:
     stop: bool
     """True: create no VM this cycle (deletions and status go on)."""
     message: str
+
+
+@dataclass(frozen=True)
+class ProxyReport:
+    """What a pool's proxies mean for one cycle's status and actions (made by
+    :func:`cloudpilot.pilot_proxy.assess`, read by :mod:`cloudpilot.decision`)."""
+
+    stopped_queues: frozenset[str]
+    """Queues whose proxy expired: they get no new VM until it is renewed."""
+    verdict: ProxyVerdict | None
+    status: Mapping[str, Any] | None
+    event: tuple[str, str, str] | None
+    stop: ProxyVerdict | None = None
+    """Why queues are stopped (an unusable proxy before an expired one), if any are."""
 
 
 def _describe(info: ProxyInfo) -> str:

@@ -38,6 +38,7 @@ import contextvars
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
@@ -154,6 +155,7 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self._server = ""
         self._opening = asyncio.Lock()
+        self._closed = False
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -162,6 +164,9 @@ class KubeClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the session; the client sends nothing after this (a call raises
+        :class:`KubeUnavailable`) rather than open a session nobody would close."""
+        self._closed = True
         session, self._session = self._session, None
         if session is not None:
             await session.close()
@@ -169,9 +174,9 @@ class KubeClient:
     async def _open(self) -> aiohttp.ClientSession:
         async with self._opening:
             if self._session is None:
-                # kopf's login reads files (token, kubeconfig, certificates): not in the loop.
-                info = await asyncio.to_thread(self._login)
-                ssl_context = await asyncio.to_thread(info.as_ssl_context)
+                info, ssl_context = await self._log_in()
+                if self._closed:  # closed while logging in: open nothing
+                    raise KubeUnavailable("the Kubernetes client is closed")
                 self._server = info.server.rstrip("/")
                 self._session = aiohttp.ClientSession(
                     # No connection limit (kopf's choice too): a Lease renewal must never
@@ -182,6 +187,24 @@ class KubeClient:
                     trust_env=info.trust_env,
                 )
             return self._session
+
+    async def _log_in(self) -> tuple[kopf.ConnectionInfo, ssl.SSLContext]:
+        """kopf's login and its TLS context, read in worker threads (files: token,
+        kubeconfig, certificates). A failure is named by its class only: a kubeconfig's
+        YAML parser quotes the line it stopped at, which may be the token's."""
+        if self._closed:
+            raise KubeUnavailable("the Kubernetes client is closed")
+        failure = ""
+        try:
+            info = await asyncio.to_thread(self._login)
+            ssl_context = await asyncio.to_thread(info.as_ssl_context)
+        except KubeUnavailable:
+            raise
+        except Exception as exc:
+            failure = type(exc).__name__
+        if failure:  # raised outside the handler: no __context__ to carry the text
+            raise KubeUnavailable(f"logging in to the Kubernetes API failed: {failure}")
+        return info, ssl_context
 
     async def _relogin(self, stale: aiohttp.ClientSession) -> None:
         """401: the token was rotated (a projected service-account token lives an hour)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from cloudpilot import leader
 from cloudpilot.kube import client
 from cloudpilot.redaction import redact
 
@@ -169,9 +170,13 @@ recorder = EventRecorder()
 
 
 async def post_events(body: Mapping[str, Any], events: Iterable[Any]) -> None:
-    """Post ``events`` (objects with ``type``, ``reason``, ``message``) about the pool."""
+    """Post ``events`` (objects with ``type``, ``reason``, ``message``) about the pool;
+    none once this replica's Lease has lapsed (each post is an await: it may lapse
+    between two)."""
     namespace = (body.get("metadata") or {}).get("namespace", "")
     for event in events:
+        if not leader.may_act():
+            return
         payload = build_event(body, event.type, event.reason, event.message, datetime.now(UTC))
         try:
             await recorder.post(namespace, payload)

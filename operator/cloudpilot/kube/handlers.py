@@ -4,9 +4,9 @@
   (:class:`~cloudpilot.pool_bodies.PoolBodies`); a new pool or a new spec (including
   ``kubectl scale``) is reconciled at once, a pool being deleted is no longer scheduled;
 * one **scheduler** (:mod:`cloudpilot.kube.scheduler`), started and stopped with the
-  operator, reconciles each pool when it is due: reconcile, write status if it changed,
-  post events, schedule the next reconcile (a minute when quiet, seconds while converging
-  or backing off);
+  operator, reconciles each pool when it is due: reconcile, post events, write status if
+  it changed (in that order: :func:`publish`), schedule the next reconcile (a minute when
+  quiet, seconds while converging or backing off);
 * a **delete** handler (it makes kopf hold the pool's finalizer) destroys the pool's VMs,
   or leaves them with ``deletionPolicy: Orphan``, and keeps the pool until they are gone.
 
@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
 
 from cloudpilot import constants, leader, metrics
+from cloudpilot.cycle_events import Event
 from cloudpilot.kube.events import post_events
 from cloudpilot.kube.scheduler import PoolScheduler
 from cloudpilot.kube.status import patch_status
@@ -76,6 +77,25 @@ def _ref(body: Mapping[str, Any]) -> PoolRef:
     return PoolRef(namespace=meta["namespace"], name=meta["name"], uid=meta.get("uid", ""))
 
 
+async def publish(
+    pool: PoolRef, body: Mapping[str, Any], events: Sequence[Event], status_patch: dict[str, Any]
+) -> bool:
+    """A cycle's Events, then its status (a teardown does the same); False when the Lease
+    lapsed before the status could be written (nothing more was sent).
+
+    Events first: whoever sees a condition (a user, a test) can then find the Event that
+    explains it, and a status write that fails loses no Event (a repeat of a blocking one
+    next cycle only raises its count). No round trip is added: the same calls, in the other
+    order, and none at all in a quiet cycle. Posting the Events takes awaits, so the Lease
+    is checked again before the status write (and before each Event, in ``post_events``).
+    """
+    await post_events(body, events)
+    if not leader.may_act():
+        return False  # the replica that leads now writes the status
+    await patch_status(pool.namespace, pool.name, status_patch)
+    return True
+
+
 def configure_kopf(settings: kopf.OperatorSettings, *, cluster_discovery: bool = True) -> None:
     """kopf's bookkeeping goes to ``cloudpilot.io`` annotations; status stays ours."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -112,9 +132,9 @@ def register(
             if not leader.may_act():
                 # The Lease lapsed during the cycle: whoever holds it now writes status.
                 return retry_delay
-            await patch_status(pool.namespace, pool.name, outcome.status_patch)
+            if not await publish(pool, body, outcome.events, outcome.status_patch):
+                return retry_delay
             status = bodies.record_status(uid, outcome.status_patch)
-            await post_events(body, outcome.events)
         except Exception:
             # A bug or an API outage must not end the pool's reconciles for good.
             logger.exception("reconcile of %s failed; retrying", pool.key)
@@ -144,6 +164,7 @@ def register(
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await scheduler.stop()
+        await reconciler.dirac.close()  # DiracX HTTP sessions (cloudpilot.dirac)
 
     @kopf.on.event(*RESOURCE, id=WATCH_HANDLER, registry=registry)
     async def pool_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
@@ -165,12 +186,12 @@ def register(
     async def pool_deleted(body: kopf.Body, **_: Any) -> None:
         pool = _ref(body)
         outcome = await reconciler.finalize(pool, body)
+        await post_events(body, outcome.events)  # before status, as in publish()
         if not outcome.release:
             try:
                 await patch_status(pool.namespace, pool.name, outcome.status_patch)
             except Exception as exc:  # status is a courtesy here; the retry is not
                 logger.warning("could not write the teardown status of %s: %s", pool.key, exc)
-        await post_events(body, outcome.events)
         if outcome.release:
             metrics.forget_pool(pool.key)
             return

@@ -64,15 +64,21 @@ class OnlyWithoutQueues:
     message: str
 
     def crd(self) -> dict[str, str]:
+        parts = self.field.split(".")
+        has = " && ".join(f"has(self.{'.'.join(parts[: i + 1])})" for i in range(len(parts)))
+        unset = f"!{has}" if len(parts) == 1 else f"!({has})"
         return {
-            "rule": f"!has(self.{self.field}) || !has(self.queues) || size(self.queues) == 0",
+            "rule": f"{unset} || !has(self.queues) || size(self.queues) == 0",
             "message": self.message,
             "fieldPath": f".{self.field}",
             "reason": "FieldValueForbidden",
         }
 
     def violated(self, pool: Any) -> bool:
-        return getattr(pool, _snake(self.field)) is not None and bool(pool.queues)
+        value: Any = pool
+        for part in self.field.split("."):
+            value = getattr(value, _snake(part)) if value is not None else None
+        return value is not None and bool(pool.queues)
 
 
 @dataclass(frozen=True)
@@ -91,13 +97,18 @@ REPLICAS_WITHOUT_QUEUES = OnlyWithoutQueues(
     "spec.replicas is for a pool without queues; with spec.queues set, each queue has its "
     "own replicas",
 )
+DEMAND_WITHOUT_QUEUES = OnlyWithoutQueues(
+    "dirac.demand",
+    "spec.dirac.demand scales spec.replicas, which only a pool without queues has; use one "
+    "pool per queue to scale queues on demand",
+)
 REQUIRED_ON_POOL_OR_EVERY_QUEUE = (
     RequiredOnPoolOrEveryQueue("cloudType"),
     RequiredOnPoolOrEveryQueue("credentialsSecret"),
     RequiredOnPoolOrEveryQueue("instance.image"),
     RequiredOnPoolOrEveryQueue("instance.flavor"),
 )
-POOL_RULES = (REPLICAS_WITHOUT_QUEUES, *REQUIRED_ON_POOL_OR_EVERY_QUEUE)
+POOL_RULES = (REPLICAS_WITHOUT_QUEUES, DEMAND_WITHOUT_QUEUES, *REQUIRED_ON_POOL_OR_EVERY_QUEUE)
 """The rules on ``spec``, in the order the CRD lists them."""
 
 NAME_NEEDS_A_NAME = ValueRule("self != 'name:'", "'name:' needs a name after it")

@@ -23,7 +23,12 @@ from pydantic.alias_generators import to_camel
 from cloudpilot import constants
 from cloudpilot.models import crd_meta as k8s
 from cloudpilot.models.crd_meta import UNSET_MEANS_POOL, crd
-from cloudpilot.models.rules import NAME_NEEDS_A_NAME, POOL_RULES, REPLICAS_WITHOUT_QUEUES
+from cloudpilot.models.rules import (
+    DEMAND_WITHOUT_QUEUES,
+    NAME_NEEDS_A_NAME,
+    POOL_RULES,
+    REPLICAS_WITHOUT_QUEUES,
+)
 
 QueueName = Annotated[str, StringConstraints(min_length=1, max_length=63, pattern=k8s.DNS_LABEL)]
 Replicas = Annotated[int, Field(ge=0, le=constants.MAX_REPLICAS)]
@@ -108,10 +113,12 @@ class InstanceSpec(_Model):
     image: Lookup | None = None
     """Image to boot (seed Instance_Image): a raw cloud id (ami-0123abcd, an OpenStack image
     UUID) or name:<image name>, looked up by name and cached for an hour instead of listing
-    the catalogue on every submission as DIRAC did."""
+    the catalogue on every submission as DIRAC did. A name that matches several bootable
+    images is refused (InvalidConfig, naming their ids), never guessed: put the id."""
     flavor: Lookup | None = None
     """Flavor, size or instance type (seed Instance_Flavor): a raw id (m5.large, an OpenStack
-    flavor id) or name:<flavor name>, looked up and cached like image."""
+    flavor id) or name:<flavor name>, looked up and cached like image; a name that matches
+    several flavors is refused like an ambiguous image name."""
     networks: list[Network] | None = Field(None, json_schema_extra=crd(maxItems=16))
     """Networks to attach (seed Instance_Networks, a list instead of a comma-separated
     string): each a raw id or name:<network name>. Order is kept. Set on a queue, the list
@@ -251,6 +258,77 @@ class ClosedLoopSpec(_Model):
     efficiency. Default 3600, at most 604800."""
 
 
+JobFilterValue = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128),
+    Field(description="A value of the DiracX job parameter to match."),
+]
+
+
+class DiracTokenSecretRef(_Model):
+    name: ObjectName
+    """Name of the Secret, in the pool's namespace."""
+    key: ObjectKey = "token"
+    """Key of the token in the Secret."""
+
+
+class DiracDemandSpec(_Model):
+    """Scale on DiracX's waiting jobs: target = ceil(jobs * pilotsPerJob), at least
+    minReplicas, at most spec.replicas (the ceiling, which a person or an autoscaler sets),
+    rising by at most maxScaleUpStep per read and falling only after scaleDownDelaySeconds.
+    Only for a pool without queues (cloudpilot.dirac.demand)."""
+
+    min_replicas: Annotated[int, Field(ge=0, le=constants.MAX_REPLICAS)] = 0
+    """Pilots kept whatever the demand (capped by spec.replicas)."""
+    pilots_per_job: Annotated[float, Field(ge=0.001, le=100)] = 1.0
+    """Pilots wanted per waiting job (0.1 = one pilot for ten jobs)."""
+    job_statuses: list[JobFilterValue] = Field(
+        default_factory=lambda: ["Waiting"], json_schema_extra=crd(maxItems=64)
+    )
+    """Job statuses that count as demand."""
+    sites: list[JobFilterValue] | None = Field(None, json_schema_extra=crd(maxItems=64))
+    """Count only jobs whose Site is one of these (e.g. this site and ANY). Unset: any."""
+    job_types: list[JobFilterValue] | None = Field(None, json_schema_extra=crd(maxItems=64))
+    """Count only jobs of these JobTypes (User, MCSimulation ...). Unset: any."""
+    job_groups: list[JobFilterValue] | None = Field(None, json_schema_extra=crd(maxItems=64))
+    """Count only jobs of these JobGroups. Unset: any."""
+    owners: list[JobFilterValue] | None = Field(None, json_schema_extra=crd(maxItems=64))
+    """Count only jobs of these owners. Unset: any."""
+    max_scale_up_step: Annotated[int, Field(ge=1, le=constants.MAX_REPLICAS)] = 10
+    """Most pilots the target rises by per demand read: a burst does not start a hundred VMs."""
+    scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86_400)] = 300
+    """The target falls only to the highest target of this window (seconds)."""
+    interval_seconds: Annotated[int, Field(ge=5, le=3600)] = 60
+    """Seconds between two demand reads."""
+
+
+class DiracSpec(_Model):
+    """DiracX, DIRAC's REST service (docs/dirac.md). Set, every VM the pool starts is
+    registered there as a pilot (stamp from the instance id, reference cloud://<id>, this
+    grid site, the CE as destination, the queue) and its status follows the VM. A DiracX
+    outage never stops VM management: it shows in status.dirac.lastError and is retried."""
+
+    endpoint: Annotated[
+        str, StringConstraints(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
+    ]
+    """Base URL of the DiracX server (https://diracx.example.org); the operator calls
+    /api/pilots/ and /api/jobs/summary under it."""
+    credentials_secret: DiracTokenSecretRef
+    """Secret holding a DiracX access token with pilot management (ServiceAdministrator)
+    and, for demand, job queries of the VO. Read every reconcile; never logged nor shown."""
+    vo: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    """Virtual organisation of the pilots (a VO DiracX knows)."""
+    site: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    """DIRAC grid site of the CE (e.g. CLOUD.mysite.org), the pilots' GridSite."""
+    grid_type: Annotated[str, StringConstraints(min_length=1, max_length=32)] = "Cloud"
+    """Pilot GridType recorded in DiracX."""
+    register_pilots: bool = True
+    """Register the pool's pilots and keep their status; false reads demand only (the
+    pilots register themselves, docs/dirac.md)."""
+    demand: DiracDemandSpec | None = None
+    """Scale spec.replicas' pilots on DiracX's waiting jobs (spec.replicas is the ceiling)."""
+
+
 class _Overridable(_Model):
     """The CE-level options; a queue may override any of them."""
 
@@ -375,6 +453,9 @@ class PoolSpec(_Overridable):
     """What deleting the pool does to its VMs. Delete (default): they are destroyed, and the
     pool is kept (by a finalizer) until they are gone. Orphan: they are left running; a pool
     of the same name and namespace applied again adopts them."""
+    dirac: DiracSpec | None = None
+    """Register the pool's pilots in DiracX and, optionally, scale on its waiting jobs
+    (docs/dirac.md). Unset: CloudPilot never calls DIRAC."""
 
     @model_validator(mode="after")
     def _queue_names_unique(self) -> PoolSpec:
@@ -384,6 +465,8 @@ class PoolSpec(_Overridable):
             raise ValueError(f"queue names must be unique, repeated: {', '.join(duplicates)}")
         if REPLICAS_WITHOUT_QUEUES.violated(self):
             raise ValueError(REPLICAS_WITHOUT_QUEUES.message)
+        if DEMAND_WITHOUT_QUEUES.violated(self):
+            raise ValueError(DEMAND_WITHOUT_QUEUES.message)
         return self
 
 

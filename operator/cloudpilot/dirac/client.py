@@ -1,0 +1,123 @@
+"""The DiracX REST adapter: four calls over aiohttp, nothing decided here.
+
+Why not ``diracx-client``: it pins FastAPI-era libraries (httpx, azure-core, a generated
+AutoREST client) that would move CloudPilot's own dependencies, for four JSON requests.
+aiohttp already comes with kopf.
+
+The token is sent in the ``Authorization`` header and nowhere else: it is never part of a
+URL, and every error message is built here from the status code and DiracX's ``detail``
+(masked by :func:`cloudpilot.cloud.errors.scrub`), never from the request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from cloudpilot.cloud.errors import scrub
+
+REQUEST_TIMEOUT = 10.0
+"""Seconds for one DiracX request: a registration is one row insert; longer means an
+overloaded or unreachable server, and the cycle must get back to the VMs."""
+
+
+class DiracError(Exception):
+    """A DiracX call that failed; ``transient`` when a retry may succeed (5xx, network)."""
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = True):
+        super().__init__(scrub(message))
+        self.status = status
+        self.transient = transient
+
+
+class DiracClient:
+    """One DiracX endpoint with one bearer token (one per pool credential)."""
+
+    def __init__(self, endpoint: str, token: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+        self._base = endpoint.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        try:
+            async with self._session.request(method, self._base + path, json=body) as resp:
+                text = await resp.text()
+                if resp.status >= 400:
+                    raise DiracError(
+                        f"DiracX {method} {path}: HTTP {resp.status}: {_detail(text)}",
+                        status=resp.status,
+                        transient=resp.status >= 500 or resp.status == 429,
+                    )
+                return resp.status, (await resp.json(content_type=None)) if text else None
+        except DiracError:
+            raise
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            # aiohttp's messages name the host and port, never headers.
+            raise DiracError(f"DiracX {method} {path}: {type(exc).__name__}: {exc}") from None
+
+    async def register_pilot(
+        self,
+        *,
+        stamp: str,
+        vo: str,
+        grid_type: str,
+        grid_site: str,
+        destination: str,
+        reference: str,
+    ) -> bool:
+        """Register one pilot; False if DiracX already had the stamp (409: idempotent)."""
+        body = {
+            "pilot_stamp": stamp,
+            "vo": vo,
+            "grid_type": grid_type,
+            "grid_site": grid_site,
+            "destination_site": destination,
+            "pilot_reference": reference,
+        }
+        try:
+            await self._call("POST", "/api/pilots/", body)
+        except DiracError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
+    async def update_pilots(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        """``PATCH /api/pilots/metadata``: stamp -> fields (``Status``, ``Queue`` ...)."""
+        await self._call("PATCH", "/api/pilots/metadata", dict(updates))
+
+    async def search_pilots(self, stamps: Sequence[str]) -> list[dict[str, Any]]:
+        body = {"search": [{"parameter": "PilotStamp", "operator": "in", "values": list(stamps)}]}
+        _, rows = await self._call("POST", "/api/pilots/search", body)
+        return list(rows or [])
+
+    async def job_summary(
+        self, search: Sequence[Mapping[str, Any]], grouping: Sequence[str] = ("Status",)
+    ) -> list[dict[str, Any]]:
+        """``POST /api/jobs/summary``: job counts per group of the jobs ``search`` matches."""
+        _, rows = await self._call(
+            "POST", "/api/jobs/summary", {"grouping": list(grouping), "search": list(search)}
+        )
+        return list(rows or [])
+
+
+def _detail(text: str) -> str:
+    """DiracX's (FastAPI's) ``{"detail": ...}`` if the body is one, else the body, short."""
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return text[:200]
+    if isinstance(payload, dict) and "detail" in payload:
+        return str(payload["detail"])[:300]
+    return text[:200]

@@ -1,0 +1,161 @@
+"""cloudpilot.dirac.link: the calls the decisions turn into, against a fake DiracX client.
+
+The real client and server are exercised end to end (tests/integration/test_diracx_e2e.py);
+here the client is a stand-in that records calls and can fail, to pin down what the link
+does with 409, 404, outages and many pilots at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cloudpilot.dirac.client import DiracClient, DiracError
+from cloudpilot.dirac.link import DiracLink
+from cloudpilot.models.spec import DiracSpec
+from cloudpilot.models.vms import ObservedVM, Phase
+from cloudpilot.naming import pilot_stamp
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SPEC = DiracSpec.model_validate(
+    {"endpoint": "https://d.test", "credentialsSecret": {"name": "t"}, "vo": "v", "site": "S"}
+)
+
+
+class FakeClient(DiracClient):
+    def __init__(self, endpoint: str, token: str) -> None:
+        super().__init__(endpoint, token)
+        self.known: set[str] = set()
+        self.statuses: dict[str, str] = {}
+        self.fail: DiracError | None = None
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.jobs = 0
+
+    async def register_pilot(self, *, stamp: str, **_: str) -> bool:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0)
+        self.in_flight -= 1
+        if self.fail is not None:
+            raise self.fail
+        new = stamp not in self.known
+        self.known.add(stamp)
+        return new
+
+    async def update_pilots(self, updates: Mapping[str, Mapping[str, Any]]) -> None:
+        if self.fail is not None:
+            raise self.fail
+        if set(updates) - self.known:
+            raise DiracError("At least one pilot does not exist.", status=404, transient=False)
+        self.statuses.update({s: str(u["Status"]) for s, u in updates.items()})
+
+    async def job_summary(
+        self, search: Sequence[Mapping[str, Any]], grouping: Sequence[str] = ("Status",)
+    ) -> list[dict[str, Any]]:
+        if self.fail is not None:
+            raise self.fail
+        return [{"Status": "Waiting", "count": self.jobs}]
+
+
+def vms(n: int, phase: Phase = Phase.RUNNING) -> list[ObservedVM]:
+    return [ObservedVM(f"i-{k}", f"n{k}", "default", phase, T0) for k in range(n)]
+
+
+def link(**kwargs: Any) -> tuple[DiracLink, list[FakeClient]]:
+    made: list[FakeClient] = []
+
+    def factory(endpoint: str, token: str) -> DiracClient:
+        made.append(FakeClient(endpoint, token))
+        return made[-1]
+
+    return DiracLink(client_factory=factory, **kwargs), made
+
+
+def test_many_new_pilots_are_registered_with_bounded_concurrency() -> None:
+    dirac, made = link(max_concurrency=4)
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(50), ce="ce", now=T0))
+    (client,) = made
+    assert client.known == {pilot_stamp(f"i-{k}") for k in range(50)}
+    assert client.most_in_flight == 4
+    assert set(client.statuses.values()) == {"Running"}
+    assert dirac.status("uid", SPEC) == {"registeredPilots": 50, "unregisteredPilots": 0}
+
+
+def test_a_known_stamp_counts_as_registered_after_a_restart() -> None:
+    first, made = link()
+    asyncio.run(first.sync("uid", SPEC, "tok", vms(2), ce="ce", now=T0))
+    restarted = DiracLink(client_factory=lambda e, t: made[0])  # the same DiracX
+    asyncio.run(restarted.sync("uid", SPEC, "tok", vms(2), ce="ce", now=T0))
+    assert restarted.status("uid", SPEC)["registeredPilots"] == 2
+    assert len(made[0].known) == 2
+
+
+def test_an_outage_backs_off_per_pilot_and_a_new_token_retries_at_once() -> None:
+    dirac, made = link()
+
+    async def scenario() -> None:
+        await dirac.sync("uid", SPEC, "tok", vms(2), ce="ce", now=T0)  # creates the client
+        client = made[0]
+        client.fail = DiracError("DiracX POST /api/pilots/: unreachable")
+        await dirac.sync("uid", SPEC, "tok", vms(3), ce="ce", now=T0)
+        assert dirac.status("uid", SPEC)["unregisteredPilots"] == 1
+        assert "unreachable" in dirac.status("uid", SPEC)["lastError"]
+        delay = dirac.next_attempt("uid", SPEC, T0)
+        assert delay is not None and delay >= 1.0
+        client.fail = None
+        await dirac.sync("uid", SPEC, "tok", vms(3), ce="ce", now=T0 + timedelta(seconds=1))
+        assert dirac.status("uid", SPEC)["unregisteredPilots"] == 1  # still backing off
+        await dirac.sync("uid", SPEC, "tok2", vms(3), ce="ce", now=T0 + timedelta(seconds=1))
+        assert dirac.status("uid", SPEC) == {"registeredPilots": 3, "unregisteredPilots": 0}
+
+    asyncio.run(scenario())
+
+
+def test_pilots_diracx_lost_are_registered_again() -> None:
+    dirac, made = link()
+
+    async def scenario() -> None:
+        await dirac.sync("uid", SPEC, "tok", vms(1, Phase.STARTING), ce="ce", now=T0)
+        made[0].known.clear()  # DiracX's database was reset
+        await dirac.sync("uid", SPEC, "tok", vms(1), ce="ce", now=T0)
+        later = T0 + timedelta(seconds=10)
+        await dirac.sync("uid", SPEC, "tok", vms(1), ce="ce", now=later)
+        assert made[0].statuses == {pilot_stamp("i-0"): "Running"}
+
+    asyncio.run(scenario())
+
+
+def test_a_vanished_vm_is_marked_deleted_then_forgotten() -> None:
+    dirac, made = link()
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(2), ce="ce", now=T0))
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(1), ce="ce", now=T0))
+    assert made[0].statuses[pilot_stamp("i-1")] == "Deleted"
+    assert dirac.status("uid", SPEC)["registeredPilots"] == 1
+
+
+def test_no_registration_when_another_replica_leads() -> None:
+    dirac, made = link()
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(2), ce="ce", now=T0, may_act=False))
+    assert made == [] or made[0].known == set()
+
+
+def test_demand_keeps_its_target_through_a_failed_read() -> None:
+    spec = DiracSpec.model_validate(
+        {**SPEC.model_dump(by_alias=True), "demand": {"intervalSeconds": 5}}
+    )
+    dirac, made = link()
+
+    async def scenario() -> None:
+        await dirac.sync("uid", spec, "tok", [], ce="ce", now=T0)
+        made[0].jobs = 3
+        got = await dirac.target("uid", spec, "tok", ceiling=10, previous_status={}, now=T0)
+        assert got == 3
+        made[0].fail = DiracError("DiracX POST /api/jobs/summary: HTTP 503: warming up")
+        later = T0 + timedelta(seconds=5)
+        got = await dirac.target("uid", spec, "tok", ceiling=10, previous_status={}, now=later)
+        assert got == 3
+        assert "503" in dirac.status("uid", spec)["demand"]["lastError"]
+
+    asyncio.run(scenario())

@@ -1,0 +1,82 @@
+"""cloudpilot.dirac.registration: which pilots DiracX must hear of, and with what status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from cloudpilot.dirac import registration as reg
+from cloudpilot.models.vms import ObservedVM, Phase
+from cloudpilot.naming import pilot_stamp
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def vm(vm_id: str, phase: Phase = Phase.STARTING) -> ObservedVM:
+    return ObservedVM(id=vm_id, name=f"n-{vm_id}", queue="q", phase=phase, created_at=T0)
+
+
+def test_a_new_vm_is_a_pilot_to_register_with_its_stamp_and_reference() -> None:
+    pilots = reg.observe({}, [vm("i-1")])
+    sync = reg.plan(pilots, T0, 10)
+    (pilot,) = sync.register
+    assert pilot.stamp == pilot_stamp("i-1") and pilot.reference == "cloud://i-1"
+    assert sync.update == ()
+
+
+def test_registrations_per_cycle_are_bounded() -> None:
+    pilots = reg.observe({}, [vm(f"i-{n}") for n in range(50)])
+    assert len(reg.plan(pilots, T0, 20).register) == 20
+
+
+def test_status_follows_the_phase_after_registration() -> None:
+    pilots = reg.observe({}, [vm("i-1")])
+    pilots = {k: reg.registered(p) for k, p in pilots.items()}
+    assert reg.plan(pilots, T0, 10) == reg.SyncPlan()  # Submitted is what DiracX holds
+    pilots = reg.observe(pilots, [vm("i-1", Phase.RUNNING)])
+    (update,) = reg.plan(pilots, T0, 10).update
+    assert update.wanted is reg.PilotStatus.RUNNING
+
+
+def test_a_vanished_pilot_is_marked_deleted_and_then_forgotten() -> None:
+    pilots = {
+        "i-1": reg.reported(reg.registered(reg.Pilot("i-1", "q", wanted=reg.PilotStatus.RUNNING)))
+    }
+    pilots = reg.observe(pilots, [])
+    assert pilots["i-1"].wanted is reg.PilotStatus.DELETED
+    pilots = {k: reg.reported(p) for k, p in pilots.items()}
+    assert reg.observe(pilots, []) == {}
+
+
+def test_a_final_status_is_never_taken_back() -> None:
+    done = reg.registered(reg.Pilot("i-1", "q"))
+    pilots = reg.observe({"i-1": done}, [vm("i-1", Phase.DONE)])
+    assert pilots["i-1"].wanted is reg.PilotStatus.DONE
+    pilots = {k: reg.reported(p) for k, p in pilots.items()}
+    # The stopped VM is destroyed: still Done, not Deleted; settled, so forgotten.
+    assert reg.observe(pilots, [vm("i-1", Phase.UNKNOWN)])["i-1"].wanted is reg.PilotStatus.DONE
+    assert reg.observe(pilots, []) == {}
+
+
+def test_a_listed_settled_pilot_is_kept_so_it_is_not_registered_again() -> None:
+    pilots = {
+        "i-1": reg.reported(reg.registered(reg.Pilot("i-1", "q", wanted=reg.PilotStatus.DONE)))
+    }
+    pilots = reg.observe(pilots, [vm("i-1", Phase.DONE)])
+    assert reg.plan(pilots, T0, 10) == reg.SyncPlan()
+
+
+def test_a_pilot_never_registered_and_gone_is_dropped() -> None:
+    assert reg.observe({"i-1": reg.Pilot("i-1", "q")}, []) == {}
+
+
+def test_failures_back_off_per_pilot() -> None:
+    pilot = reg.failed(reg.Pilot("i-1", "q"), T0)
+    assert pilot.retry_at == T0 + timedelta(seconds=5)
+    assert reg.plan({"i-1": pilot}, T0 + timedelta(seconds=4), 10).register == ()
+    assert reg.plan({"i-1": pilot}, T0 + timedelta(seconds=5), 10).register == (pilot,)
+    assert reg.failed(pilot, T0).retry_at == T0 + timedelta(seconds=10)
+    assert reg.backoff(20) == timedelta(seconds=300)
+
+
+def test_every_phase_has_a_dirac_status() -> None:
+    assert {reg.status_for(p) for p in Phase} <= set(reg.PilotStatus)

@@ -1,0 +1,139 @@
+"""A replica that lost its Lease between deciding and writing sends nothing, and says so
+as what it is: no failed create or delete in the metrics, the audit trail or the Events,
+no back-off for the queue. Nothing failed; another replica acts now.
+
+The Lease is lost right after the cycle's decision (the elector says "leading" once, to the
+observation, and never again), the most exposed moment the fence guards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
+from libcloud.compute.types import NodeState
+
+from cloudpilot import leader, naming, redaction
+from cloudpilot import metrics as metrics_module
+from cloudpilot.metrics import OperatorMetrics
+from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
+from tests.support.builders import NAMESPACE, pool_spec
+
+POOL = "fenced"
+DRIVER = f"{__name__}.WriteRecordingDriver"
+SENT: list[str] = []
+"""Every write the driver received: must stay empty."""
+SECRETS = {
+    "cloud-creds": {"key": b"access-key", "secret": b"secret-value"},
+    "pilot": {"pilot.sh": b"#!/bin/sh\necho pilot\n"},
+}
+
+
+class WriteRecordingDriver(NodeDriver):
+    """Lists one finished pilot of the pool (to be deleted); records any create or destroy."""
+
+    name = "write-recording"
+
+    def __init__(self, key: str, secret: str | None = None, **options: object) -> None:
+        self.key, self.secret = key, secret
+
+    def list_nodes(self) -> list[Node]:
+        name = naming.new_vm_name(naming.queue_prefix(NAMESPACE, POOL, "default"))
+        done = Node("i-done", name, NodeState.STOPPED, [], [], self)
+        done.created_at = datetime.now(UTC) - timedelta(minutes=5)
+        return [done]
+
+    def list_images(self, location: object = None) -> list[NodeImage]:
+        return [NodeImage("ami-12345678", "image", self)]
+
+    def list_sizes(self, location: object = None) -> list[NodeSize]:
+        return [NodeSize("m5.large", "m5.large", 8192, 0, 0, 0.0, self)]
+
+    def create_node(self, name: str, size: NodeSize, image: NodeImage, **kw: Any) -> Node:
+        SENT.append(f"create {name}")
+        raise AssertionError("a fenced create was sent")
+
+    def destroy_node(self, node: Node) -> bool:
+        SENT.append(f"destroy {node.id}")
+        raise AssertionError("a fenced destroy was sent")
+
+
+class LostAfterDeciding:
+    """An elector that leads for the cycle's observation only."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def is_leading(self) -> bool:
+        self.asked += 1
+        return self.asked == 1
+
+
+@pytest.fixture(autouse=True)
+def _forget_registered_secrets() -> Iterator[None]:
+    """The cycle registers the pool's credentials for log masking, process-wide: leave the
+    registry as this test found it (short values like these would mask other tests' text)."""
+    before = set(redaction._secrets)
+    yield
+    for owner in set(redaction._secrets) - before:
+        redaction.forget(owner)
+
+
+@pytest.fixture
+def lost_lease() -> Iterator[LostAfterDeciding]:
+    elector = LostAfterDeciding()
+    token = leader._current.set(elector)  # type: ignore[arg-type]
+    try:
+        yield elector
+    finally:
+        leader._current.reset(token)
+
+
+async def test_a_fenced_create_and_delete_are_no_failures(
+    lost_lease: LostAfterDeciding,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    SENT.clear()
+    m = OperatorMetrics(version="test")
+    monkeypatch.setattr(metrics_module, "_default", m)
+
+    async def read_secret(namespace: str, name: str) -> dict[str, bytes]:
+        return SECRETS[name]
+
+    reconciler = Reconciler(
+        ReconcilerSettings(allowed_driver_classes=frozenset({DRIVER})),
+        read_secret=read_secret,
+        on_cloud_call=m.observe_cloud_call,
+    )
+    spec = pool_spec(
+        replicas=2,
+        cloudType=DRIVER,
+        driver={},
+        pilot={"executableSecret": {"name": "pilot", "key": "pilot.sh"}},
+        # The open loop: the finished VM is replaced in the same cycle (the closed loop would
+        # hold its replacement as a fizzle), so the fence must stop a create and a delete.
+        closedLoop={"enabled": False},
+    )
+    body = {
+        "metadata": {"name": POOL, "namespace": NAMESPACE, "uid": "uid-f", "generation": 1},
+        "spec": spec,
+        "status": {},
+    }
+    with caplog.at_level(logging.INFO, logger="cloudpilot.audit"):
+        outcome = await reconciler.reconcile(PoolRef(NAMESPACE, POOL, "uid-f"), body)
+
+    assert lost_lease.asked > 1, "the fence was never asked"
+    assert SENT == []
+    planned = {getattr(r, "reason", "") for r in caplog.records if r.name == "cloudpilot.audit"}
+    assert {"ScaleUpPlanned", "ScaleDownPlanned"} <= planned  # the cycle did get that far
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert [e for e in outcome.events if e.type == "Warning"] == []
+    assert outcome.memory.backoff == {}
+    assert outcome.memory.deleting == {}  # the finished VM is deleted by whoever leads now
+    for name in ("cloudpilot_vm_failures_total", "cloudpilot_cloud_api_errors_total"):
+        assert [s for f in m.registry.collect() for s in f.samples if s.name == name] == []
