@@ -137,6 +137,8 @@ class ClosedLoop:
             return LoopReport(events=tuple(events))
         for result in created:
             refused = result.error is not None and result.error.kind is ErrorKind.QUOTA
+            if result.error is not None and not refused:
+                continue  # a fault (bad config, a timeout), not the cloud's capacity
             self.learn(
                 pool_uid,
                 result.queue,

@@ -175,3 +175,16 @@ def test_forget_drops_the_pool() -> None:
     assert loop.next_wake("uid-a", NOW) is None
     report = after(loop, q, [])
     assert report.blocks == {}
+
+
+def test_a_create_that_failed_for_another_reason_teaches_no_quota() -> None:
+    """A render or config failure creates nothing, and says nothing about the account: the
+    other pools on it must not be told it is full."""
+    loop = ClosedLoop()
+    q = [queue("default", 2)]
+    steer(loop, q, [], uid="uid-a")
+    steer(loop, q, [], uid="uid-b")
+    broken = CloudError(ErrorKind.CONFIG, "no pilot executable", "render")
+    after(loop, q, [], uid="uid-a", created=(CreateResult("default", 2, (), broken),))
+    gates, _ = steer(loop, q, [], uid="uid-b")
+    assert gates is not None and gates["default"].capacity_room is None
