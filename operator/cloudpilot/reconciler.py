@@ -403,9 +403,15 @@ class Reconciler:
                 pool.uid, f"cannot read the DiracX token (Secret {ref.name}): {problem}"
             )
             return None
+        if not token:  # said, or pilots would wait unregistered with no reason shown
+            self.dirac.note_error(
+                pool.uid,
+                f"cannot read the DiracX token (Secret {ref.name}): key {ref.key} is empty",
+            )
+            return None
         # Forgotten with the pool (redaction.forget_pool), as its user data and proxies are.
         redaction.register(redaction.pool_owner(pool.key, "dirac"), [token])
-        return token or None
+        return token
 
     async def _dirac_demand(
         self,
@@ -448,6 +454,7 @@ class Reconciler:
                 ce=spec.ce,
                 now=now,
                 may_act=observation.leading,
+                unlisted_queues=_unlisted_queues(observation),
             )
             extra["dirac"] = self.dirac.status(pool.uid, spec.dirac)
         return replace(observation, extra_status=extra)
@@ -797,6 +804,12 @@ def _with_pending(observed: Sequence[ObservedVM], memory: mem.PoolMemory) -> lis
     """Listed VMs and those created but not listed yet: every pilot the pool started."""
     listed = {vm.id for vm in observed}
     return [*observed, *(vm for vm in mem.pending_as_observed(memory) if vm.id not in listed)]
+
+
+def _unlisted_queues(observation: Observation) -> frozenset[str]:
+    """Queues whose account could not be listed: their VMs' absence says nothing."""
+    failed = {a.account for a in observation.accounts if a.error is not None}
+    return frozenset(q.name for q in observation.queues if q.account in failed)
 
 
 def _spec_json(spec: Mapping[str, Any]) -> str:
