@@ -36,6 +36,7 @@ from cloudpilot import (
     teardown,
 )
 from cloudpilot import memory as mem
+from cloudpilot.closedloop import ClosedLoop
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import driver_class
 from cloudpilot.cloud.gateway import (
@@ -173,6 +174,8 @@ class Reconciler:
         """Writes ``status.teardownSpec`` before a spec is first acted on. None (harnesses
         without an API server): the record is kept in process only."""
         self._read_configmap = read_configmap
+        self.closed_loop = ClosedLoop()
+        """Per-pool loops and per-account learned quotas (cloudpilot.closedloop)."""
         self.dirac = DiracLink()
         """Pilot registration in DiracX and demand from it (pools with ``spec.dirac``)."""
         self.early_scale_ups = 0
@@ -197,6 +200,7 @@ class Reconciler:
         self.pools.pop(pool.uid, None)
         redaction.forget_pool(pool.key)  # its user data and proxies, whichever were seen
         self.caches.release_pool(pool.uid, pool.key)
+        self.closed_loop.forget(pool.uid)
         self.dirac.forget(pool.uid)
 
     # -- the cycle --------------------------------------------------------------------------
@@ -218,10 +222,29 @@ class Reconciler:
             observation = await self._dirac_sync(pool, state, observation, now, secret)
             tuning = self.settings.tuning
             chosen = decision.decide(observation, state.memory, now, tuning)
+            # -- closed loop (cloudpilot.closedloop): how VMs ended, then decide again within
+            # what the loop allows (holds, ramp-up, the account's learned quota).
+            gates, loop_events = self._steer(pool, observation, chosen, listings, now)
+            if gates is not None:
+                observation = replace(observation, gates=gates)
+                chosen = decision.decide(observation, state.memory, now, tuning)
+            # -- end closed loop
             results = await self._carry_out(
                 pool, body, state, observation, chosen, listings, secret
             )
-            outcome = decision.conclude(observation, chosen, results, now, tuning)
+            loop = self.closed_loop.account_for(
+                pool.uid,
+                pool.key,
+                observation.queues,
+                observation.observed,
+                decision.as_it_stands(chosen.plan, results),
+                (*observation.early, *results.created),
+                {*chosen.memory.deleting, *(i for i, e in results.deleted.items() if e is None)},
+                observation.previous,
+                now,
+                loop_events,
+            )
+            outcome = decision.conclude(observation, chosen, results, now, tuning, loop)
             state.memory = outcome.memory
             state.last_look = decision.last_look(observation, now)
             return replace(
@@ -265,7 +288,14 @@ class Reconciler:
         warm = decision.queues_to_prepare(queues, memory)
         # -- early scale-up: what the last look and memory decide goes out beside the listing.
         early = decision.early_scale_up(
-            state.last_look, queues, spec, report, memory, now, self.settings.tuning
+            state.last_look,
+            queues,
+            spec,
+            report,
+            memory,
+            now,
+            self.settings.tuning,
+            self.closed_loop.early_gates(pool.uid, queues, state.last_look, memory, now),
         )
         sent: list[CreateResult] = []
 
@@ -306,6 +336,31 @@ class Reconciler:
             early=tuple(sent),
         )
         return observation, listings
+
+    def _steer(
+        self,
+        pool: PoolRef,
+        observation: Observation,
+        chosen: decision.Decision,
+        listings: Mapping[CloudAccount, _Listing],
+        now: datetime,
+    ) -> tuple[dict[str, planner.QueueGate] | None, list[Event]]:
+        """The closed loop's look at this cycle before anything is done (None: no gates)."""
+        if observation.problem is not None:
+            return None, []
+        listed = bool(observation.accounts) and all(a.error is None for a in observation.accounts)
+        return self.closed_loop.steer(
+            pool.uid,
+            pool.key,
+            observation.queues,
+            observation.observed,
+            chosen.memory,
+            _account_keys(observation.queues, listings),
+            observation.previous,
+            chosen.plan.deletions,
+            now,
+            listed=listed,
+        )
 
     async def _carry_out(
         self,
@@ -819,3 +874,16 @@ def _audited(pool: PoolRef, events: Sequence[Event]) -> list[Event]:
             event = replace(event, audited=True)
         done.append(event)
     return done
+
+
+def _account_keys(
+    queues: Sequence[QueueConfig], listings: Mapping[CloudAccount, _Listing]
+) -> dict[str, str]:
+    """Queue -> the cloud account it runs on, as the closed loop keys learned quotas: the
+    endpoint and the credentials' fingerprint (pools on one account share its quota)."""
+    keys: dict[str, str] = {}
+    for q in queues:
+        listing = listings.get(q.account)
+        if listing is not None and listing.gateway is not None:
+            keys[q.name] = f"{q.account.endpoint}|{listing.gateway.credentials.fingerprint}"
+    return keys

@@ -6,10 +6,10 @@ at most ``parallelism`` at once per account, and every call first takes a token 
 endpoint's rate limiter. Where the provider has a batch API it is used: EC2 starts a whole
 batch in one ``RunInstances`` (``MinCount/MaxCount``) and terminates up to a thousand
 instances in one ``TerminateInstances``; elsewhere calls run concurrently. Batches of one
-scale-up go out concurrently too (bounded by ``parallelism``). A batch is
-all-or-nothing (``MinCount = MaxCount``): a quota refusal then fails the batch with a clear
-``InstanceLimitExceeded`` instead of quietly starting fewer VMs (moto, the EC2 emulator,
-honours only ``MinCount``).
+scale-up go out concurrently too (bounded by ``parallelism``). A batch asks for
+``MinCount = 1 .. MaxCount = n`` and takes what fits: fewer VMs than asked, or a quota
+refusal when not even one fits, tell the closed loop the account's headroom
+(:mod:`cloudpilot.capacity`), so it never asks for the same refused size again.
 
 Listing costs one call per cycle per account, whatever the number of pools: on EC2 the
 gateway sends ``DescribeInstances`` itself (libcloud's ``list_nodes`` adds a
@@ -399,6 +399,10 @@ class CloudGateway:
         if "ex_metadata" in params:
             kwargs["ex_metadata"] = dict(request.tags)
         kwargs["ex_userdata"] = request.user_data
+        if queue.spot and "ex_spot" in params:
+            kwargs["ex_spot"] = True
+            if queue.spot_max_price is not None and "ex_spot_max_price" in params:
+                kwargs["ex_spot_max_price"] = queue.spot_max_price
         # Site options first, then ours: the model refuses reserved keys, and this order
         # makes sure they could not win even if it did not.
         return {**queue.create_options, **kwargs}
@@ -421,8 +425,10 @@ class CloudGateway:
 
             def run(driver: ComputeDriver) -> list[Node]:
                 extra: dict[str, Any] = {"ex_clienttoken": token} if token else {}
+                # MinCount 1 .. MaxCount n: EC2 starts what the account has room for and
+                # says how many; the closed loop learns the headroom from it (capacity.py).
                 nodes = ec2_driver(driver).create_node(
-                    name=request.name, ex_mincount=size, ex_maxcount=size, **kwargs, **extra
+                    name=request.name, ex_mincount=1, ex_maxcount=size, **kwargs, **extra
                 )
                 return nodes if isinstance(nodes, list) else [nodes]
 
