@@ -280,7 +280,21 @@ class DiracDemandSpec(_Model):
 
     min_replicas: Annotated[int, Field(ge=0, le=constants.MAX_REPLICAS)] = 0
     """Pilots kept whatever the demand (capped by spec.replicas)."""
-    pilots_per_job: Annotated[float, Field(ge=0.001, le=100)] = 1.0
+    pilots_per_job: Annotated[
+        float,
+        Field(
+            ge=0.001,
+            le=100,
+            # kube-apiserver compares a whole number with a fractional minimum after
+            # truncating the minimum (0 >= int(0.001) passes), so 0 got through admission;
+            # the rule refuses it where `minimum` does not.
+            json_schema_extra=crd(
+                validations=[
+                    {"rule": "double(self) >= 0.001", "message": "pilotsPerJob must be at least 0.001"}
+                ]
+            ),
+        ),
+    ] = 1.0
     """Pilots wanted per waiting job (0.1 = one pilot for ten jobs)."""
     job_statuses: list[JobFilterValue] = Field(
         default_factory=lambda: ["Waiting"], json_schema_extra=crd(maxItems=64)
