@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from cloudpilot import capacity, metrics, outcomes, planner
+from cloudpilot import capacity, metrics, nova_quota, outcomes, planner
 from cloudpilot.cloud.results import CreateResult
 from cloudpilot.cycle_events import Event
 from cloudpilot.early_create import LastLook
@@ -83,6 +83,18 @@ class ClosedLoop:
         """Where a :class:`capacity.HeadroomSource` (OpenStack limits) feeds a known quota."""
         self._headroom[account] = headroom
 
+    def _feed_nova(self, readings: Mapping[str, nova_quota.NovaReading], now: datetime) -> None:
+        """Each account's quota from Nova's limits, with CloudPilot's usage as just noted
+        (Nova's own usage counts those VMs too). No limit applies any more: a quota that
+        came from Nova is dropped (one learned from a refusal stays)."""
+        for account, reading in readings.items():
+            ours = sum(u.live for u in self._usage.get(account, {}).values())
+            limit = nova_quota.account_limit(reading, ours_live=ours, now=now)
+            if limit is not None:
+                self.set_headroom(account, limit)
+            elif getattr(self._headroom.get(account), "source", None) == "nova-limits":
+                del self._headroom[account]
+
     # -- the two seams of a cycle (cloudpilot.reconciler) ------------------------------
 
     def steer(
@@ -98,10 +110,12 @@ class ClosedLoop:
         now: datetime,
         *,
         listed: bool,
+        nova: Mapping[str, nova_quota.NovaReading] | None = None,
     ) -> tuple[dict[str, planner.QueueGate] | None, list[Event]]:
         """Before acting: count how VMs ended (vanished since last cycle, or deleted by the
         first plan), and say what each queue may create. None: nothing is known this cycle
-        (an account could not be listed), decide without the loop."""
+        (an account could not be listed), decide without the loop. ``nova``: account ->
+        Nova's limits read beside this listing (OpenStack), the account's known quota."""
         events = self.observe(
             pool_uid,
             pool_key,
@@ -115,6 +129,7 @@ class ClosedLoop:
         )
         if not listed:
             return None, events
+        self._feed_nova(nova or {}, now)
         events += self.classify_deletions(pool_key, pool_uid, deletions, queues, now)
         return self.gates(pool_uid, queues, observed, memory, now), events
 

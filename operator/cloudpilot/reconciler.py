@@ -60,6 +60,7 @@ from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, eff
 from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import new_vm_name, pool_prefix, pool_selector, queue_prefix, vm_tags
+from cloudpilot.nova_quota import Flavor, NovaReading
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies, unusable_proxy
 from cloudpilot.pool_state import PoolState
 from cloudpilot.reasons import Reason
@@ -360,6 +361,7 @@ class Reconciler:
             chosen.plan.deletions,
             now,
             listed=listed,
+            nova=_nova_readings(observation.queues, listings),
         )
 
     async def _carry_out(
@@ -887,3 +889,22 @@ def _account_keys(
         if listing is not None and listing.gateway is not None:
             keys[q.name] = f"{q.account.endpoint}|{listing.gateway.credentials.fingerprint}"
     return keys
+
+
+def _nova_readings(
+    queues: Sequence[QueueConfig], listings: Mapping[CloudAccount, _Listing]
+) -> dict[str, NovaReading]:
+    """Account key -> Nova's limits read beside its listing, with its queues' flavors
+    (OpenStack accounts listed this cycle; see cloudpilot.nova_quota)."""
+    keys = _account_keys(queues, listings)
+    readings: dict[str, NovaReading] = {}
+    for q in queues:
+        listing = listings.get(q.account)
+        gateway = listing.gateway if listing is not None else None
+        if gateway is None or gateway.nova_headroom is None or q.name not in keys:
+            continue
+        flavor = Flavor(*gateway.flavor_size(q))
+        known = readings.get(keys[q.name])
+        flavors = (*known.flavors, flavor) if known else (flavor,)
+        readings[keys[q.name]] = NovaReading(gateway.nova_headroom, flavors)
+    return readings

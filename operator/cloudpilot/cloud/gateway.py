@@ -43,7 +43,7 @@ from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
 from cloudpilot import constants, leader
-from cloudpilot.cloud import batching, errors
+from cloudpilot.cloud import batching, errors, nova_limits
 from cloudpilot.cloud.batch_size import CreateApi, max_batch
 from cloudpilot.cloud.connections import close_connections
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
@@ -194,6 +194,9 @@ class CloudGateway:
         self.listing: SharedListing[ListedNode] = shared_listing(
             limiter, f"{account.endpoint}|{credentials.fingerprint}", max_age=listing_max_age
         )
+        self.nova_headroom: nova_limits.Headroom | None = None
+        """Nova's absolute limits as read beside this gateway's last listing (OpenStack
+        only; None: not OpenStack, or the read failed). See :meth:`_read_nova_limits`."""
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -337,8 +340,45 @@ class CloudGateway:
         ``consumer`` (a pool's uid) is always given a listing newer than the last one it
         got; ``prefix`` (the pool's name prefix) picks its VMs out of the shared snapshot.
         """
-        snapshot = await self.listing.get(consumer, self.list_nodes, prefix)
+        snapshot = await self.listing.get(consumer, self._list_with_limits, prefix)
         return list(snapshot.with_prefix(prefix))
+
+    # -- Nova's limits (issue 13/16): one read per shared listing, beside it ----------------
+
+    async def _list_with_limits(self) -> list[ListedNode]:
+        nodes, self.nova_headroom = await asyncio.gather(
+            self.list_nodes(), self._read_nova_limits()
+        )
+        return nodes
+
+    async def _read_nova_limits(self) -> nova_limits.Headroom | None:
+        """Nova's ``GET /limits`` as headroom; None for drivers without ``ex_limits``.
+
+        Knowing the quota only saves a refused create: a failure here never fails the
+        cycle (the quota is then learned from refusals, as on EC2). Only the exception's
+        type is logged, never its text (an auth error may quote the request)."""
+        if not callable(getattr(self.probe(), "ex_limits", None)):
+            return None
+        try:
+            body: object = await self._call("limits", lambda d: getattr(d, "ex_limits", dict)())
+            return nova_limits.headroom(body if isinstance(body, Mapping) else {})
+        except Exception as exc:
+            logger.debug(
+                "Nova limits of %s not read: %s", self.account.endpoint, type(exc).__name__
+            )
+            return None
+
+    def flavor_size(self, queue: QueueConfig) -> tuple[int, int]:
+        """(vCPUs, MiB of RAM) of the queue's flavor if already looked up, else (0, 0):
+        never a call (a raw id is not looked up; ``prepare`` caches names)."""
+        try:
+            size = self.resolver.create_arguments(self.probe(), queue, offline=True)["size"]
+        except Exception:
+            return 0, 0
+        vcpus = getattr(size, "vcpus", None) or (size.extra or {}).get("vcpus")
+        return _whole(vcpus), _whole(size.ram)
+
+    # -- end of Nova's limits ---------------------------------------------------------------
 
     async def prepare(self, queue: QueueConfig) -> None:
         """Look the queue's ``name:`` image, flavor and networks up ahead of a create.
@@ -532,3 +572,8 @@ class CloudGateway:
             else:
                 outcome.update(dict.fromkeys(n.id for n in chunk))
         return outcome
+
+
+def _whole(value: object) -> int:
+    """A non-negative whole number from a driver's field, 0 where it is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
