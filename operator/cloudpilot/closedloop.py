@@ -85,15 +85,16 @@ class ClosedLoop:
 
     def _feed_nova(self, readings: Mapping[str, nova_quota.NovaReading], now: datetime) -> None:
         """Each account's quota from Nova's limits, with CloudPilot's usage as just noted
-        (Nova's own usage counts those VMs too). No limit applies any more: a quota that
-        came from Nova is dropped (one learned from a refusal stays)."""
+        (Nova's own usage counts those VMs too); see :func:`nova_quota.merged` for how it
+        meets a quota learned from a refusal."""
         for account, reading in readings.items():
             ours = sum(u.live for u in self._usage.get(account, {}).values())
-            limit = nova_quota.account_limit(reading, ours_live=ours, now=now)
+            read = nova_quota.account_limit(reading, ours_live=ours, now=now)
+            limit = nova_quota.merged(self._headroom.get(account), read, now)
             if limit is not None:
                 self.set_headroom(account, limit)
-            elif getattr(self._headroom.get(account), "source", None) == "nova-limits":
-                del self._headroom[account]
+            else:
+                self._headroom.pop(account, None)
 
     # -- the two seams of a cycle (cloudpilot.reconciler) ------------------------------
 

@@ -14,6 +14,9 @@ from datetime import datetime
 from cloudpilot import capacity
 from cloudpilot.cloud import nova_limits
 
+NOVA_SOURCE = "nova-limits"
+"""The ``source`` of a limit read from Nova (:func:`cloudpilot.capacity.from_nova`)."""
+
 
 @dataclass(frozen=True)
 class Flavor:
@@ -55,3 +58,24 @@ def account_limit(
         is not None
     ]
     return min(limits, key=lambda h: h.limit) if limits else None
+
+
+def merged(
+    current: capacity.Headroom | None, read: capacity.Headroom | None, now: datetime
+) -> capacity.Headroom | None:
+    """The account's limit once Nova's reading ``read`` is in.
+
+    Nova's number is an upper bound (a raw-id flavor is bounded by the instance count
+    only), a refusal is the cloud's own word: a lower limit learned from a refusal or a
+    partial create is kept while it is fresh, else the next reading would send the same
+    refused create every cycle. It goes stale as on EC2 (then the whole demand is tried
+    once more). Otherwise the reading wins, and no reading drops a limit read before.
+    """
+    learned = current is not None and current.source != NOVA_SOURCE
+    if learned and capacity.effective_limit(current, now) is not None:
+        assert current is not None
+        if read is None or current.limit < read.limit:
+            return current
+    if read is None:
+        return current if learned else None
+    return read

@@ -5,15 +5,16 @@ create is refused, and a failed read never fails the cycle."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
 from libcloud.compute.types import NodeState
 
-from cloudpilot import redaction
+from cloudpilot import capacity, constants, redaction
 from cloudpilot.cloud import nova_limits
-from cloudpilot.nova_quota import Flavor, NovaReading, account_limit
+from cloudpilot.nova_quota import NOVA_SOURCE, Flavor, NovaReading, account_limit, merged
 from cloudpilot.reconciler import Outcome, PoolRef, Reconciler, ReconcilerSettings
 from tests.support.builders import NAMESPACE, NOW, pool_spec
 
@@ -152,4 +153,57 @@ def test_no_limit_nova_enforces_is_no_limit() -> None:
     assert (
         account_limit(NovaReading(nova, (Flavor(vcpus=2, ram_mb=4096),)), ours_live=1, now=NOW)
         is None
+    )
+
+
+def test_openstack_1_1_reads_limits_on_its_connection_other_drivers_through_ex_limits() -> None:
+    # libcloud's ex_limits() is only on the old 1.0 driver: the 1.1/2.0 drivers have none.
+    from libcloud.compute.drivers.ec2 import EC2NodeDriver
+    from libcloud.compute.drivers.openstack import OpenStack_1_1_NodeDriver
+
+    from cloudpilot.cloud.limits_request import limits_call
+
+    class Answer:
+        object = {"limits": {"absolute": {"maxTotalInstances": 4, "totalInstancesUsed": 1}}}
+
+    class Connection:
+        paths: list[str] = []
+
+        def request(self, path: str) -> Answer:
+            self.paths.append(path)
+            return Answer()
+
+    openstack = OpenStack_1_1_NodeDriver(
+        "user", "password", ex_force_auth_url="http://127.0.0.1:1", ex_tenant_name="p"
+    )
+    assert not hasattr(openstack, "ex_limits")
+    openstack.connection = Connection()
+    call = limits_call(openstack)
+    assert call is not None
+    assert nova_limits.headroom(call(openstack)).instances == 3  # type: ignore[arg-type]
+    assert Connection.paths == ["/limits"]
+
+    LIMITS.update(maxTotalInstances=2)
+    stub = LimitedDriver("key")
+    stub_call = limits_call(stub)
+    assert stub_call is not None and stub_call(stub) == {"rate": [], "absolute": LIMITS}
+    assert limits_call(EC2NodeDriver("key", "secret", region="eu-west-1")) is None
+    assert limits_call(PlainDriver("key")) is None
+
+
+def test_a_fresh_lower_limit_learned_from_a_refusal_outweighs_novas_upper_bound() -> None:
+    refused = capacity.Headroom(limit=2, learned_at=NOW, source="refusal")
+    read = capacity.known(6, NOW, NOVA_SOURCE)
+    assert merged(refused, read, NOW) == refused  # not the same refused create every cycle
+    stale = NOW + timedelta(seconds=constants.CAPACITY_PROBE_SECONDS)
+    assert merged(refused, read, stale) == read  # stale: Nova's reading again
+    assert merged(capacity.Headroom(9, NOW, "partial"), read, NOW) == read  # Nova's is lower
+
+
+def test_a_limit_read_before_is_dropped_when_nova_no_longer_enforces_one() -> None:
+    assert merged(capacity.known(4, NOW, NOVA_SOURCE), None, NOW) is None
+    refused = capacity.Headroom(limit=2, learned_at=NOW, source="refusal")
+    assert merged(refused, None, NOW) == refused
+    assert merged(None, capacity.known(4, NOW, NOVA_SOURCE), NOW) == capacity.known(
+        4, NOW, NOVA_SOURCE
     )

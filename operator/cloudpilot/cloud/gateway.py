@@ -48,6 +48,7 @@ from cloudpilot.cloud.batch_size import CreateApi, max_batch
 from cloudpilot.cloud.connections import close_connections
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
 from cloudpilot.cloud.drivers import build_driver, driver_class
+from cloudpilot.cloud.limits_request import limits_call
 from cloudpilot.cloud.listing import SharedListing, shared_listing
 from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
@@ -352,15 +353,16 @@ class CloudGateway:
         return nodes
 
     async def _read_nova_limits(self) -> nova_limits.Headroom | None:
-        """Nova's ``GET /limits`` as headroom; None for drivers without ``ex_limits``.
+        """Nova's ``GET /limits`` as headroom; None for drivers without it (not OpenStack).
 
         Knowing the quota only saves a refused create: a failure here never fails the
         cycle (the quota is then learned from refusals, as on EC2). Only the exception's
         type is logged, never its text (an auth error may quote the request)."""
-        if not callable(getattr(self.probe(), "ex_limits", None)):
+        call = limits_call(self.probe())
+        if call is None:
             return None
         try:
-            body: object = await self._call("limits", lambda d: getattr(d, "ex_limits", dict)())
+            body: object = await self._call("limits", call)
             return nova_limits.headroom(body if isinstance(body, Mapping) else {})
         except Exception as exc:
             logger.debug(
