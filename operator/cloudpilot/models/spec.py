@@ -290,7 +290,10 @@ class DiracDemandSpec(_Model):
             # the rule refuses it where `minimum` does not.
             json_schema_extra=crd(
                 validations=[
-                    {"rule": "double(self) >= 0.001", "message": "pilotsPerJob must be at least 0.001"}
+                    {
+                        "rule": "double(self) >= 0.001",
+                        "message": "pilotsPerJob must be at least 0.001",
+                    }
                 ]
             ),
         ),
