@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -607,6 +608,8 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
         stack.scale_pool("ha", 6)
         stack.wait_vms("ha", 6)
         victim = stack.live_vms("ha")[0]
+        # Launched an hour ago: a pilot that worked (past fizzleSeconds), replaced at once.
+        stack.ec2.age_instance(victim.id, timedelta(hours=1))
         stack.ec2.halt_instance(victim.id)
         wait_for(
             lambda: (
