@@ -34,6 +34,7 @@ from enum import StrEnum
 
 from cloudpilot import constants
 from cloudpilot import memory as mem
+from cloudpilot.capacity import water_fill
 from cloudpilot.models.queues import QueueConfig
 from cloudpilot.models.spec import ScaleDownPolicy
 from cloudpilot.models.vms import ObservedVM, Phase
@@ -271,33 +272,13 @@ def _allocate(
 
 
 def _fill(wants: Sequence[int], budget: int | None) -> list[int]:
-    """Round-robin shares of ``budget`` (None: unlimited) between queues wanting ``wants``.
-
-    Every queue is filled up to one level, the highest the budget pays for; the remainder
-    (fewer than the queues still wanting) goes one each to the first of them in order.
+    """Round-robin shares of ``budget`` (None: unlimited) between queues wanting ``wants``:
+    the same max-min fair shares the closed loop gives pools of one account's quota.
     O(queues log queues), whatever the numbers.
     """
-    if budget is None or sum(wants) <= budget:
+    if budget is None:
         return list(wants)
-    level, left = 0, budget
-    ordered = sorted(wants)
-    for index, want in enumerate(ordered):
-        unfilled = len(ordered) - index
-        step = (want - level) * unfilled  # one VM per queue not yet full, up to ``want``
-        if step > left:
-            level += left // unfilled
-            left %= unfilled
-            break
-        left -= step
-        level = want
-    shares = [min(want, level) for want in wants]
-    for index, want in enumerate(wants):
-        if left == 0:
-            break
-        if want > level:
-            shares[index] += 1
-            left -= 1
-    return shares
+    return water_fill(budget, wants)
 
 
 def _smallest(*values: int | None) -> int | None:
