@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
-from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
+from cloudpilot.reconciler import Outcome, PoolRef, Reconciler, ReconcilerSettings
 from cloudpilot_devtools import moto_ec2
 from cloudpilot_devtools.ec2_emulator import EC2Emulator
 from cloudpilot_devtools.latency_proxy import LatencyProxy
@@ -80,6 +81,8 @@ class ReconcilerHarness:
         default_factory=lambda: ReconcilerSettings(rate_limit=1000.0, rate_burst=1000)
     )
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    clock: Callable[[], datetime] | None = None
+    """The reconciler's clock (None: the real one), to run hours of the operator's time."""
 
     def __post_init__(self) -> None:
         key, secret = self.cloud.ec2.credentials
@@ -96,9 +99,16 @@ class ReconcilerHarness:
             self.settings,
             allowed_driver_classes=self.settings.allowed_driver_classes | {DRIVER_CLASS},
         )
-        self.reconciler = Reconciler(self.settings, read_secret=read_secret)
+        if self.clock is None:
+            self.reconciler = Reconciler(self.settings, read_secret=read_secret)
+        else:
+            self.reconciler = Reconciler(self.settings, read_secret=read_secret, clock=self.clock)
 
     async def reconcile(self, name: str, replicas: int, **extra: Any) -> dict[str, Any]:
+        return (await self.cycle(name, replicas, **extra))[0]
+
+    async def cycle(self, name: str, replicas: int, **extra: Any) -> tuple[dict[str, Any], Outcome]:
+        """One reconcile: the status as stored after it, and the outcome (next delay ...)."""
         body = {
             "metadata": {
                 "name": name,
@@ -112,7 +122,7 @@ class ReconcilerHarness:
         outcome = await self.reconciler.reconcile(PoolRef(NAMESPACE, name, f"uid-{name}"), body)
         status = {**self.statuses.get(name, {}), **outcome.status_patch}
         self.statuses[name] = {k: v for k, v in status.items() if v is not None}
-        return self.statuses[name]
+        return self.statuses[name], outcome
 
 
 class Timer:

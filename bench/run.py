@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import cloud_ops, faults, kube_scenarios, operator_scale
+from bench import closedloop, cloud_ops, faults, kube_scenarios, operator_scale
 from bench.common import emulated_cloud
 
 TARGETS = {
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             "faults",
             "scale-to-wire",
             "manypools",
+            "closedloop",
         ],
         action="append",
         help="run only these scenarios (repeatable)",
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     full = bool(args.full)
     # manypools (minutes, thousands of objects on a real API server): only when asked for.
-    default = ["bring-up", "status", "scale-to-zero", "steady", "operator", "faults"]
+    default = ["bring-up", "status", "scale-to-zero", "steady", "operator", "faults", "closedloop"]
     only = set(args.only or [*default, "scale-to-wire"])
     operator_pools = args.pools or 200
     budget = 600.0 if full else 15.0  # seconds a one-at-a-time baseline may run in full
@@ -216,6 +217,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         report["faults"] = run.as_dict()
 
+    if "closedloop" in only:
+        loop = closedloop.run()
+        print("\n== the closed loop (bench/closedloop.py) ==")
+        for r in loop["no_work"]:
+            kind = "closed" if r["closed_loop"] else "open"
+            print(
+                f"no work, {kind} loop: {r['vms_created']} VMs created in {r['hours']:g} h of the "
+                f"operator's clock ({r['replicas']} replicas, {r['cycles']} cycles, "
+                f"{r['run_instances']} RunInstances)"
+            )
+        fill = loop["quota_fill"]
+        print(
+            f"quota {fill['quota']}, replicas {fill['replicas']}: {fill['live']} live after "
+            f"{fill['seconds']} s, {fill['cycles']} cycle(s), {fill['run_instances']} "
+            f"RunInstances; then {fill['state']}: {fill['message']}"
+        )
+        report["closed_loop"] = loop
+
     report["targets"] = _targets(report)
     print("\n== targets ==")
     for name, verdict in report["targets"].items():
@@ -261,6 +280,12 @@ def _targets(report: dict[str, Any]) -> dict[str, str]:
         out["faults_50_vms"] = (
             f"{run['seconds']:.1f} s, at most {run['max_live']} of {run['n']} VMs "
             f"(target <= 60 s, never above {run['n']}): {'met' if ok else 'NOT met'}"
+        )
+    if "closed_loop" in report:
+        ratio = report["closed_loop"]["no_work_ratio"]
+        out["closed_loop_no_work"] = (
+            f"{ratio:.1%} of the open loop's VMs (target <= 5%): "
+            f"{'met' if ratio <= 0.05 else 'NOT met'}"
         )
     if "operator" in report:
         op = report["operator"]

@@ -146,6 +146,11 @@ KUBE_RETRY_BACKOFF_MAX: Final = 4.0
 call's timeout: an API server restarting or shedding load (priority and fairness) answers
 again within seconds, and longer waits belong to the reconcile's own back-off."""
 
+KUBE_RELOGIN_INTERVAL: Final = 30.0
+"""At most one fresh login (a 401) per 30 s: a rotated token is re-read at once, but a token
+the API server keeps refusing (an RBAC binding removed, a revoked account) does not make
+every call read the token files and open a new connection again; those calls get the 401."""
+
 BACKOFF_INITIAL_BAD_CREDENTIALS: Final = 60.0
 BACKOFF_MAX_BAD_CREDENTIALS: Final = 1_800.0
 """Rejected credentials need a human; retrying them every 10 s only fills audit logs."""
@@ -166,3 +171,18 @@ DEFAULT_UNREACHABLE_STALL_AFTER: Final = 600.0
 """Seconds an endpoint may refuse connections (or have no address) before the pool is
 Stalled: long enough for a restart or a network blip, short enough that a wrong host or
 port gets a human's attention the same morning. Retries go on after it."""
+
+# -- the closed loop (cloudpilot.outcomes, cloudpilot.capacity) ----------------------------
+DEFAULT_FIZZLE_SECONDS: Final = 600
+"""A pilot VM that halts sooner than this after launch found no work (Vcycle's
+``fizzle_seconds`` default: a pilot that matched a job runs for longer than ten minutes)."""
+DEFAULT_FIZZLE_BACKOFF_SECONDS: Final = 600
+"""The first hold after fizzles: one fizzle-time, so the probe that follows meets a task
+queue that had time to fill (Vcycle's ``backoff_seconds`` plays this role)."""
+DEFAULT_FIZZLE_MAX_BACKOFF_SECONDS: Final = 3_600
+"""Longest hold: an hour. A task queue that stays empty costs one probe VM an hour."""
+DEFAULT_OUTCOME_WINDOW_SECONDS: Final = 3_600
+"""The recent window of ended pilots that status counts (and efficiency covers)."""
+CAPACITY_PROBE_SECONDS: Final = 600.0
+"""How long a learned quota is trusted before the pool asks for its whole demand again
+(once) to find out whether the quota was raised or other tenants freed room."""

@@ -176,3 +176,24 @@ def planned(
         for (queue, why), ids in grouped.items()
     ]
     return lines
+
+
+def as_sent(audit: Sequence[Event], record_error: str | None) -> list[Event]:
+    """The planned lines as they went out: when ``status.teardownSpec`` could not be
+    recorded, no VM was created, and a plain "creating" line would tell the audit trail a
+    scale-up happened that never reached the cloud. Those lines say so instead (a Warning:
+    planned work was dropped); deletions go on either way and keep their lines."""
+    if record_error is None:
+        return list(audit)
+    return [
+        Event(
+            "Warning",
+            e.reason,
+            f"{e.message}: planned, not sent: status.teardownSpec not recorded: {record_error}",
+            queue=e.queue,
+            vm_ids=e.vm_ids,
+        )
+        if e.reason is Reason.SCALE_UP_PLANNED
+        else e
+        for e in audit
+    ]

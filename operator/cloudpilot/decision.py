@@ -20,6 +20,7 @@ from typing import Any
 
 from cloudpilot import constants, early_create, planner
 from cloudpilot import memory as mem
+from cloudpilot.closedloop import LoopReport, attach
 from cloudpilot.cloud.results import CreateResult
 from cloudpilot.credentials.proxy import ProxyReason, ProxyReport
 from cloudpilot.cycle_events import (
@@ -38,6 +39,7 @@ from cloudpilot.reasons import Reason
 from cloudpilot.status import OBSERVATION_KEYS, StatusInputs, build_status, status_patch
 
 NO_PROXY = ProxyReport(frozenset(), None, None, None)
+NO_LOOP = LoopReport()
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,9 @@ class Observation:
     """In [0, 1), drawn by the caller: spreads the retries of pools that failed together."""
     extra_status: Mapping[str, Any] = field(default_factory=dict)
     """Status other parts own, shown as they say (``selector``, ``dirac``: cloudpilot.dirac)."""
+    gates: Mapping[str, planner.QueueGate] = field(default_factory=dict)
+    """What the closed loop lets each queue create (held, ramping up, the cloud's quota):
+    :meth:`cloudpilot.closedloop.ClosedLoop.steer`. Empty: the plan is not gated."""
 
 
 @dataclass(frozen=True)
@@ -186,10 +191,15 @@ def early_scale_up(
     memory: mem.PoolMemory,
     now: datetime,
     tuning: Tuning = Tuning(),
+    gates: Mapping[str, planner.QueueGate] | None = None,
 ) -> tuple[planner.Creation, ...]:
     """Creations to send at once, beside this cycle's listing, decided from the pool's last
     look and memory (:mod:`cloudpilot.early_create` says why that cannot duplicate a VM);
-    none when the last look cannot be trusted. The same limits and proxy stop as a cycle."""
+    none when the last look cannot be trusted. The same limits and proxy stop as a cycle,
+    and the same closed loop: ``gates`` as of the last look (None: the loop does not know
+    the pool yet, so nothing goes out early)."""
+    if gates is None:
+        return ()
     limits = spec.limits
     creations = early_create.early_creations(
         last,
@@ -201,6 +211,7 @@ def early_scale_up(
         ),
         removed_queue_policy=spec.scale_down_policy or ScaleDownPolicy.DRAIN,
         max_creates=tuning.max_creates_per_cycle,
+        gates=gates,
     )
     return tuple(c for c in creations if c.queue not in proxy.stopped_queues)
 
@@ -242,6 +253,7 @@ def _plan(obs: Observation, memory: mem.PoolMemory, now: datetime, tuning: Tunin
         removed_queue_policy=(spec.scale_down_policy if spec else None) or ScaleDownPolicy.DRAIN,
         # The early scale-up's creations count against this cycle's cap.
         max_creates=max(tuning.max_creates_per_cycle - sum(r.requested for r in obs.early), 0),
+        gates=obs.gates,
     )
     # An expired pilot proxy: new pilots could not work. Deletions go on.
     stopped = obs.proxy.stopped_queues
@@ -270,15 +282,18 @@ def conclude(
     results: Results,
     now: datetime,
     tuning: Tuning = Tuning(),
+    loop: LoopReport = NO_LOOP,
 ) -> Outcome:
-    """The status, Events, next delay and memory after the decision was carried out."""
+    """The status, Events, next delay and memory after the decision was carried out.
+    ``loop``: what the closed loop adds (its status blocks, conditions, Events, wake-up)."""
     obs = observation
     if obs.problem is not None:
         return _blocked(obs, decision.memory, obs.problem, now, tuning)
     blocking = decision.blocking
-    if results.record_error is not None:
+    if results.record_error is not None and blocking is None:
         # No record, no new VM; deletions and replacements of stuck VMs go on, and the
-        # condition says why (e.g. a CRD older than the operator: upgrade it).
+        # condition says why (e.g. a CRD older than the operator: upgrade it). An expired
+        # proxy's block wins: it stops its queues whatever is recorded, and needs a human.
         blocking = mem.CloudError(
             mem.ErrorKind.TRANSIENT,
             "cannot record status.teardownSpec before creating VMs "
@@ -309,17 +324,23 @@ def conclude(
             error=blocking,
             prefixes=queue_prefixes(obs.queues),
             extra={**obs.extra_status, **({"proxy": obs.proxy.status} if obs.proxy.status else {})},
-            extra_conditions=[obs.proxy.verdict.condition] if obs.proxy.verdict else (),
+            extra_conditions=[
+                *([obs.proxy.verdict.condition] if obs.proxy.verdict else ()),
+                *loop.conditions,
+            ],
             outage=memory.outage,
             unreachable_stall_after=tuning.unreachable_stall_after,
         ),
         obs.previous,
     )
+    attach(status, loop.blocks)
+    events += loop.events
     events += stall_events(obs.previous, status, blocking)
+    delay = next_delay(after, memory, now, blocking, outage_delay(memory, obs), tuning)
     return Outcome(
         status_patch=status_patch(obs.previous, status),
         events=events,
-        next_delay=next_delay(after, memory, now, blocking, outage_delay(memory, obs), tuning),
+        next_delay=min(delay, loop.wake) if loop.wake is not None else delay,
         memory=memory,
     )
 
@@ -336,10 +357,21 @@ def _record_creation(
         ),
     )
     if result.error is not None:
+        if _quota_refusal_learned(result, obs):
+            return memory
         return mem.record_failure(memory, result.queue, result.error, now, **backoff_args(obs))
     if result.fenced:
         return memory  # not all of it was tried: no success, no failure (see CreateResult)
     return mem.record_success(memory, result.queue)
+
+
+def _quota_refusal_learned(result: CreateResult, obs: Observation) -> bool:
+    """A quota refusal is no fault to back off from when the closed loop is on: it learned
+    the account's headroom from it (cloudpilot.capacity) and plans within it from now on."""
+    if result.error is None or result.error.kind is not mem.ErrorKind.QUOTA:
+        return False
+    queue = next((q for q in obs.queues if q.name == result.queue), None)
+    return queue is not None and queue.closed_loop.enabled
 
 
 def as_it_stands(plan: planner.Plan, results: Results) -> planner.Plan:

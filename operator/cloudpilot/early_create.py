@@ -36,7 +36,7 @@ them and the same cycle creates the rest.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -106,6 +106,7 @@ def early_creations(
     limits: planner.PoolLimits | None = None,
     removed_queue_policy: ScaleDownPolicy = ScaleDownPolicy.DRAIN,
     max_creates: int | None = None,
+    gates: Mapping[str, planner.QueueGate] | None = None,
 ) -> tuple[planner.Creation, ...]:
     """The creations the planner decides from the last look and memory, or none when the
     last look cannot be trusted (:func:`refusal`). Deletions wait for the listing."""
@@ -119,5 +120,6 @@ def early_creations(
         limits=limits or planner.PoolLimits(),
         removed_queue_policy=removed_queue_policy,
         max_creates=max_creates,
+        gates=gates,
     )
     return plan.creations

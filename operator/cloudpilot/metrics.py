@@ -44,6 +44,7 @@ build_info                             gauge     version
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import defaultdict
@@ -356,6 +357,19 @@ class OperatorMetrics:
             pool,
             registry=r,
         )
+        # The closed loop (cloudpilot.outcomes): what ended VMs cost, by how they ended.
+        self.vm_seconds = Counter(
+            f"{PREFIX}_vm_seconds",
+            "VM-seconds of ended pilot VMs, by outcome (worked, fizzled, failed, reclaimed).",
+            [*pool, "queue", "outcome"],
+            registry=r,
+        )
+        self.queue_efficiency = Gauge(
+            f"{PREFIX}_queue_efficiency",
+            "Worked VM-seconds over all VM-seconds of the queue's recently ended pilots.",
+            [*pool, "queue"],
+            registry=r,
+        )
         self.leader = Gauge(
             f"{PREFIX}_leader",
             "1 while this replica holds the leader lease, else 0.",
@@ -481,6 +495,28 @@ class OperatorMetrics:
                 self._reason(reason),
             ).inc(count)
 
+    def count_vm_seconds(self, pool_key: str, queue: str, outcome: str, seconds: float) -> None:
+        """An ended VM's lifetime, counted under how it ended (cloudpilot.outcomes)."""
+        namespace, name = _pool_labels(pool_key)
+        self._child(
+            pool_key,
+            self.vm_seconds,
+            namespace,
+            name,
+            self._queue(pool_key, queue),
+            self._reason(outcome),
+        ).inc(max(seconds, 0.0))
+
+    def set_queue_efficiency(self, pool_key: str, queue: str, efficiency: float | None) -> None:
+        """The queue's efficiency; None (no ended pilot in the window) removes the series."""
+        namespace, name = _pool_labels(pool_key)
+        labels = (namespace, name, self._queue(pool_key, queue))
+        if efficiency is None:
+            with contextlib.suppress(KeyError):
+                self.queue_efficiency.remove(*labels)
+            return
+        self._child(pool_key, self.queue_efficiency, *labels).set(efficiency)
+
     def count_vm_failures(
         self, pool_key: str, queue: str, operation: str, reason: Any, count: int = 1
     ) -> None:
@@ -587,6 +623,14 @@ def count_vm_failures(
     pool_key: str, queue: str, operation: str, reason: Any, count: int = 1
 ) -> None:
     default().count_vm_failures(pool_key, queue, operation, reason, count)
+
+
+def count_vm_seconds(pool_key: str, queue: str, outcome: str, seconds: float) -> None:
+    default().count_vm_seconds(pool_key, queue, outcome, seconds)
+
+
+def set_queue_efficiency(pool_key: str, queue: str, efficiency: float | None) -> None:
+    default().set_queue_efficiency(pool_key, queue, efficiency)
 
 
 def set_leader(leading: bool) -> None:

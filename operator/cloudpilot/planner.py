@@ -15,8 +15,10 @@ Rules, in the order they apply:
    ends (clouds keep listing a destroyed VM for a while).
 5. Missing VMs are created up to each queue's desired count, within the queue's and the
    pool's ``maxInstances`` / ``maxStarting``, shared fairly (round robin) between queues,
-   and not for a queue that is backing off after failures. At most ``max_creates`` per
-   cycle (the operator's ``maxCreatesPerCycle``): the rest comes in the next cycles.
+   and not for a queue that is backing off after failures, nor beyond what the closed
+   loop allows (``gates``: held after fizzles, ramping up, the cloud's quota). At most
+   ``max_creates`` per cycle (the operator's ``maxCreatesPerCycle``): the rest comes in
+   the next cycles.
 6. Surplus VMs are removed newest first, starting ones first. Running pilots are only
    killed when the queue's ``scaleDownPolicy`` is ``DeleteRunning``: by default they are
    left to finish their job and the pool drains.
@@ -25,7 +27,7 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -53,6 +55,22 @@ class Hold(StrEnum):
     MAX_INSTANCES = "MaxInstances"
     MAX_STARTING = "MaxStarting"
     BACKOFF = "BackOff"
+    CLOSED_LOOP = "ClosedLoop"
+    """Held by the closed loop after pilots fizzled or failed (cloudpilot.outcomes)."""
+    RAMP_UP = "RampUp"
+    """The closed loop's ramp-up: unproven VMs limited while pilots prove they work."""
+    QUOTA = "CloudQuota"
+    """The account's learned quota, shared between its pools (cloudpilot.capacity)."""
+
+
+@dataclass(frozen=True)
+class QueueGate:
+    """What the closed loop lets one queue do this cycle (decided in cloudpilot.outcomes
+    and cloudpilot.capacity; the planner only applies it)."""
+
+    held: bool = False
+    starting_room: int | None = None
+    capacity_room: int | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +208,7 @@ def _allocate(
     memory: mem.PoolMemory,
     now: datetime,
     max_creates: int | None,
+    gates: Mapping[str, QueueGate],
 ) -> None:
     """Hand out new VMs round robin between queues, so a big queue cannot starve others.
 
@@ -211,7 +230,7 @@ def _allocate(
         pool_hold = Hold.MAX_STARTING
     else:
         pool_hold = None
-    wanting: list[tuple[_QueueState, int, int | None, int | None]] = []
+    wanting: list[tuple[_QueueState, int, int | None, int | None, QueueGate]] = []
     for state in states:
         config = state.config
         if config is None:
@@ -223,19 +242,30 @@ def _allocate(
         if mem.in_backoff(memory, state.name, now):
             state.held = Hold.BACKOFF
             continue
+        gate = gates.get(state.name, QueueGate())
+        if gate.held:
+            state.held = Hold.CLOSED_LOOP
+            continue
         room = _room(config.max_instances, occupying)
         start_room = _room(config.max_starting, state.starting())
-        wanting.append((state, need, room, start_room))
-    wants = [_smallest(need, room, start_room) or 0 for _, need, room, start_room in wanting]
+        wanting.append((state, need, room, start_room, gate))
+    wants = [
+        _smallest(need, room, start_room, gate.starting_room, gate.capacity_room) or 0
+        for _, need, room, start_room, gate in wanting
+    ]
     shares = _fill(wants, budget)
-    for (state, need, room, start_room), share in zip(wanting, shares, strict=True):
+    for (state, need, room, start_room, gate), share in zip(wanting, shares, strict=True):
         state.create = share
         if share >= need:
             continue
-        if room is not None and share >= room:
+        if gate.capacity_room is not None and share >= gate.capacity_room:
+            state.held = Hold.QUOTA
+        elif room is not None and share >= room:
             state.held = Hold.MAX_INSTANCES
         elif start_room is not None and share >= start_room:
             state.held = Hold.MAX_STARTING
+        elif gate.starting_room is not None and share >= gate.starting_room:
+            state.held = Hold.RAMP_UP
         else:
             state.held = pool_hold
 
@@ -290,6 +320,7 @@ def plan(
     limits: PoolLimits = PoolLimits(),
     removed_queue_policy: ScaleDownPolicy = ScaleDownPolicy.DRAIN,
     max_creates: int | None = None,
+    gates: Mapping[str, QueueGate] | None = None,
 ) -> Plan:
     """Decide one reconcile of one pool. ``observed`` holds only VMs the pool owns.
 
@@ -339,7 +370,7 @@ def plan(
 
     # Rule 5: missing VMs.
     ordered = [states[q.name] for q in queues] + [s for s in states.values() if s.config is None]
-    _allocate(ordered, limits, memory, now, max_creates)
+    _allocate(ordered, limits, memory, now, max_creates, gates or {})
 
     creations = tuple(Creation(s.name, s.create) for s in ordered if s.create > 0)
     deletions = tuple(d for s in ordered for d in s.deletions)

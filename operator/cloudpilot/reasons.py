@@ -41,6 +41,18 @@ class Reason(StrEnum):
     DELETED = "Deleted"
     SCALE_UP_PLANNED = "ScaleUpPlanned"
     SCALE_DOWN_PLANNED = "ScaleDownPlanned"
+    # The closed loop (cloudpilot.closedloop): Ready's and the conditions' reasons, Events.
+    QUOTA_LIMITED = "QuotaLimited"
+    PILOTS_HELD = "PilotsHeld"
+    CLOUD_QUOTA = "CloudQuota"
+    CLOSED_LOOP_HOLD = "ClosedLoopHold"
+    RECLAIMED = "Reclaimed"
+    CLOSED_LOOP_OPEN = "ClosedLoopOpen"
+    CLOSED_LOOP_HELD_AFTER_FIZZLES = "ClosedLoopHeldAfterFizzles"
+    CLOSED_LOOP_HELD_AFTER_FAILURES = "ClosedLoopHeldAfterFailures"
+    CLOSED_LOOP_RAMPING_UP = "ClosedLoopRampingUp"
+    CLOSED_LOOP_QUOTA_LIMITED = "ClosedLoopQuotaLimited"
+    CLOSED_LOOP_DISABLED = "ClosedLoopDisabled"
     # Deleting the pool.
     DELETING = "Deleting"
     TEARDOWN_BLOCKED = "TeardownBlocked"
@@ -135,8 +147,59 @@ EXPLAINED: dict[Reason, Explained] = {
         "a VM was destroyed; the message says why (`PilotDone`, `VMFailed`, ...)",
         "nothing",
     ),
-    Reason.SCALE_UP_PLANNED: Explained("audit", "a cycle decided to create VMs", "nothing"),
+    Reason.SCALE_UP_PLANNED: Explained(
+        "audit",
+        'a cycle decided to create VMs (a Warning "planned, not sent" when '
+        "`status.teardownSpec` could not be recorded: nothing was created)",
+        "nothing; if not sent, see the pool's `lastError`",
+    ),
     Reason.SCALE_DOWN_PLANNED: Explained("audit", "a cycle decided to delete VMs", "nothing"),
+    Reason.QUOTA_LIMITED: Explained(
+        "Ready=True",
+        "a queue runs fewer VMs than `replicas`: the cloud's quota, learned from a refusal or "
+        "a partial create, allows no more (docs/closed-loop.md)",
+        "raise the quota, or lower the replicas",
+    ),
+    Reason.PILOTS_HELD: Explained(
+        "Ready=True",
+        "the closed loop holds new pilots of a queue after fizzles or failed VMs",
+        "nothing if the task queue is empty; else look at why the pilots end (image, work)",
+    ),
+    Reason.CLOUD_QUOTA: Explained(
+        "QuotaLimited=True", "the message says how many VMs of how many the quota allows", "-"
+    ),
+    Reason.CLOSED_LOOP_HOLD: Explained(
+        "PilotsHeld=True", "the message says until when new pilots are held, and why", "-"
+    ),
+    Reason.RECLAIMED: Explained(
+        "Event (Warning)",
+        "VMs vanished or were terminated by the cloud, not by CloudPilot (spot reclaims)",
+        "nothing for spot; else ask the cloud's operators",
+    ),
+    Reason.CLOSED_LOOP_OPEN: Explained(
+        "Event (Normal)", "a queue's closed loop is open again: replicas are served", "nothing"
+    ),
+    Reason.CLOSED_LOOP_HELD_AFTER_FIZZLES: Explained(
+        "Event (Warning)",
+        "pilots found no work (halted within `fizzleSeconds`): new ones are held",
+        "nothing if the task queue is empty",
+    ),
+    Reason.CLOSED_LOOP_HELD_AFTER_FAILURES: Explained(
+        "Event (Warning)",
+        "VMs failed (ERROR, boot timeout, gone before starting): new ones are held",
+        "look at the image and the cloud",
+    ),
+    Reason.CLOSED_LOOP_RAMPING_UP: Explained(
+        "Event (Normal)",
+        "after a hold, unproven VMs are started a few at a time, more as pilots work",
+        "nothing",
+    ),
+    Reason.CLOSED_LOOP_QUOTA_LIMITED: Explained(
+        "Event (Warning)", "a queue's target is now what the cloud's quota allows", "-"
+    ),
+    Reason.CLOSED_LOOP_DISABLED: Explained(
+        "Event (Normal)", "`closedLoop.enabled: false`: replicas obeyed as set", "nothing"
+    ),
     Reason.DELETING: Explained(
         "Ready=False, Reconciling", "the deleted pool's VMs are being destroyed", "wait"
     ),

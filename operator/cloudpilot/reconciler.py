@@ -36,6 +36,7 @@ from cloudpilot import (
     teardown,
 )
 from cloudpilot import memory as mem
+from cloudpilot.closedloop import ClosedLoop
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import driver_class
 from cloudpilot.cloud.gateway import (
@@ -59,6 +60,7 @@ from cloudpilot.models.queues import CloudAccount, ConfigError, QueueConfig, eff
 from cloudpilot.models.spec import DeletionPolicy, PoolSpec, describe_validation_error, parse_spec
 from cloudpilot.models.vms import ObservedVM
 from cloudpilot.naming import new_vm_name, pool_prefix, pool_selector, queue_prefix, vm_tags
+from cloudpilot.nova_quota import Flavor, NovaReading
 from cloudpilot.pilot_proxy import QueueProxy, assess, load_queue_proxies, unusable_proxy
 from cloudpilot.pool_state import PoolState
 from cloudpilot.reasons import Reason
@@ -173,6 +175,8 @@ class Reconciler:
         """Writes ``status.teardownSpec`` before a spec is first acted on. None (harnesses
         without an API server): the record is kept in process only."""
         self._read_configmap = read_configmap
+        self.closed_loop = ClosedLoop()
+        """Per-pool loops and per-account learned quotas (cloudpilot.closedloop)."""
         self.dirac = DiracLink()
         """Pilot registration in DiracX and demand from it (pools with ``spec.dirac``)."""
         self.early_scale_ups = 0
@@ -197,6 +201,7 @@ class Reconciler:
         self.pools.pop(pool.uid, None)
         redaction.forget_pool(pool.key)  # its user data and proxies, whichever were seen
         self.caches.release_pool(pool.uid, pool.key)
+        self.closed_loop.forget(pool.uid)
         self.dirac.forget(pool.uid)
 
     # -- the cycle --------------------------------------------------------------------------
@@ -218,11 +223,29 @@ class Reconciler:
             observation = await self._dirac_sync(pool, state, observation, now, secret)
             tuning = self.settings.tuning
             chosen = decision.decide(observation, state.memory, now, tuning)
-            _audited(pool, chosen.audit)
+            # -- closed loop (cloudpilot.closedloop): how VMs ended, then decide again within
+            # what the loop allows (holds, ramp-up, the account's learned quota).
+            gates, loop_events = self._steer(pool, observation, chosen, listings, now)
+            if gates is not None:
+                observation = replace(observation, gates=gates)
+                chosen = decision.decide(observation, state.memory, now, tuning)
+            # -- end closed loop
             results = await self._carry_out(
                 pool, body, state, observation, chosen, listings, secret
             )
-            outcome = decision.conclude(observation, chosen, results, now, tuning)
+            loop = self.closed_loop.account_for(
+                pool.uid,
+                pool.key,
+                observation.queues,
+                observation.observed,
+                decision.as_it_stands(chosen.plan, results),
+                (*observation.early, *results.created),
+                {*chosen.memory.deleting, *(i for i, e in results.deleted.items() if e is None)},
+                observation.previous,
+                now,
+                loop_events,
+            )
+            outcome = decision.conclude(observation, chosen, results, now, tuning, loop)
             state.memory = outcome.memory
             state.last_look = decision.last_look(observation, now)
             return replace(
@@ -266,7 +289,14 @@ class Reconciler:
         warm = decision.queues_to_prepare(queues, memory)
         # -- early scale-up: what the last look and memory decide goes out beside the listing.
         early = decision.early_scale_up(
-            state.last_look, queues, spec, report, memory, now, self.settings.tuning
+            state.last_look,
+            queues,
+            spec,
+            report,
+            memory,
+            now,
+            self.settings.tuning,
+            self.closed_loop.early_gates(pool.uid, queues, state.last_look, memory, now),
         )
         sent: list[CreateResult] = []
 
@@ -308,6 +338,32 @@ class Reconciler:
         )
         return observation, listings
 
+    def _steer(
+        self,
+        pool: PoolRef,
+        observation: Observation,
+        chosen: decision.Decision,
+        listings: Mapping[CloudAccount, _Listing],
+        now: datetime,
+    ) -> tuple[dict[str, planner.QueueGate] | None, list[Event]]:
+        """The closed loop's look at this cycle before anything is done (None: no gates)."""
+        if observation.problem is not None:
+            return None, []
+        listed = bool(observation.accounts) and all(a.error is None for a in observation.accounts)
+        return self.closed_loop.steer(
+            pool.uid,
+            pool.key,
+            observation.queues,
+            observation.observed,
+            chosen.memory,
+            _account_keys(observation.queues, listings),
+            observation.previous,
+            chosen.plan.deletions,
+            now,
+            listed=listed,
+            nova=_nova_readings(observation.queues, listings),
+        )
+
     async def _carry_out(
         self,
         pool: PoolRef,
@@ -327,6 +383,8 @@ class Reconciler:
                 await self._record_spec(pool, state, body.get("spec") or {}, observation.previous)
             except Exception as exc:
                 record_error = errors.scrub(f"{type(exc).__name__}: {exc}")
+        # The decision's audit lines once it is known what is sent (before the actions).
+        _audited(pool, cycle_events.as_sent(chosen.audit, record_error))
         gateways = {a: listing.gateway for a, listing in listings.items()}
         deleted = await self._destroy(pool, chosen.by_account, gateways)
         creations = chosen.plan.creations if record_error is None else ()
@@ -348,9 +406,15 @@ class Reconciler:
                 pool.uid, f"cannot read the DiracX token (Secret {ref.name}): {problem}"
             )
             return None
+        if not token:  # said, or pilots would wait unregistered with no reason shown
+            self.dirac.note_error(
+                pool.uid,
+                f"cannot read the DiracX token (Secret {ref.name}): key {ref.key} is empty",
+            )
+            return None
         # Forgotten with the pool (redaction.forget_pool), as its user data and proxies are.
         redaction.register(redaction.pool_owner(pool.key, "dirac"), [token])
-        return token or None
+        return token
 
     async def _dirac_demand(
         self,
@@ -393,6 +457,7 @@ class Reconciler:
                 ce=spec.ce,
                 now=now,
                 may_act=observation.leading,
+                unlisted_queues=_unlisted_queues(observation),
             )
             extra["dirac"] = self.dirac.status(pool.uid, spec.dirac)
         return replace(observation, extra_status=extra)
@@ -744,6 +809,12 @@ def _with_pending(observed: Sequence[ObservedVM], memory: mem.PoolMemory) -> lis
     return [*observed, *(vm for vm in mem.pending_as_observed(memory) if vm.id not in listed)]
 
 
+def _unlisted_queues(observation: Observation) -> frozenset[str]:
+    """Queues whose account could not be listed: their VMs' absence says nothing."""
+    failed = {a.account for a in observation.accounts if a.error is not None}
+    return frozenset(q.name for q in observation.queues if q.account in failed)
+
+
 def _spec_json(spec: Mapping[str, Any]) -> str:
     return json.dumps(spec, separators=(",", ":"), sort_keys=True)
 
@@ -805,3 +876,35 @@ def _audited(pool: PoolRef, events: Sequence[Event]) -> list[Event]:
             event = replace(event, audited=True)
         done.append(event)
     return done
+
+
+def _account_keys(
+    queues: Sequence[QueueConfig], listings: Mapping[CloudAccount, _Listing]
+) -> dict[str, str]:
+    """Queue -> the cloud account it runs on, as the closed loop keys learned quotas: the
+    endpoint and the credentials' fingerprint (pools on one account share its quota)."""
+    keys: dict[str, str] = {}
+    for q in queues:
+        listing = listings.get(q.account)
+        if listing is not None and listing.gateway is not None:
+            keys[q.name] = f"{q.account.endpoint}|{listing.gateway.credentials.fingerprint}"
+    return keys
+
+
+def _nova_readings(
+    queues: Sequence[QueueConfig], listings: Mapping[CloudAccount, _Listing]
+) -> dict[str, NovaReading]:
+    """Account key -> Nova's limits read beside its listing, with its queues' flavors
+    (OpenStack accounts listed this cycle; see cloudpilot.nova_quota)."""
+    keys = _account_keys(queues, listings)
+    readings: dict[str, NovaReading] = {}
+    for q in queues:
+        listing = listings.get(q.account)
+        gateway = listing.gateway if listing is not None else None
+        if gateway is None or gateway.nova_headroom is None or q.name not in keys:
+            continue
+        flavor = Flavor(*gateway.flavor_size(q))
+        known = readings.get(keys[q.name])
+        flavors = (*known.flavors, flavor) if known else (flavor,)
+        readings[keys[q.name]] = NovaReading(gateway.nova_headroom, flavors)
+    return readings

@@ -2,8 +2,9 @@
 proxy files. One object, each cache with its own eviction, so that nothing here grows with
 the pools that came and went.
 
-* gateways (libcloud drivers and their HTTP sessions) per account and credentials: dropped
-  once no pool has used them for two intervals (swept at most once an interval);
+* gateways (libcloud drivers and their HTTP sessions) per account and credentials: dropped,
+  their connections closed, once no pool has used them for two intervals (swept at most
+  once an interval);
 * rate limiters per endpoint: dropped with the last gateway of their endpoint;
 * Secret reads: shared for half an interval, expired ones dropped whenever a read starts;
 * proxy files: released per pool (:meth:`release_pool`).
@@ -122,8 +123,10 @@ class SharedCaches:
         """Gateways unused since ``horizon`` go (a deleted pool, edited driver options, a
         rotated Secret), then the limiters of endpoints no gateway uses any more."""
         for stale in [k for k, used in self._gateway_used.items() if used < horizon]:
-            self.gateways.pop(stale, None)
+            gateway = self.gateways.pop(stale, None)
             del self._gateway_used[stale]
+            if gateway is not None:
+                gateway.close()  # its drivers' sockets, not left to the garbage collector
         in_use = {account.endpoint for account, _ in self.gateways}
         for endpoint in [e for e in self.limiters if e not in in_use]:
             del self.limiters[endpoint]

@@ -35,6 +35,10 @@ from cloudpilot.naming import pilot_reference, pilot_stamp
 from cloudpilot.planner import Hold, Plan, QueueSummary
 from cloudpilot.reasons import Reason
 
+_SETTLED_HOLDS = frozenset({Hold.MAX_INSTANCES, Hold.QUOTA, Hold.CLOSED_LOOP})
+"""Holds that leave a queue short on purpose: a limit, the cloud's quota, the closed loop
+after fizzles. The pool is not converging towards more VMs, so it is not Reconciling."""
+
 
 def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -148,7 +152,7 @@ def conditions_for(inputs: StatusInputs) -> list[Condition]:
         short = sum(
             max(q.desired - q.live - q.unknown, 0)
             for q in plan.queues
-            if q.in_spec and q.held is not Hold.MAX_INSTANCES
+            if q.in_spec and q.held not in _SETTLED_HOLDS
         )
         if missing or short:
             reconciling = Condition(
@@ -208,6 +212,24 @@ def _ready(plan: Plan) -> Condition:
     desired = sum(q.desired for q in plan.queues)
     draining = sum(q.draining for q in plan.queues)
     capped = [q.name for q in plan.queues if q.held is Hold.MAX_INSTANCES]
+    quota = [q.name for q in plan.queues if q.held is Hold.QUOTA]
+    held = [q.name for q in plan.queues if q.held is Hold.CLOSED_LOOP]
+    if quota:
+        return Condition(
+            "Ready",
+            "True",
+            Reason.QUOTA_LIMITED,
+            f"{live} of {desired} desired VMs: the cloud's quota allows {live} "
+            f"(in {', '.join(quota)})",
+        )
+    if held:
+        return Condition(
+            "Ready",
+            "True",
+            Reason.PILOTS_HELD,
+            f"{live} of {desired} desired VMs: new pilots held by the closed loop in "
+            f"{', '.join(held)} (pilots found no work or failed)",
+        )
     if capped:
         return Condition(
             "Ready",

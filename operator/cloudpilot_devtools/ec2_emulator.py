@@ -134,6 +134,36 @@ def write_ami_catalogue(path: Path, amis: tuple[dict[str, Any], ...] = DEFAULT_A
     return path
 
 
+_ORIGINAL_RUN_INSTANCES: Any = None
+
+
+def _honour_max_count(on: bool) -> None:
+    """Make moto's ``RunInstances`` start ``MaxCount`` instances, as EC2 does when they fit.
+
+    Why: moto starts ``MinCount`` instances and ignores ``MaxCount``; EC2 starts as many as
+    it can up to ``MaxCount`` (at least ``MinCount``, else it refuses). CloudPilot asks for
+    ``MinCount = 1 .. MaxCount = n`` and takes what fits, so against plain moto it would get
+    one VM per call. Room limits (quota) are the LatencyProxy's (``instance_limit``).
+    """
+    global _ORIGINAL_RUN_INSTANCES
+    from moto.ec2.responses.instances import InstanceResponse
+
+    if on and _ORIGINAL_RUN_INSTANCES is None:
+        original = InstanceResponse.run_instances
+        _ORIGINAL_RUN_INSTANCES = original
+
+        def run_instances(self: Any) -> Any:
+            max_count = self._get_param("MaxCount")
+            if max_count is not None:
+                self.params["MinCount"] = max_count
+            return original(self)
+
+        InstanceResponse.run_instances = run_instances  # type: ignore[method-assign]
+    elif not on and _ORIGINAL_RUN_INSTANCES is not None:
+        InstanceResponse.run_instances = _ORIGINAL_RUN_INSTANCES  # type: ignore[method-assign]
+        _ORIGINAL_RUN_INSTANCES = None
+
+
 def _make_server_class() -> Callable[[str, int], SocketServerThread]:
     """Build moto's server class lazily, so importing this module does not import moto
     (which must only happen after ``MOTO_AMIS_PATH`` is set).
@@ -241,6 +271,7 @@ class EC2Emulator(Service):
         try:
             if self._amis is not None:
                 self._install_amis(self._amis)
+            _honour_max_count(True)
             server = _make_server_class()(self._host, self._port)
             server.start()
             self._server = server
@@ -264,6 +295,7 @@ class EC2Emulator(Service):
                 self._server = None
             self._endpoint = None
             self._uninstall_amis()
+            _honour_max_count(False)
         finally:
             with _active_lock:
                 if _active is self:

@@ -13,6 +13,9 @@ libcloud and moto (point the driver's host/port at :attr:`LatencyProxy.endpoint`
 * answers the next N requests of an Action with an EC2-style error (:meth:`fail_next`);
 * rejects RunInstances whose decoded ``UserData`` exceeds a limit, as EC2 does at 16 KiB
   (:attr:`user_data_limit`);
+* enforces an instance quota (:attr:`instance_limit`): a RunInstances starts what fits up
+  to ``MaxCount``, or is refused with ``InstanceLimitExceeded`` when not even ``MinCount``
+  fits, as EC2 does;
 * holds requests of an Action until released (:meth:`hold`, :meth:`wait_for_held`), so a
   test can catch calls in flight deterministically instead of racing against a delay;
 * holds the *answers* of an Action after the target has acted (:meth:`hold_answers`), the
@@ -42,7 +45,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 from xml.sax.saxutils import escape
 
 from cloudpilot_devtools.background import SocketServerThread
@@ -99,6 +102,12 @@ _SKIP_HEADERS: Final = frozenset(
         "content-length",
     }
 )
+
+
+RUN_INSTANCES_KEPT = 100
+"""RunInstances requests whose parameters the proxy keeps (a bound, whatever the churn)."""
+_NOT_LOGGED = frozenset({"UserData", "Signature", "AWSAccessKeyId", "SecurityToken"})
+"""Never kept: the pilot's user data (it carries a proxy) and anything that signs."""
 
 
 @dataclass(frozen=True)
@@ -197,7 +206,19 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(fault.status, [("Content-Type", "text/xml;charset=UTF-8")], fault.body())
             return
         try:
-            status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
+            if action == "RunInstances" and proxy.instance_limit is not None:
+                with proxy._quota_lock:  # count and create as one step, as EC2 does
+                    fault, path, body = proxy._apply_instance_limit(
+                        self.headers, params, self.path, body
+                    )
+                    if fault is not None:
+                        self._reply(
+                            fault.status, [("Content-Type", "text/xml;charset=UTF-8")], fault.body()
+                        )
+                        return
+                    status, headers, data = proxy._forward(self.command, path, self.headers, body)
+            else:
+                status, headers, data = proxy._forward(self.command, self.path, self.headers, body)
         except OSError as exc:
             _log.warning("latency proxy: upstream error: %s", exc)
             err = InjectedFault(502, "Unavailable", f"upstream error: {exc}")
@@ -268,6 +289,7 @@ class LatencyProxy(SocketServerThread):
         self._action_latency: dict[str, float] = {}
         self._user_data_limit = user_data_limit
         self._counts: Counter[str] = Counter()
+        self._run_instances: list[dict[str, str]] = []
         self._request_log: deque[tuple[float, str]] = deque(maxlen=REQUEST_LOG_SIZE)
         self._faults_served: Counter[str] = Counter()
         self._faults: dict[str, list[InjectedFault]] = {}
@@ -283,6 +305,11 @@ class LatencyProxy(SocketServerThread):
         self._answer_holds: set[str] = set()
         self._answers_held = 0
         self._in_flight = 0
+        self.instance_limit: int | None = None
+        """Most live (pending or running) instances the account allows; None: no quota. A
+        ``RunInstances`` past it starts what fits up to ``MaxCount``, or is refused with
+        ``InstanceLimitExceeded`` when fewer than ``MinCount`` fit, as EC2 does."""
+        self._quota_lock = threading.Lock()
 
     # -- lifecycle (start, stop, connection tracking: SocketServerThread) -------------------
 
@@ -374,6 +401,14 @@ class LatencyProxy(SocketServerThread):
             return dict(self._counts)
 
     @property
+    def run_instances_requests(self) -> list[dict[str, str]]:
+        """The parameters of the last RunInstances requests (at most
+        :data:`RUN_INSTANCES_KEPT`), without user data or signature fields: what the client
+        asked EC2 for (MinCount, MaxCount, InstanceMarketOptions ...), for tests to read."""
+        with self._lock:
+            return [dict(p) for p in self._run_instances]
+
+    @property
     def faults_served(self) -> dict[str, int]:
         """Snapshot of injected error answers per error code."""
         with self._lock:
@@ -391,6 +426,7 @@ class LatencyProxy(SocketServerThread):
         """Zero :attr:`counts`, :attr:`faults_served` and the delay accumulators."""
         with self._lock:
             self._counts.clear()
+            self._run_instances.clear()
             self._faults_served.clear()
             self._injected_delay = 0.0
             self._delayed_requests = 0
@@ -595,6 +631,11 @@ class LatencyProxy(SocketServerThread):
         """Count, delay, then pick the fault (if any) to answer instead of forwarding."""
         with self._lock:
             self._counts[action] += 1
+            if action == "RunInstances":
+                self._run_instances.append(
+                    {k: v for k, v in params.items() if k not in _NOT_LOGGED and "Amz" not in k}
+                )
+                del self._run_instances[:-RUN_INSTANCES_KEPT]
             self._request_log.append((time.time(), action))
             delay = self._action_latency.get(action, self._latency)
             if delay > 0:
@@ -631,6 +672,44 @@ class LatencyProxy(SocketServerThread):
         if size <= limit:
             return None
         return InjectedFault(400, "InvalidParameterValue", f"User data is limited to {limit} bytes")
+
+    def _live_instances(self, headers: Any) -> int:
+        """Pending and running instances at the target (one DescribeInstances, unpaged)."""
+        query = (
+            "Action=DescribeInstances&Version=2016-11-15&MaxResults=1000"
+            "&Filter.1.Name=instance-state-name&Filter.1.Value.1=pending"
+            "&Filter.1.Value.2=running"
+        )
+        _, _, data = self._forward("GET", f"/?{query}", headers, b"")
+        return data.count(b"<instanceId>")
+
+    def _apply_instance_limit(
+        self, headers: Any, params: dict[str, str], path: str, body: bytes
+    ) -> tuple[InjectedFault | None, str, bytes]:
+        """The fault to answer, or the request (path and body: libcloud sends the query
+        string, others a form) with ``MaxCount`` cut to what fits."""
+        limit = self.instance_limit
+        assert limit is not None
+        room = limit - self._live_instances(headers)
+        min_count = int(params.get("MinCount") or 1)
+        max_count = int(params.get("MaxCount") or min_count)
+        if room < min_count:
+            status, message = EC2_ERRORS["InstanceLimitExceeded"]
+            with self._lock:
+                self._faults_served["InstanceLimitExceeded"] += 1
+            return InjectedFault(status, "InstanceLimitExceeded", message), path, body
+        fits = {"MaxCount": str(min(max_count, room)), "MinCount": str(min(min_count, room))}
+
+        def cut(query: str) -> str:
+            pairs = parse_qs(query, keep_blank_values=True)
+            if "MaxCount" not in pairs and "MinCount" not in pairs:
+                return query
+            return urlencode({k: fits.get(k, v[0]) for k, v in pairs.items()})
+
+        parts = urlsplit(path)
+        if parts.query:
+            path = parts._replace(query=cut(parts.query)).geturl()
+        return None, path, cut(body.decode()).encode() if body else body
 
     def _forward(
         self, method: str, path: str, headers: Any, body: bytes

@@ -19,6 +19,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -466,7 +467,10 @@ async def test_a_pool_back_early_gets_a_newer_listing_not_the_one_it_saw(
     assert h.counts() == {"DescribeInstances": 1}
     prefix = naming.pool_prefix(NAMESPACE, "a")
     (vm,) = [v for v in _live(h.ec2) if v.name.startswith(prefix)]
-    h.ec2.halt_instance(vm.id)  # the pilot ends: the cloud changes under a shared listing
+    # The pilot ends after working an hour (not a fizzle, which the closed loop would not
+    # replace at once): the cloud changes under a shared listing.
+    h.ec2.age_instance(vm.id, timedelta(hours=1))
+    h.ec2.halt_instance(vm.id)
     status = await h.reconcile("a", 1)  # sees it at once, deletes and replaces it
     assert h.counts()["DescribeInstances"] == 2
     assert h.counts()["TerminateInstances"] == 1

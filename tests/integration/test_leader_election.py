@@ -20,6 +20,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -607,6 +608,8 @@ def test_two_operators_against_one_api_and_cloud_never_create_a_vm_twice(
         stack.scale_pool("ha", 6)
         stack.wait_vms("ha", 6)
         victim = stack.live_vms("ha")[0]
+        # Launched an hour ago: a pilot that worked (past fizzleSeconds), replaced at once.
+        stack.ec2.age_instance(victim.id, timedelta(hours=1))
         stack.ec2.halt_instance(victim.id)
         wait_for(
             lambda: (
@@ -741,7 +744,23 @@ def test_without_leader_election_two_operators_do_create_duplicates(
 
 # -- real processes and signals ---------------------------------------------------------------
 
-CHILD = """
+SIGNAL_HANDLERS_SET = """
+import signal
+
+async def signal_handlers_set(elected):
+    # The elector sets its SIGTERM handler as it starts: a SIGTERM before that would kill
+    # the child instead of stopping it cleanly, so "STARTED" is said only once it is set.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and not elected.done():
+        if loop.time() > deadline:
+            raise SystemExit("the elector set no SIGTERM handler within 20 s")
+        await asyncio.sleep(0.01)  # a poll with a deadline, as tests.support.kube.wait_for
+"""
+
+CHILD = (
+    SIGNAL_HANDLERS_SET
+    + """
 import asyncio, sys
 from cloudpilot.leader import ElectionSettings, run_with_leader_election
 
@@ -758,13 +777,14 @@ async def main():
         lease_seconds=settings.lease_seconds, renew_deadline=settings.renew_deadline,
         retry_period=settings.retry_period, handle_signals=True,
     ))
-    await asyncio.sleep(0)  # the task ran up to its first await: signal handlers are set
+    await signal_handlers_set(elected)
     print("STARTED", flush=True)
     await elected
 
 asyncio.run(main())
 print("EXITED", flush=True)
 """
+)
 
 
 def test_sigterm_stops_a_leader_and_a_standby_process_cleanly(
@@ -847,7 +867,9 @@ async def test_work_that_returns_by_itself_releases_the_lease_and_returns(
     assert not a.elector.is_leading()
 
 
-CHILD_PAUSED = """
+CHILD_PAUSED = (
+    SIGNAL_HANDLERS_SET
+    + """
 import asyncio, sys, time
 from cloudpilot import leader
 
@@ -869,12 +891,13 @@ async def main():
         lease_seconds=settings.lease_seconds, renew_deadline=settings.renew_deadline,
         retry_period=settings.retry_period, handle_signals=True,
     ))
-    await asyncio.sleep(0)
+    await signal_handlers_set(elected)
     print("STARTED", flush=True)
     await elected
 
 asyncio.run(main())
 """
+)
 
 
 def _stamps(text: str, word: str) -> list[float]:

@@ -87,10 +87,13 @@ def test_scale_down_leaves_running_pilots_to_finish_by_default(stack: Stack) -> 
 
 
 def test_a_pilot_vm_that_stopped_itself_is_deleted_and_replaced(stack: Stack) -> None:
+    """A pilot that worked (it ran longer than fizzleSeconds) is replaced at once."""
     stack.apply_pool("churn", replicas=2)
     first = stack.wait_vms("churn", 2)
-    stack.ec2.halt_instance(first[0].id)
     gone = first[0].id
+    # Launched an hour ago: past the default fizzleSeconds (600), so its pilot worked.
+    stack.ec2.age_instance(gone, timedelta(hours=1))
+    stack.ec2.halt_instance(gone)
 
     def replaced() -> bool:
         live = {vm.id for vm in stack.live_vms("churn")}
@@ -106,6 +109,44 @@ def test_a_pilot_vm_that_stopped_itself_is_deleted_and_replaced(stack: Stack) ->
         message="a Deleted Event for the stopped VM",
     )
     assert "PilotDone" in deleted[0].message
+
+
+def test_a_pilot_that_fizzled_is_deleted_and_new_pilots_are_held(stack: Stack) -> None:
+    """A pilot VM that halts right after boot found no work: deleted, not replaced while the
+    closed loop holds the queue; status, a condition and one Event say until when and why."""
+    stack.apply_pool("idle", replicas=2)
+    first = stack.wait_vms("idle", 2)
+    gone = first[0].id
+    stack.ec2.halt_instance(gone)
+    status = stack.wait_status(
+        "idle",
+        lambda s: (
+            (q := s.get("queues")) and q[0].get("closedLoop", {}).get("consecutiveFizzles") and s
+        ),
+        what="a fizzle counted",
+    )
+    (queue,) = status["queues"]
+    loop = queue["closedLoop"]
+    assert loop["state"] == "HeldAfterFizzles"
+    assert loop["recent"]["fizzled"] == 1
+    assert "1 pilot(s) fizzled in a row" in loop["message"]
+    assert queue["held"] == "ClosedLoop"
+    states = {vm.id: str(vm.state) for vm in stack.vms("idle", include_gone=True)}
+    assert states[gone] == "terminated"
+    # The status above was written after the cycle acted: it deleted, and created nothing.
+    assert [vm.id for vm in stack.live_vms("idle")] == [first[1].id]
+    held = stack.condition("idle", "PilotsHeld")
+    assert held is not None and held["status"] == "True"
+    # Once the deleted VM is no longer listed, Ready says why the queue is short.
+    ready = wait_for(
+        lambda: (c := stack.condition("idle", "Ready")) and c["reason"] == "PilotsHeld" and c,
+        30,
+        message="Ready reason PilotsHeld",
+    )
+    assert ready["status"] == "True"
+    assert len(stack.live_vms("idle")) == 1
+    changes = [e for e in stack.events() if e.reason == "ClosedLoopHeldAfterFizzles"]
+    assert len(changes) == 1
 
 
 def test_a_vm_past_its_maximum_lifetime_is_deleted_whatever_its_state(stack: Stack) -> None:

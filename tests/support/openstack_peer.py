@@ -413,6 +413,7 @@ class OpenStackPeer(Service):
             self._request("DELETE", url, None, expect=(204, 404))
         self._behavior_ids.clear()
         self._request("DELETE", f"{self._peer_url()}/neutron/networks", None, expect=(200,))
+        self._request("DELETE", f"{self._peer_url()}/nova/limits", None, expect=(200,))
         token, _ = self._admin_token()
         servers = self._request(
             "GET", f"{self.compute_url}/servers", None, expect=(200,), token=token
@@ -459,13 +460,20 @@ class OpenStackPeer(Service):
         url = f"{self._peer_url()}/neutron/networks"
         return str(self._request("POST", url, body, expect=(201,))["network"]["id"])
 
+    def set_limits(self, *, other_instances: int = 0, **absolute: int) -> None:
+        """The project's quota as Nova's ``GET /limits`` reports it (``maxTotalInstances``,
+        ``maxTotalCores``, ...); ``other_instances``: servers counted in use that are not in
+        mimic. ``totalInstancesUsed`` is always the tenant's live servers plus those."""
+        body = {**absolute, "otherInstances": other_instances}
+        self._request("POST", f"{self._peer_url()}/nova/limits", body, expect=(200,))
+
     def stats(self) -> dict[str, Any]:
         """``network_lists`` (how often Neutron listed networks), ``nova_network_lists``
         (how often Nova's ``os-networks`` proxy did, for libcloud's 1.1 driver),
-        ``refused`` (requests answered 401) and ``tokens``: each token Nova or Neutron
-        saw (a digest, its ``user_id``, ``methods``, ``application_credential``,
-        ``issued_at``, ``expires_at``, ``first_used``, and ``refused`` once expired),
-        oldest first."""
+        ``refused`` (requests answered 401), ``limit_reads`` (Nova's ``GET /limits``) and
+        ``tokens``: each token Nova or Neutron saw (a digest, its ``user_id``, ``methods``,
+        ``application_credential``, ``issued_at``, ``expires_at``, ``first_used``, and
+        ``refused`` once expired), oldest first."""
         return self._request("GET", f"{self._peer_url()}/stats", None, expect=(200,))
 
     def create_application_credential(self, name: str) -> OpenStackCredentials:

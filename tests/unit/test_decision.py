@@ -12,12 +12,16 @@ from cloudpilot.cloud.results import CreateResult, ListedNode
 from cloudpilot.credentials.proxy import ProxyReport
 from cloudpilot.decision import NO_PROXY, AccountListing, Observation, Results, Tuning
 from cloudpilot.memory import CloudError, ErrorKind, PoolMemory
+from cloudpilot.models.queues import ClosedLoopConfig
 from cloudpilot.models.spec import parse_spec
 from cloudpilot.models.vms import Phase
 from tests.support.builders import NOW, account, backoff, pool_spec, queue, vm
 
 TUNING = Tuning(interval=60.0, converging_interval=10.0)
 ACCOUNT = account()
+
+
+OPEN_LOOP = ClosedLoopConfig(enabled=False)
 
 
 def observe(replicas: int = 2, **overrides: Any) -> Observation:
@@ -143,6 +147,19 @@ def test_a_spec_that_cannot_be_recorded_creates_nothing_and_says_why() -> None:
     assert outcome.next_delay <= 3.0
 
 
+def test_an_expired_proxy_still_shows_when_the_spec_cannot_be_recorded_either() -> None:
+    """Another queue still creates, so the spec is recorded, and that fails: the condition
+    keeps the expired proxy, which blocks its queue whatever is recorded."""
+    obs = observe(2, queues=(queue("default", 2), queue("q2", 2)), proxy=_expired_proxy())
+    chosen = decision.decide(obs, PoolMemory(generation=1), NOW, TUNING)
+    assert chosen.record_spec and chosen.plan.creations == (planner.Creation("q2", 2),)
+    outcome = decision.conclude(
+        obs, chosen, Results(record_error="RuntimeError: unknown field"), NOW, TUNING
+    )
+    assert outcome.status_patch["lastError"]["reason"] == "ProxyExpired"
+    assert conditions(outcome)["Stalled"]["reason"] == "ProxyExpired"
+
+
 # -- what the status says after acting ----------------------------------------------------
 
 
@@ -158,7 +175,9 @@ def test_created_vms_count_as_starting_and_the_pool_is_ready() -> None:
 def test_a_failed_create_has_one_reason_in_event_condition_and_last_error() -> None:
     quota = CloudError(ErrorKind.QUOTA, "InstanceLimitExceeded", "create")
     created = CreateResult("default", 2, (node(1),), quota)
-    _, outcome = cycle(observe(2), results=Results(created=(created,)))
+    # The open loop: a quota refusal is a fault, backed off from (the closed loop learns it).
+    open_loop = queue("default", 2, closed_loop=ClosedLoopConfig(enabled=False))
+    _, outcome = cycle(observe(2, queues=(open_loop,)), results=Results(created=(created,)))
     warning = [e for e in outcome.events if e.type == "Warning"]
     assert [e.reason for e in warning] == ["QuotaExceeded"]
     assert "create in queue default failed: created 1 of 2" in warning[0].message
@@ -166,6 +185,19 @@ def test_a_failed_create_has_one_reason_in_event_condition_and_last_error() -> N
     assert outcome.status_patch["lastError"]["reason"] == "QuotaExceeded"
     (summary,) = outcome.status_patch["queues"]
     assert summary["held"] == "BackOff" and summary["starting"] == 1
+
+
+def test_with_the_closed_loop_a_quota_refusal_is_posted_but_not_backed_off_from() -> None:
+    """The closed loop learned the account's headroom from the refusal and plans within it:
+    no back-off, no Stalled; the refusal is still one Warning with its error class."""
+    quota = CloudError(ErrorKind.QUOTA, "InstanceLimitExceeded", "create")
+    created = CreateResult("default", 2, (node(1),), quota)
+    _, outcome = cycle(observe(2), results=Results(created=(created,)))
+    assert [e.reason for e in outcome.events if e.type == "Warning"] == ["QuotaExceeded"]
+    assert "Stalled" not in conditions(outcome)
+    assert outcome.memory.backoff == {}
+    (summary,) = outcome.status_patch["queues"]
+    assert summary["starting"] == 1
 
 
 def test_room_a_failed_create_frees_under_a_pool_limit_goes_to_other_queues_next_cycle() -> None:
@@ -176,9 +208,10 @@ def test_room_a_failed_create_frees_under_a_pool_limit_goes_to_other_queues_next
     MaxInstances (the plan is made once: b really got no more this cycle), and the next
     cycle, which comes back at the converging interval, gives b the freed room.
     """
+    # Open loop: a quota refusal backs the queue off (the closed loop would learn the quota).
     obs = observe(
         spec=parse_spec(pool_spec(limits={"maxInstances": 4})),
-        queues=(queue("a", 4), queue("b", 4)),
+        queues=(queue("a", 4, closed_loop=OPEN_LOOP), queue("b", 4)),
     )
     chosen = decision.decide(obs, PoolMemory(generation=1), NOW, TUNING)
     assert chosen.plan.creations == (planner.Creation("a", 2), planner.Creation("b", 2))
@@ -316,7 +349,8 @@ def test_creations_sent_before_the_listing_are_pending_and_count_against_the_cap
     more, the status counts them, and they get their Created events."""
     early = CreateResult("default", 3, (node(1), node(2)), CloudError(ErrorKind.QUOTA, "q"))
     tuning = replace(TUNING, max_creates_per_cycle=4)
-    obs = observe(5, early=(early,))
+    # Open loop: the quota refusal backs off (the closed loop would learn the quota instead).
+    obs = observe(5, early=(early,), queues=(queue("default", 5, closed_loop=OPEN_LOOP),))
     chosen = decision.decide(obs, PoolMemory(generation=1), NOW, tuning)
     assert set(chosen.memory.pending) == {"i-1", "i-2"}
     assert "default" in chosen.memory.backoff  # the early failure backs the queue off
@@ -347,7 +381,20 @@ def test_the_early_scale_up_leaves_out_queues_an_expired_proxy_stops() -> None:
     look = decision.last_look(observe(1, queues=queues), NOW)
     stopped = replace(NO_PROXY, stopped_queues=frozenset({"default"}))
     spec = parse_spec(pool_spec(replicas=3))
-    assert decision.early_scale_up(look, queues, spec, NO_PROXY, PoolMemory(), NOW) == (
+    args = (PoolMemory(), NOW, TUNING, {})  # {}: the closed loop gates nothing
+    assert decision.early_scale_up(look, queues, spec, NO_PROXY, *args) == (
         planner.Creation("default", 3),
     )
-    assert decision.early_scale_up(look, queues, spec, stopped, PoolMemory(), NOW) == ()
+    assert decision.early_scale_up(look, queues, spec, stopped, *args) == ()
+
+
+def test_no_early_scale_up_without_the_closed_loops_gates() -> None:
+    """A pool the loop does not know yet (gates None) or a queue it holds creates nothing
+    before the listing: a hold after fizzles is not bypassed by the early path."""
+    queues = (queue("default", 3),)
+    look = decision.last_look(observe(1, queues=queues), NOW)
+    spec = parse_spec(pool_spec(replicas=3))
+    memory = PoolMemory()
+    assert decision.early_scale_up(look, queues, spec, NO_PROXY, memory, NOW, TUNING) == ()
+    held = {"default": planner.QueueGate(held=True)}
+    assert decision.early_scale_up(look, queues, spec, NO_PROXY, memory, NOW, TUNING, held) == ()

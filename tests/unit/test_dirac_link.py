@@ -32,12 +32,18 @@ class FakeClient(DiracClient):
         self.in_flight = 0
         self.most_in_flight = 0
         self.jobs = 0
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
 
     async def register_pilot(self, *, stamp: str, **_: str) -> bool:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         await asyncio.sleep(0)
         self.in_flight -= 1
+        if self.closed:  # aiohttp: "Session is closed"
+            raise DiracError("DiracX POST /api/pilots/: RuntimeError: Session is closed")
         if self.fail is not None:
             raise self.fail
         new = stamp not in self.known
@@ -157,5 +163,88 @@ def test_demand_keeps_its_target_through_a_failed_read() -> None:
         got = await dirac.target("uid", spec, "tok", ceiling=10, previous_status={}, now=later)
         assert got == 3
         assert "503" in dirac.status("uid", spec)["demand"]["lastError"]
+
+    asyncio.run(scenario())
+
+
+def test_pools_with_their_own_tokens_on_one_endpoint_keep_their_own_clients() -> None:
+    # Two VOs on one DiracX: each pool's token. Neither closes the other's session,
+    # not even while the other's registrations are in flight.
+    dirac, made = link()
+
+    async def scenario() -> None:
+        await asyncio.gather(
+            dirac.sync("a", SPEC, "token-a", vms(20), ce="ce", now=T0),
+            dirac.sync("b", SPEC, "token-b", vms(20), ce="ce", now=T0),
+        )
+        await dirac.sync("a", SPEC, "token-a", vms(20), ce="ce", now=T0)
+
+    asyncio.run(scenario())
+    assert len(made) == 2 and not any(c.closed for c in made)
+    assert "lastError" not in dirac.status("a", SPEC)
+    assert "lastError" not in dirac.status("b", SPEC)
+
+
+def test_the_last_pool_of_an_endpoint_takes_its_client_and_semaphore_with_it() -> None:
+    dirac, made = link()
+    other = DiracSpec.model_validate(
+        {**SPEC.model_dump(by_alias=True), "endpoint": "https://e.test"}
+    )
+
+    async def scenario() -> None:
+        await dirac.sync("a", SPEC, "tok", vms(1), ce="ce", now=T0)
+        await dirac.sync("b", SPEC, "tok", vms(1), ce="ce", now=T0)
+        dirac.forget("a")
+        await asyncio.sleep(0)
+        assert not made[0].closed and dirac.endpoints == {"https://d.test"}
+        dirac.forget("b")
+        await asyncio.sleep(0)
+        assert made[0].closed and dirac.endpoints == frozenset()
+        # A pool that moves to another endpoint, or rotates its token, lets the old go.
+        await dirac.sync("c", SPEC, "tok", vms(1), ce="ce", now=T0)
+        await dirac.sync("c", other, "tok", vms(1), ce="ce", now=T0)
+        await asyncio.sleep(0)
+        assert made[1].closed and dirac.endpoints == {"https://e.test"}
+        await dirac.sync("c", other, "tok2", vms(1), ce="ce", now=T0)
+        await dirac.close()
+        assert all(c.closed for c in made) and dirac.endpoints == frozenset()
+
+    asyncio.run(scenario())
+
+
+class HangingClient(FakeClient):
+    """A DiracX that accepts connections and never answers."""
+
+    async def register_pilot(self, *, stamp: str, **_: str) -> bool:
+        await asyncio.Event().wait()
+        return True
+
+
+def test_a_hanging_diracx_costs_one_budget_then_the_pilots_back_off() -> None:
+    made: list[FakeClient] = []
+
+    def factory(endpoint: str, token: str) -> DiracClient:
+        made.append(HangingClient(endpoint, token))
+        return made[-1]
+
+    dirac = DiracLink(client_factory=factory, budget=0.05)
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(20), ce="ce", now=T0))
+    assert "did not answer" in dirac.status("uid", SPEC)["lastError"]
+    # Not "again in a second": every pilot the budget did not reach waits its back-off.
+    delay = dirac.next_attempt("uid", SPEC, T0)
+    assert delay is not None and delay >= 5.0
+
+
+def test_the_wait_for_a_free_slot_counts_in_the_demand_budget() -> None:
+    spec = DiracSpec.model_validate({**SPEC.model_dump(by_alias=True), "demand": {}})
+    dirac, _ = link(max_concurrency=1, budget=0.05)
+
+    async def scenario() -> None:
+        async with dirac._limit(spec.endpoint):  # other pools hold every slot
+            got = await asyncio.wait_for(
+                dirac.target("uid", spec, "tok", ceiling=5, previous_status={}, now=T0), 10
+            )
+        assert got == 0  # the minimum: no read yet
+        assert "timed out" in dirac.status("uid", spec)["demand"]["lastError"]
 
     asyncio.run(scenario())

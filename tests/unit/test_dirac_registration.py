@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from cloudpilot.dirac import registration as reg
@@ -80,3 +81,18 @@ def test_failures_back_off_per_pilot() -> None:
 
 def test_every_phase_has_a_dirac_status() -> None:
     assert {reg.status_for(p) for p in Phase} <= set(reg.PilotStatus)
+
+
+def test_a_pilot_whose_queue_could_not_be_listed_is_not_taken_for_ended() -> None:
+    # A cloud API blip hides the VMs of the queues on that account: they are not gone.
+    known = {k: reg.reported(reg.registered(p)) for k, p in reg.observe({}, [vm("i-1")]).items()}
+    known = {
+        k: replace(p, wanted=reg.PilotStatus.RUNNING, reported=reg.PilotStatus.RUNNING)
+        for k, p in known.items()
+    }
+    kept = reg.observe(known, [], unlisted_queues={"q"})
+    assert kept == known
+    assert reg.plan(kept, T0, 10) == reg.SyncPlan()
+    # Listed again and gone: now it ended.
+    gone = reg.observe(kept, [])
+    assert gone["i-1"].wanted is reg.PilotStatus.DELETED

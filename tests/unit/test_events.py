@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -127,6 +128,66 @@ async def test_after_the_window_or_a_404_a_repeat_is_created_anew() -> None:
     assert api.calls == ["create", "create", "patch", "create"]
     [event] = api.events.values()
     assert event["count"] == 1
+
+
+class SlowEventApi(FakeEventApi):
+    """Each call answers only after every post under test has started (real requests
+    overlap: two cycles, or a cycle and teardown, post the same event at once)."""
+
+    def __init__(self, posts: int) -> None:
+        super().__init__()
+        self.posts = posts
+        self.started = 0
+        self.all_started = asyncio.Event()
+
+    def post_started(self) -> None:
+        self.started += 1
+        if self.started == self.posts:
+            self.all_started.set()
+
+    async def create(self, namespace: str, event: dict[str, Any]) -> str:
+        await self.all_started.wait()
+        return await super().create(namespace, event)
+
+    async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await self.all_started.wait()
+        await super().patch(namespace, name, patch)
+
+
+async def test_concurrent_posts_of_one_event_count_each_repeat() -> None:
+    api = SlowEventApi(posts=4)
+    recorder = EventRecorder(api, clock=lambda: 0.0)
+    event = build_event(POOL, "Warning", "CreateFailed", "quota", NOW)
+
+    async def post() -> None:
+        api.post_started()
+        await recorder.post("grid", dict(event))
+
+    api.all_started.set()
+    await recorder.post("grid", dict(event))  # posted once before: the rest aggregate
+    api.all_started.clear()
+    await asyncio.gather(*(post() for _ in range(4)))
+
+    assert api.calls == ["create"] + ["patch"] * 4
+    [posted] = api.events.values()
+    assert posted["count"] == 5
+    assert recorder._posting == {}, "a per-event lock outlived its posts"
+
+
+async def test_concurrent_first_posts_of_one_event_create_it_once() -> None:
+    api = SlowEventApi(posts=2)
+    recorder = EventRecorder(api, clock=lambda: 0.0)
+    event = build_event(POOL, "Normal", "Created", "vm", NOW)
+
+    async def post() -> None:
+        api.post_started()
+        await recorder.post("grid", dict(event))
+
+    await asyncio.gather(post(), post())
+
+    assert api.calls == ["create", "patch"]
+    [posted] = api.events.values()
+    assert posted["count"] == 2
 
 
 async def test_the_cache_of_recent_events_is_bounded() -> None:

@@ -115,6 +115,9 @@ async def test_a_fenced_create_and_delete_are_no_failures(
         cloudType=DRIVER,
         driver={},
         pilot={"executableSecret": {"name": "pilot", "key": "pilot.sh"}},
+        # The open loop: the finished VM is replaced in the same cycle (the closed loop would
+        # hold its replacement as a fizzle), so the fence must stop a create and a delete.
+        closedLoop={"enabled": False},
     )
     body = {
         "metadata": {"name": POOL, "namespace": NAMESPACE, "uid": "uid-f", "generation": 1},

@@ -180,6 +180,88 @@ async def test_a_401_logs_in_again_once(server: Server) -> None:
     assert len(server.seen) == 2  # one fresh login, then it is the server's answer
 
 
+def counted(login: Callable[[], kopf.ConnectionInfo], logins: list[str]) -> client.Login:
+    """``login``, each call noted in ``logins``."""
+
+    def counting() -> kopf.ConnectionInfo:
+        info = login()
+        logins.append(info.token or "")
+        return info
+
+    return counting
+
+
+async def test_a_401_leaves_the_requests_in_flight_on_the_old_session_their_answers(
+    server: Server,
+) -> None:
+    """A rotated token: one call's 401 logs in again while an Event POST is still waiting
+    for its answer on the old session. The POST gets its answer (it is never resent: it
+    may have been created), and the old session is closed once it has."""
+    arrived = asyncio.Event()
+
+    async def held() -> web.Response:
+        arrived.set()
+        await server.hang.wait()
+        return web.json_response({"metadata": {"name": "cloudpilot-event-x"}})
+
+    server.answers = [held, status(401, "Unauthorized"), ok({"data": {}})]
+    async with KubeClient(login_to(server, ["old-token", "new-token"])) as kube:
+        post = asyncio.ensure_future(kube.create_event("grid", {"reason": "Created"}))
+        await arrived.wait()
+        old = kube._session
+        assert old is not None
+        await kube.read_secret("grid", "creds")  # 401, a fresh login, then answered
+        assert kube._session is not old
+        assert not old.closed, "the old session was closed under a request in flight"
+        server.hang.set()
+        created = await post
+        assert created["metadata"]["name"] == "cloudpilot-event-x"
+        assert old.closed, "the replaced session outlived its last request"
+    tokens = [s.authorization for s in server.seen]
+    assert tokens == ["Bearer old-token", "Bearer old-token", "Bearer new-token"]
+
+
+async def test_a_token_that_stays_refused_logs_in_again_at_most_once_per_interval(
+    server: Server,
+) -> None:
+    now = [100.0]
+    logins: list[str] = []
+    server.answers = [status(401, "Unauthorized")]
+    async with KubeClient(
+        counted(login_to(server), logins), clock=lambda: now[0], relogin_interval=30.0
+    ) as kube:
+        for _ in range(3):
+            with pytest.raises(ApiError) as refused:
+                await kube.read_secret("grid", "creds")
+            assert refused.value.status == 401
+        # The first call: 401, a fresh login, 401. The next two: the 401, no login.
+        assert (len(logins), len(server.seen)) == (2, 4)
+
+        now[0] += 30.0
+        with pytest.raises(ApiError):
+            await kube.read_secret("grid", "creds")
+        assert (len(logins), len(server.seen)) == (3, 6)
+
+
+async def test_concurrent_401s_share_one_fresh_login(server: Server) -> None:
+    logins: list[str] = []
+    all_sent = asyncio.Event()
+
+    async def refused_once_all_sent() -> web.Response:
+        if len(server.seen) >= 3:
+            all_sent.set()
+        await all_sent.wait()  # all three on the old session before any 401 comes back
+        return status(401, "Unauthorized")()
+
+    server.answers = [refused_once_all_sent] * 3 + [ok({"data": {}})]
+    login = counted(login_to(server, ["old-token", "new-token"]), logins)
+    async with KubeClient(login) as kube:
+        await asyncio.gather(*(kube.read_secret("grid", f"creds-{n}") for n in range(3)))
+    assert logins == ["old-token", "new-token"]
+    tokens = sorted(s.authorization for s in server.seen)
+    assert tokens == ["Bearer new-token"] * 3 + ["Bearer old-token"] * 3
+
+
 async def test_an_error_carries_no_secret_no_token_and_no_body(
     server: Server, kube: KubeClient
 ) -> None:

@@ -829,9 +829,11 @@ if st is not None:
         expired_now = {d.vm.id for d in now.deletions if d.reason in aged}
         assert expired_now <= {d.vm.id for d in later.deletions}
 
-    def _allocate_one_at_a_time(states, limits, memory_, now, max_creates) -> None:
+    def _allocate_one_at_a_time(states, limits, memory_, now, max_creates, gates) -> None:
         """The planner's former allocation, one VM per queue per round (O(VMs asked)),
-        with the per-cycle cap added: the reference the arithmetic must agree with."""
+        with the per-cycle cap added: the reference the arithmetic must agree with (no
+        closed-loop ``gates`` here: the property passes none)."""
+        assert not gates
         from cloudpilot import memory as mem_module
 
         pool_room = planner_module._room(limits.max_instances, sum(s.occupying() for s in states))

@@ -36,7 +36,12 @@ def loaded_by(module: str) -> set[str]:
 
 @pytest.mark.parametrize(
     "module",
-    ["cloudpilot.decision", "cloudpilot.cycle_events", "cloudpilot.inventory"],
+    [
+        "cloudpilot.decision",
+        "cloudpilot.cycle_events",
+        "cloudpilot.inventory",
+        "cloudpilot.nova_quota",
+    ],
 )
 def test_a_pure_module_imports_neither_libcloud_nor_a_kubernetes_client(module: str) -> None:
     loaded = loaded_by(module)

@@ -6,10 +6,10 @@ at most ``parallelism`` at once per account, and every call first takes a token 
 endpoint's rate limiter. Where the provider has a batch API it is used: EC2 starts a whole
 batch in one ``RunInstances`` (``MinCount/MaxCount``) and terminates up to a thousand
 instances in one ``TerminateInstances``; elsewhere calls run concurrently. Batches of one
-scale-up go out concurrently too (bounded by ``parallelism``). A batch is
-all-or-nothing (``MinCount = MaxCount``): a quota refusal then fails the batch with a clear
-``InstanceLimitExceeded`` instead of quietly starting fewer VMs (moto, the EC2 emulator,
-honours only ``MinCount``).
+scale-up go out concurrently too (bounded by ``parallelism``). A batch asks for
+``MinCount = 1 .. MaxCount = n`` and takes what fits: fewer VMs than asked, or a quota
+refusal when not even one fits, tell the closed loop the account's headroom
+(:mod:`cloudpilot.capacity`), so it never asks for the same refused size again.
 
 Listing costs one call per cycle per account, whatever the number of pools: on EC2 the
 gateway sends ``DescribeInstances`` itself (libcloud's ``list_nodes`` adds a
@@ -43,10 +43,12 @@ from libcloud.compute.base import Node, NodeDriver
 from libcloud.compute.types import NodeState
 
 from cloudpilot import constants, leader
-from cloudpilot.cloud import batching, errors
+from cloudpilot.cloud import batching, errors, nova_limits
 from cloudpilot.cloud.batch_size import CreateApi, max_batch
+from cloudpilot.cloud.connections import close_connections
 from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_driver
 from cloudpilot.cloud.drivers import build_driver, driver_class
+from cloudpilot.cloud.limits_request import limits_call
 from cloudpilot.cloud.listing import SharedListing, shared_listing
 from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
@@ -187,11 +189,15 @@ class CloudGateway:
         self._built = 0
         self._build_lock = asyncio.Lock()
         self._probe: ComputeDriver | None = None
+        self._closed = False
         self.resolver = Resolver()
         self._on_call = on_call
         self.listing: SharedListing[ListedNode] = shared_listing(
             limiter, f"{account.endpoint}|{credentials.fingerprint}", max_age=listing_max_age
         )
+        self.nova_headroom: nova_limits.Headroom | None = None
+        """Nova's absolute limits as read beside this gateway's last listing (OpenStack
+        only; None: not OpenStack, or the read failed). See :meth:`_read_nova_limits`."""
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -226,6 +232,19 @@ class CloudGateway:
         try:
             yield driver
         finally:
+            if self._closed:  # in use when the gateway was closed: its connections now
+                close_connections(driver)
+            self._idle.put_nowait(driver)
+
+    def close(self) -> None:
+        """Close every driver's HTTP connections: the shared caches dropped this gateway
+        (see :mod:`cloudpilot.cloud.connections`). Drivers in use are closed when handed
+        back; all stay usable, so a caller still holding the gateway is not broken."""
+        self._closed = True
+        idle = [self._idle.get_nowait() for _ in range(self._idle.qsize())]
+        for driver in [*idle, *([self._probe] if self._probe is not None else [])]:
+            close_connections(driver)
+        for driver in idle:
             self._idle.put_nowait(driver)
 
     @staticmethod
@@ -322,8 +341,46 @@ class CloudGateway:
         ``consumer`` (a pool's uid) is always given a listing newer than the last one it
         got; ``prefix`` (the pool's name prefix) picks its VMs out of the shared snapshot.
         """
-        snapshot = await self.listing.get(consumer, self.list_nodes, prefix)
+        snapshot = await self.listing.get(consumer, self._list_with_limits, prefix)
         return list(snapshot.with_prefix(prefix))
+
+    # -- Nova's limits (issue 13/16): one read per shared listing, beside it ----------------
+
+    async def _list_with_limits(self) -> list[ListedNode]:
+        nodes, self.nova_headroom = await asyncio.gather(
+            self.list_nodes(), self._read_nova_limits()
+        )
+        return nodes
+
+    async def _read_nova_limits(self) -> nova_limits.Headroom | None:
+        """Nova's ``GET /limits`` as headroom; None for drivers without it (not OpenStack).
+
+        Knowing the quota only saves a refused create: a failure here never fails the
+        cycle (the quota is then learned from refusals, as on EC2). Only the exception's
+        type is logged, never its text (an auth error may quote the request)."""
+        call = limits_call(self.probe())
+        if call is None:
+            return None
+        try:
+            body: object = await self._call("limits", call)
+            return nova_limits.headroom(body if isinstance(body, Mapping) else {})
+        except Exception as exc:
+            logger.debug(
+                "Nova limits of %s not read: %s", self.account.endpoint, type(exc).__name__
+            )
+            return None
+
+    def flavor_size(self, queue: QueueConfig) -> tuple[int, int]:
+        """(vCPUs, MiB of RAM) of the queue's flavor if already looked up, else (0, 0):
+        never a call (a raw id is not looked up; ``prepare`` caches names)."""
+        try:
+            size = self.resolver.create_arguments(self.probe(), queue, offline=True)["size"]
+        except Exception:
+            return 0, 0
+        vcpus = getattr(size, "vcpus", None) or (size.extra or {}).get("vcpus")
+        return _whole(vcpus), _whole(size.ram)
+
+    # -- end of Nova's limits ---------------------------------------------------------------
 
     async def prepare(self, queue: QueueConfig) -> None:
         """Look the queue's ``name:`` image, flavor and networks up ahead of a create.
@@ -384,6 +441,10 @@ class CloudGateway:
         if "ex_metadata" in params:
             kwargs["ex_metadata"] = dict(request.tags)
         kwargs["ex_userdata"] = request.user_data
+        if queue.spot and "ex_spot" in params:
+            kwargs["ex_spot"] = True
+            if queue.spot_max_price is not None and "ex_spot_max_price" in params:
+                kwargs["ex_spot_max_price"] = queue.spot_max_price
         # Site options first, then ours: the model refuses reserved keys, and this order
         # makes sure they could not win even if it did not.
         return {**queue.create_options, **kwargs}
@@ -406,8 +467,10 @@ class CloudGateway:
 
             def run(driver: ComputeDriver) -> list[Node]:
                 extra: dict[str, Any] = {"ex_clienttoken": token} if token else {}
+                # MinCount 1 .. MaxCount n: EC2 starts what the account has room for and
+                # says how many; the closed loop learns the headroom from it (capacity.py).
                 nodes = ec2_driver(driver).create_node(
-                    name=request.name, ex_mincount=size, ex_maxcount=size, **kwargs, **extra
+                    name=request.name, ex_mincount=1, ex_maxcount=size, **kwargs, **extra
                 )
                 return nodes if isinstance(nodes, list) else [nodes]
 
@@ -511,3 +574,8 @@ class CloudGateway:
             else:
                 outcome.update(dict.fromkeys(n.id for n in chunk))
         return outcome
+
+
+def _whole(value: object) -> int:
+    """A non-negative whole number from a driver's field, 0 where it is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -3,7 +3,8 @@
 No cluster and no cloud account: a Kubernetes API emulator (kmock) and an EC2 emulator
 (moto) run in this process, the operator talks to them over HTTP exactly as it would to a
 real API server and a real EC2 endpoint, and the demo drives a pool through its life:
-converge, replace a pilot whose VM stopped, scale up and down, delete. Then it stops
+converge, replace a pilot that worked and whose VM stopped, scale up and down, hold new
+pilots after one that fizzled (the closed loop), delete. Then it stops
 everything it started and exits (0 when every step converged).
 """
 
@@ -15,6 +16,7 @@ import base64
 import importlib.util
 import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from cloudpilot.commands import EXIT_USAGE, CommandError, reports
@@ -157,6 +159,11 @@ class Demo:
             f"({ready.get('reason', '')})"
         )
 
+    def show_closed_loop(self) -> None:
+        for queue in self._status().get("queues", []):
+            loop = queue.get("closedLoop") or {}
+            self.say(f"  queue {queue.get('name')}: {loop.get('state')}: {loop.get('message')}")
+
     # -- the story --------------------------------------------------------------------------
 
     def run(self) -> int:
@@ -165,7 +172,6 @@ class Demo:
         from cloudpilot_devtools import moto_ec2
 
         self.say(f"Kubernetes API emulator and EC2 emulator ({self.ec2.url}) on 127.0.0.1")
-        self._prepare()
         settings = OperatorSettings(
             namespaces=(DEMO_NAMESPACE,),
             all_namespaces=False,
@@ -175,7 +181,8 @@ class Demo:
             # default of the product.
             allowed_driver_classes=frozenset({moto_ec2.CLASS_PATH}),
         )
-        try:
+        try:  # from the first request on: a failed _prepare closes the kubectl loop too
+            self._prepare()
             with OperatorThread(settings):
                 self.say("operator started (kopf + libcloud's EC2 driver)")
                 try:
@@ -200,7 +207,13 @@ class Demo:
             self.say(f"  VM {vm.id} {vm.name} {vm.state}")
 
         victim = vms[0]
-        self.say(f"the pilot on {victim.id} ends: its VM halts itself (state stopped)")
+        self.say(
+            f"the pilot on {victim.id} ends after an hour of work: its VM halts itself "
+            "(state stopped)"
+        )
+        # Launched an hour ago: past fizzleSeconds, so the pilot worked and is replaced at
+        # once (a pilot that halts right after boot found no work: see the end of the story).
+        self.ec2.age_instance(victim.id, timedelta(hours=1))
         self.ec2.halt_instance(victim.id)
         self._until(
             lambda s: (
@@ -218,6 +231,15 @@ class Demo:
         self.say(f"kubectl scale cpp/{DEMO_POOL} --replicas=1 (scaleDownPolicy: DeleteRunning)")
         self._scale(1)
         self._until(lambda s: s.get("replicas") == 1 and self._ready(s), "1 pilot left")
+
+        (last,) = [vm for vm in self._vms() if str(vm.state) == "running"]
+        self.say(f"the pilot on {last.id} finds no work and halts right after boot (a fizzle)")
+        self.ec2.halt_instance(last.id)
+        self._until(
+            lambda s: s.get("replicas") == 0 and self._ready(s, "PilotsHeld"),
+            "the fizzled VM deleted, new pilots held by the closed loop",
+        )
+        self.show_closed_loop()
 
         self.say(f"kubectl delete cpp {DEMO_POOL} (deletionPolicy: Delete)")
         self.kubectl("DELETE", _pools_path(DEMO_POOL))
@@ -297,9 +319,10 @@ class Demo:
         return (self._pool() or {}).get("status") or {}
 
     @staticmethod
-    def _ready(status: dict[str, Any]) -> bool:
+    def _ready(status: dict[str, Any], reason: str | None = None) -> bool:
         return any(
-            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+            c["type"] == "Ready" and c["status"] == "True" and reason in (None, c.get("reason"))
+            for c in status.get("conditions", [])
         )
 
     def _vms(self) -> list[Any]:

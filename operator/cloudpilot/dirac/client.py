@@ -50,10 +50,14 @@ class DiracClient:
     async def _call(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        failure: str
         try:
-            async with self._session.request(method, self._base + path, json=body) as resp:
+            # No redirects: a bearer token follows nobody to another URL.
+            async with self._session.request(
+                method, self._base + path, json=body, allow_redirects=False
+            ) as resp:
                 text = await resp.text()
-                if resp.status >= 400:
+                if resp.status >= 300:
                     raise DiracError(
                         f"DiracX {method} {path}: HTTP {resp.status}: {_detail(text)}",
                         status=resp.status,
@@ -64,7 +68,10 @@ class DiracClient:
             raise
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             # aiohttp's messages name the host and port, never headers.
-            raise DiracError(f"DiracX {method} {path}: {type(exc).__name__}: {exc}") from None
+            failure = f"DiracX {method} {path}: {type(exc).__name__}: {exc}"
+        # Raised here, outside the handler: not even as __context__ does the DiracError
+        # carry aiohttp's exception, whose request_info holds the Authorization header.
+        raise DiracError(failure)
 
     async def register_pilot(
         self,
@@ -100,7 +107,7 @@ class DiracClient:
     async def search_pilots(self, stamps: Sequence[str]) -> list[dict[str, Any]]:
         body = {"search": [{"parameter": "PilotStamp", "operator": "in", "values": list(stamps)}]}
         _, rows = await self._call("POST", "/api/pilots/search", body)
-        return list(rows or [])
+        return _rows("POST /api/pilots/search", rows)
 
     async def job_summary(
         self, search: Sequence[Mapping[str, Any]], grouping: Sequence[str] = ("Status",)
@@ -109,7 +116,21 @@ class DiracClient:
         _, rows = await self._call(
             "POST", "/api/jobs/summary", {"grouping": list(grouping), "search": list(search)}
         )
-        return list(rows or [])
+        return _rows("POST /api/jobs/summary", rows)
+
+
+def _rows(call: str, payload: Any) -> list[dict[str, Any]]:
+    """A JSON list of objects, or a DiracError: an answer of another shape (a proxy's
+    page, another API version) must not escape as an AttributeError into the cycle."""
+    rows = payload if payload is not None else []
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise DiracError(
+            f"DiracX {call}: not a list of rows: {str(payload)[:100]}", transient=False
+        )
+    counts = [r["count"] for r in rows if "count" in r]
+    if not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        raise DiracError(f"DiracX {call}: a count that is not a number", transient=False)
+    return rows
 
 
 def _detail(text: str) -> str:

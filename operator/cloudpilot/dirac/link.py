@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +45,8 @@ class _PoolState:
     sync_error: str | None = None
     endpoint_key: tuple[str, str] | None = None
     """The endpoint and token digest of the last sync: a change clears the back-off."""
+    client_key: tuple[str, str] | None = None
+    """The endpoint and token digest of the client the pool uses (kept while one does)."""
 
 
 def _status_timestamp(moment: datetime) -> str:
@@ -69,27 +71,61 @@ class DiracLink:
         self._pools: dict[str, _PoolState] = {}
         self._clients: dict[tuple[str, str], DiracClient] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._retired: list[DiracClient] = []
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def forget(self, pool_uid: str) -> None:
+        """Drop a deleted pool; the HTTP client and semaphore of an endpoint (and token) no
+        other pool uses go with it (closed in the background: teardown is not async)."""
         self._pools.pop(pool_uid, None)
+        self._evict()
 
     async def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *self._retired]:
             await client.close()
         self._clients.clear()
+        self._retired.clear()
+        self._limits.clear()
+        await asyncio.gather(*self._closing)
 
-    async def _client(self, spec: DiracSpec, token: str) -> DiracClient:
-        # Keyed by a digest of the token, never the token: a rotated Secret is a new client.
+    @property
+    def endpoints(self) -> frozenset[str]:
+        """The endpoints this link holds a client or a semaphore for."""
+        return frozenset({key[0] for key in self._clients} | set(self._limits))
+
+    async def _client(self, state: _PoolState, spec: DiracSpec, token: str) -> DiracClient:
+        # Keyed by a digest of the token, never the token: one client per endpoint and
+        # token, shared by the pools using both. Pools of several VOs on one DiracX have
+        # a token each: one pool's client is never closed under another's requests.
         key = (spec.endpoint, _digest(token))
+        if state.client_key != key:
+            state.client_key = key
+            self._evict()  # a rotated token or a moved endpoint: the old client may go
         client = self._clients.get(key)
         if client is None:
-            stale = [k for k in self._clients if k[0] == spec.endpoint]
-            for old in stale:  # one client per endpoint: the old token's goes
-                await self._clients.pop(old).close()
             client = self._clients[key] = self._client_factory(spec.endpoint, token)
         return client
+
+    def _evict(self) -> None:
+        """Close the clients and drop the semaphores no pool uses any more."""
+        used = {s.client_key for s in self._pools.values() if s.client_key is not None}
+        for key in [k for k in self._clients if k not in used]:
+            self._retire(self._clients.pop(key))
+        endpoints = {key[0] for key in used}
+        for endpoint in [e for e in self._limits if e not in endpoints]:
+            del self._limits[endpoint]
+
+    def _retire(self, client: DiracClient) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): close() closes it
+            self._retired.append(client)
+            return
+        task = loop.create_task(client.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _limit(self, endpoint: str) -> asyncio.Semaphore:
         return self._limits.setdefault(endpoint, asyncio.Semaphore(self._max_concurrency))
@@ -125,9 +161,11 @@ class DiracLink:
             if token is None:
                 pass  # note_error said why
             else:
-                try:
-                    async with self._limit(spec.endpoint), asyncio.timeout(self._budget):
-                        rows = await (await self._client(spec, token)).job_summary(_filters(spec))
+                try:  # the wait for a slot counts: other pools may hold them all
+                    async with asyncio.timeout(self._budget), self._limit(spec.endpoint):
+                        rows = await (await self._client(state, spec, token)).job_summary(
+                            _filters(spec)
+                        )
                 except (DiracError, TimeoutError) as exc:
                     state.demand_error = str(exc) or "DiracX job summary timed out"
                 else:
@@ -147,16 +185,20 @@ class DiracLink:
         ce: str,
         now: datetime,
         may_act: bool = True,
+        unlisted_queues: Collection[str] = frozenset(),
     ) -> None:
-        """Bring DiracX's view of the pool's pilots up to date, as far as one budget goes."""
+        """Bring DiracX's view of the pool's pilots up to date, as far as one budget goes.
+
+        ``unlisted_queues``: queues whose cloud account could not be listed this cycle
+        (their pilots are not taken for ended; see :func:`.registration.observe`)."""
         state = self._pools.setdefault(pool_uid, _PoolState())
-        state.pilots = reg.observe(state.pilots, vms)
+        state.pilots = reg.observe(state.pilots, vms, unlisted_queues)
         if not spec.register_pilots or not may_act:
             state.sync_error = None if token is not None else state.sync_error
             return
         if token is None:
             return  # note_error said why
-        client = await self._client(spec, token)
+        client = await self._client(state, spec, token)
         key = (spec.endpoint, _digest(token))
         if state.endpoint_key not in (None, key):
             # A fixed endpoint or a rotated token: retry now, not after the old back-off.
@@ -210,6 +252,12 @@ class DiracLink:
                 await asyncio.gather(*(update(b) for b in batches))
         except TimeoutError:
             errors.append(f"DiracX did not answer within {self._budget:.0f} s; continuing later")
+            # What the budget did not reach waits its back-off like a failure: without it
+            # the pool came back after 1 s and spent its budget (and a cloud listing)
+            # again, every cycle, for as long as DiracX hung.
+            late = reg.plan(state.pilots, now, self._max_registrations)
+            for p in (*late.register, *late.update):
+                state.pilots[p.vm_id] = reg.failed(p, now)
         # Ended pilots DiracX now knows as such are forgotten once their VM is gone.
         state.pilots = {
             vm_id: p

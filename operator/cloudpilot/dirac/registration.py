@@ -14,7 +14,7 @@ again; the others go on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -83,13 +83,22 @@ class SyncPlan:
     update: tuple[Pilot, ...] = ()
 
 
-def observe(known: Mapping[str, Pilot], vms: Iterable[ObservedVM]) -> dict[str, Pilot]:
+def observe(
+    known: Mapping[str, Pilot],
+    vms: Iterable[ObservedVM],
+    unlisted_queues: Collection[str] = frozenset(),
+) -> dict[str, Pilot]:
     """Pilots after a cycle's listing (``vms``: listed and pending VMs of the pool).
 
     A VM seen for the first time becomes a pilot to register; a known one wants the status
     of its phase (a final status is never taken back); a known pilot whose VM is no longer
     listed ended: ``Deleted`` (the operator or the cloud removed it) unless it had already
     ended ``Done`` or ``Failed``. Settled pilots are dropped.
+
+    ``unlisted_queues``: queues whose cloud account could not be listed this cycle. Their
+    VMs are missing from ``vms`` because nobody looked, not because they are gone: their
+    pilots are kept as they were. (A cloud API blip would otherwise end every running
+    pilot of the pool in DiracX, a final status that is never taken back.)
     """
     seen: dict[str, Pilot] = {}
     for vm in vms:
@@ -98,6 +107,9 @@ def observe(known: Mapping[str, Pilot], vms: Iterable[ObservedVM]) -> dict[str, 
         seen[vm.id] = replace(pilot, wanted=wanted)
     for vm_id, pilot in known.items():
         if vm_id in seen:
+            continue
+        if pilot.queue in unlisted_queues:
+            seen[vm_id] = pilot
             continue
         if pilot.settled:
             continue

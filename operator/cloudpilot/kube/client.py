@@ -17,7 +17,10 @@ package (used until now, in worker threads) nor ``kubernetes-asyncio``:
   typed method here, and :class:`KubeApi` names them (the RBAC rules follow from it).
 * **Its rules in one place:** a strict timeout on every call (retries included), retries on
   429 / 5xx decided by the pure :mod:`cloudpilot.kube.retry`, a fresh login on 401 (a
-  rotated service-account token), and errors that never carry a body or a header.
+  rotated service-account token; at most one per
+  :data:`~cloudpilot.constants.KUBE_RELOGIN_INTERVAL`, shared by concurrent 401s, the old
+  session closed only once the requests still on it are answered), and errors that never
+  carry a body or a header.
 
 Secrets: a response body is parsed and handed to the caller, never logged or put into an
 exception; :class:`ApiError` holds the status, the API's ``reason`` and its ``message``
@@ -49,6 +52,7 @@ import kopf
 
 from cloudpilot import constants, redaction
 from cloudpilot.kube import retry
+from cloudpilot.kube.sessions import SessionUsers
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +152,15 @@ class KubeClient:
         *,
         timeout: float = constants.KUBE_CALL_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        relogin_interval: float = constants.KUBE_RELOGIN_INTERVAL,
     ) -> None:
         self._login = login
         self.timeout = timeout
         self._clock = clock
+        self._relogin_interval = relogin_interval
+        self._relogged_at = float("-inf")
         self._session: aiohttp.ClientSession | None = None
+        self._sessions = SessionUsers()
         self._server = ""
         self._opening = asyncio.Lock()
         self._closed = False
@@ -170,6 +178,7 @@ class KubeClient:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+        await self._sessions.close_all()
 
     async def _open(self) -> aiohttp.ClientSession:
         async with self._opening:
@@ -206,12 +215,25 @@ class KubeClient:
             raise KubeUnavailable(f"logging in to the Kubernetes API failed: {failure}")
         return info, ssl_context
 
-    async def _relogin(self, stale: aiohttp.ClientSession) -> None:
-        """401: the token was rotated (a projected service-account token lives an hour)."""
+    async def _relogin(self, stale: aiohttp.ClientSession) -> bool:
+        """401: the token was rotated (a projected service-account token lives an hour), so
+        the next request logs in again, on a new session. Whether to send the request again:
+        yes when another request's 401 already replaced ``stale`` (concurrent 401s share one
+        login); no when the last re-login is younger than the interval (a token that stays
+        refused: each call would read the token files and connect again, for another 401).
+
+        ``stale`` is retired, not closed: requests still in flight on it (an Event POST,
+        which is never resent) get their answers, and the last of them closes it."""
         async with self._opening:
-            if self._session is stale:
-                self._session = None
-                await stale.close()
+            if self._session is not stale:
+                return True
+            now = self._clock()
+            if now - self._relogged_at < self._relogin_interval:
+                return False
+            self._relogged_at = now
+            self._session = None
+        await self._sessions.retire(stale)
+        return True
 
     # -- the one request path -----------------------------------------------------------------
 
@@ -260,9 +282,12 @@ class KubeClient:
             retry_after: float | None = None
             error: Exception
             try:
-                async with session.request(
-                    method, self._server + path, params=params, data=data, headers=headers
-                ) as response:
+                async with (
+                    self._sessions.use(session),
+                    session.request(
+                        method, self._server + path, params=params, data=data, headers=headers
+                    ) as response,
+                ):
                     status = response.status
                     if status < 400:
                         answer: dict[str, Any] = await response.json(content_type=None)
@@ -276,8 +301,8 @@ class KubeClient:
                 status, error = retry.LOST, KubeUnavailable(f"{what}: {type(exc).__name__}")
             if status == 401 and not relogged:
                 relogged = True
-                await self._relogin(session)
-                continue
+                if await self._relogin(session):
+                    continue
             delay = retry.retry_delay(
                 method,
                 status,

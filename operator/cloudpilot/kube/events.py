@@ -12,6 +12,7 @@ does: an event is a courtesy, never a reason to fail a reconcile.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import OrderedDict
@@ -72,8 +73,16 @@ EventKey = tuple[str, str, str, str, str, str]
 class _Posted:
     name: str
     count: int
-    first_timestamp: str
     posted_at: float
+
+
+@dataclass
+class _KeyLock:
+    """Serialises the posts of one event (see :meth:`EventRecorder.post`); dropped with its
+    last user, so that the locks never outnumber the posts in flight."""
+
+    lock: asyncio.Lock
+    users: int = 0
 
 
 class EventApi(Protocol):
@@ -119,8 +128,8 @@ class EventRecorder:
         self.window = window
         self.capacity = capacity
         self.clock = clock
-        # Touched only from the event loop, between awaits: no lock needed.
         self._recent: OrderedDict[EventKey, _Posted] = OrderedDict()
+        self._posting: dict[EventKey, _KeyLock] = {}
 
     @staticmethod
     def key(event: Mapping[str, Any]) -> EventKey:
@@ -135,8 +144,24 @@ class EventRecorder:
         )
 
     async def post(self, namespace: str, event: dict[str, Any]) -> None:
-        """Create or aggregate ``event``."""
+        """Create or aggregate ``event``.
+
+        Posts of the same event wait for each other: each reads the count the previous one
+        left, across its own awaits. Two concurrent repeats would otherwise both PATCH the
+        same ``count + 1`` (one repeat lost), and two concurrent first posts would both
+        create an Event. Different events do not wait for each other."""
         key = self.key(event)
+        entry = self._posting.setdefault(key, _KeyLock(asyncio.Lock()))
+        entry.users += 1
+        try:
+            async with entry.lock:
+                await self._post(key, namespace, event)
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._posting[key]
+
+    async def _post(self, key: EventKey, namespace: str, event: dict[str, Any]) -> None:
         now = self.clock()
         seen = self._recent.get(key)
         if seen is not None and now - seen.posted_at > self.window:
@@ -156,7 +181,7 @@ class EventRecorder:
                 self._remember(key, replace(seen, count=count, posted_at=now))
                 return
         name = await self.api.create(namespace, event)
-        self._remember(key, _Posted(name, 1, event["firstTimestamp"], now))
+        self._remember(key, _Posted(name, 1, now))
 
     def _remember(self, key: EventKey, posted: _Posted) -> None:
         self._recent[key] = posted

@@ -47,6 +47,17 @@ RESERVED_CREATE_OPTIONS = frozenset(
 them would break ownership (names, tags) or contextualisation (user data)."""
 
 
+@dataclass(frozen=True)
+class ClosedLoopConfig:
+    """A queue's effective ``closedLoop`` settings (see :mod:`cloudpilot.outcomes`)."""
+
+    enabled: bool = True
+    fizzle_seconds: int = constants.DEFAULT_FIZZLE_SECONDS
+    backoff_seconds: int = constants.DEFAULT_FIZZLE_BACKOFF_SECONDS
+    max_backoff_seconds: int = constants.DEFAULT_FIZZLE_MAX_BACKOFF_SECONDS
+    window_seconds: int = constants.DEFAULT_OUTCOME_WINDOW_SECONDS
+
+
 class ConfigError(ValueError):
     """A pool whose options are valid one by one but do not add up (e.g. no image)."""
 
@@ -123,6 +134,25 @@ class QueueConfig:
     scale_down_policy: ScaleDownPolicy = ScaleDownPolicy.DRAIN
     max_instances: int | None = None
     max_starting: int | None = None
+    closed_loop: ClosedLoopConfig = field(default_factory=ClosedLoopConfig)
+    spot: bool = False
+    spot_max_price: str | None = None
+
+
+def _closed_loop(queue: QueueSpec | None, pool: PoolSpec) -> ClosedLoopConfig:
+    """Field by field: the queue's value, else the pool's, else the default."""
+    defaults = ClosedLoopConfig()
+    values = {
+        name: _or_default(_pick(queue, pool, "closed_loop", name), getattr(defaults, name))
+        for name in (
+            "enabled",
+            "fizzle_seconds",
+            "backoff_seconds",
+            "max_backoff_seconds",
+            "window_seconds",
+        )
+    }
+    return ClosedLoopConfig(**values)
 
 
 def _pick(queue: QueueSpec | None, pool: PoolSpec, section: str, name: str) -> Any:
@@ -214,6 +244,9 @@ def effective_queue(
         scale_down_policy=_pick_top(queue, pool, "scale_down_policy") or ScaleDownPolicy.DRAIN,
         max_instances=limits.max_instances if limits else None,
         max_starting=limits.max_starting if limits else None,
+        closed_loop=_closed_loop(queue, pool),
+        spot=bool(_pick(queue, pool, "instance", "spot")),
+        spot_max_price=_pick(queue, pool, "instance", "spot_max_price"),
     )
 
 

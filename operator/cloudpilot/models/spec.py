@@ -135,6 +135,19 @@ class InstanceSpec(_Model):
     ex_subnet) are refused: a pool that sets one, on itself or on a queue, is Stalled with
     reason InvalidConfig (use instance.image, flavor, networks and sshKey instead). A queue's
     map is merged key by key onto the pool's."""
+    spot: bool | None = Field(
+        None, json_schema_extra=crd(pool_default=False, on_queue=UNSET_MEANS_POOL)
+    )
+    """Run the VMs on the spot market (EC2 InstanceMarketOptions, through libcloud's ex_spot):
+    cheaper, and the cloud may take them back at any time. Reclaimed VMs are counted
+    (status.queues[].closedLoop.recent.reclaimed) and posted as Reclaimed Events. Default
+    false; drivers without a spot market (no ex_spot) ignore it."""
+    spot_max_price: (
+        Annotated[str, StringConstraints(max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?$")] | None
+    ) = Field(None, json_schema_extra=crd(on_queue=UNSET_MEANS_POOL))
+    """Most to pay per VM-hour on the spot market, a decimal string (EC2
+    SpotOptions.MaxPrice, libcloud's ex_spot_max_price). On the pool, unset means up to the
+    on-demand price."""
 
 
 class ContextSpec(_Model):
@@ -217,6 +230,34 @@ class BackoffSpec(_Model):
     """Longest delay, in seconds. Default 600, at most 86400 (a day)."""
 
 
+class ClosedLoopSpec(_Model):
+    """How a queue listens to its pilots (cloudpilot.outcomes; docs/closed-loop.md)."""
+
+    enabled: bool | None = Field(None, json_schema_extra=crd(pool_default=True))
+    """false: the open loop, replicas obeyed whatever the pilots do (quota learning stays
+    on). Default true."""
+    fizzle_seconds: Annotated[int, Field(ge=0, le=86_400)] | None = Field(
+        None, json_schema_extra=crd(pool_default=constants.DEFAULT_FIZZLE_SECONDS)
+    )
+    """A VM that halts itself sooner than this after launch fizzled (its pilot found no work);
+    later, it worked. Also the age under which a live VM is unproven during ramp-up. Default
+    600 (Vcycle's fizzle_seconds), at most 86400."""
+    backoff_seconds: Annotated[int, Field(ge=1, le=86_400)] | None = Field(
+        None, json_schema_extra=crd(pool_default=constants.DEFAULT_FIZZLE_BACKOFF_SECONDS)
+    )
+    """First hold of new creations after a fizzle, in seconds. Default 600, at most 86400."""
+    max_backoff_seconds: Annotated[int, Field(ge=1, le=604_800)] | None = Field(
+        None, json_schema_extra=crd(pool_default=constants.DEFAULT_FIZZLE_MAX_BACKOFF_SECONDS)
+    )
+    """Longest hold after fizzles: each hold that ends in another fizzle doubles the next, up
+    to this. Default 3600, at most 604800 (a week)."""
+    window_seconds: Annotated[int, Field(ge=60, le=604_800)] | None = Field(
+        None, json_schema_extra=crd(pool_default=constants.DEFAULT_OUTCOME_WINDOW_SECONDS)
+    )
+    """The recent window of ended pilots counted in status.queues[].closedLoop.recent and
+    efficiency. Default 3600, at most 604800."""
+
+
 JobFilterValue = Annotated[
     str,
     StringConstraints(min_length=1, max_length=128),
@@ -239,7 +280,24 @@ class DiracDemandSpec(_Model):
 
     min_replicas: Annotated[int, Field(ge=0, le=constants.MAX_REPLICAS)] = 0
     """Pilots kept whatever the demand (capped by spec.replicas)."""
-    pilots_per_job: Annotated[float, Field(ge=0.001, le=100)] = 1.0
+    pilots_per_job: Annotated[
+        float,
+        Field(
+            ge=0.001,
+            le=100,
+            # kube-apiserver compares a whole number with a fractional minimum after
+            # truncating the minimum (0 >= int(0.001) passes), so 0 got through admission;
+            # the rule refuses it where `minimum` does not.
+            json_schema_extra=crd(
+                validations=[
+                    {
+                        "rule": "double(self) >= 0.001",
+                        "message": "pilotsPerJob must be at least 0.001",
+                    }
+                ]
+            ),
+        ),
+    ] = 1.0
     """Pilots wanted per waiting job (0.1 = one pilot for ten jobs)."""
     job_statuses: list[JobFilterValue] = Field(
         default_factory=lambda: ["Waiting"], json_schema_extra=crd(maxItems=64)
@@ -353,6 +411,15 @@ class _Overridable(_Model):
     """What scaling down does to surplus VMs. Drain (default): only VMs still starting are
     destroyed, running pilots are left to finish their job. DeleteRunning: running pilots are
     destroyed too, newest first, killing their jobs."""
+    closed_loop: ClosedLoopSpec | None = Field(
+        None, json_schema_extra=crd(pool_default={}, on_queue=UNSET_MEANS_POOL)
+    )
+    """How the queue listens to its pilots, as Vcycle and Vac do (docs/closed-loop.md): a VM
+    that halts sooner than fizzleSeconds after launch fizzled (its pilot found no work); after
+    fizzles new VMs are held for backoffSeconds, doubling up to maxBackoffSeconds while the
+    probe that follows fizzles too; after failed VMs the error back-off holds them; then at
+    most one unproven VM at a time, doubling with every pilot that works. replicas stays the
+    ceiling. A queue's block overrides field by field."""
 
 
 class QueueSpec(_Overridable):

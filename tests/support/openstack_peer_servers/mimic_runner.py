@@ -126,6 +126,12 @@ def serve(region: str, clock_mode: str, ready_file: Path, parent_pid: int, verbo
         return b'{"error": "no such server"}'
 
     guard = TokenGuard()
+
+    def live_servers(region_name: str, tenant_id: str) -> int:
+        collection = nova._get_session(core.sessions, tenant_id).collection_for_region(region_name)
+        return sum(1 for server in collection.servers if server.status != "DELETED")
+
+    guard.count_servers = live_servers
     add_routes(MimicRoot.app, guard)
     root = MimicRoot(core, clock)
     site = get_site(guard.wrap(root.app.resource()), logging=verbose)

@@ -30,7 +30,10 @@ Control routes (tests only, never token-checked):
   reached Nova or Neutron (a digest, never the token), with its user, auth methods,
   issue and expiry times, and how many requests were refused;
 * ``POST /cloudpilot-peer/keystone`` ``{"url": ...}`` turns token checking on (keystone's
-  port is only known after mimic has started).
+  port is only known after mimic has started);
+* ``POST /cloudpilot-peer/nova/limits`` ``{"maxTotalInstances": n, ..., "otherInstances":
+  n}`` sets the project's quota as Nova's ``GET /limits`` reports it (``DELETE`` resets it
+  to mimic's canned one); ``GET /limits`` counts the tenant's live servers as in use.
 
 Token checks: like keystonemiddleware in front of a real Nova, each token is validated
 once with keystone (``GET /v3/auth/tokens``, the token validating itself) and remembered
@@ -55,6 +58,19 @@ PROTECTED_PREFIXES = (b"/mimicking/nova/", b"/neutron/")
 
 NOVA_NETWORKS = re.compile(rb"^/mimicking/nova/[^/]+/v2/[^/]+/os-networks(/(?P<id>[^/?]+))?/?$")
 """Nova's network proxy, which mimic lacks: answered before mimic sees the request."""
+
+NOVA_LIMITS = re.compile(rb"^/mimicking/nova/(?P<region>[^/]+)/v2/(?P<tenant>[^/]+)/limits/?$")
+"""Nova's ``GET /limits``: mimic's is a fixed canned answer whose usage never moves, so it
+is answered here, with the instances the tenant really has."""
+
+DEFAULT_ABSOLUTE = {
+    "maxTotalInstances": 200,
+    "maxTotalCores": -1,
+    "maxTotalRAMSize": 256000,
+    "totalCoresUsed": 0,
+    "totalRAMUsed": 0,
+}
+"""mimic's canned quota; cores and RAM in use are not counted (0) unless a test sets them."""
 
 UNAUTHORIZED = json.dumps(
     {
@@ -96,6 +112,12 @@ class TokenGuard:
         self.networks: list[dict[str, Any]] = []
         self.network_lists = 0
         self.nova_network_lists = 0
+        self.absolute: dict[str, int] = dict(DEFAULT_ABSOLUTE)
+        self.other_instances = 0
+        """Instances of the project that are not in mimic (another tool's, say)."""
+        self.limit_reads = 0
+        self.count_servers: Any = None
+        """``(region, tenant) -> int``: the tenant's live servers (set by mimic_runner)."""
 
     # -- token checks ----------------------------------------------------------------------
 
@@ -154,6 +176,11 @@ class TokenGuard:
                     request.setResponseCode(401)
                     request.setHeader(b"content-type", b"application/json")
                     return UNAUTHORIZED
+                limits = NOVA_LIMITS.match(request.path)
+                if limits and request.method == b"GET":
+                    return guard.nova_limits(
+                        request, limits.group("region"), limits.group("tenant")
+                    )
                 proxied = NOVA_NETWORKS.match(request.path)
                 if proxied and request.method == b"GET":
                     return guard.nova_networks(request, proxied.group("id"))
@@ -171,6 +198,15 @@ class TokenGuard:
             if network["id"] == network_id.decode():
                 return _json(request, {"network": network})
         return _json(request, {"itemNotFound": {"message": "Network not found", "code": 404}}, 404)
+
+    def nova_limits(self, request: Any, region: bytes, tenant: bytes) -> bytes:
+        """Nova's ``/limits``: the quota a test set, and the tenant's live servers (plus
+        :attr:`other_instances`) as ``totalInstancesUsed``, as a real Nova counts them."""
+        self.limit_reads += 1
+        absolute = dict(self.absolute)
+        ours = self.count_servers(region.decode(), tenant.decode()) if self.count_servers else 0
+        absolute["totalInstancesUsed"] = ours + self.other_instances
+        return _json(request, {"limits": {"rate": [], "absolute": absolute}})
 
 
 def add_routes(app: Any, guard: TokenGuard) -> None:
@@ -210,6 +246,19 @@ def add_routes(app: Any, guard: TokenGuard) -> None:
         guard.network_lists = guard.nova_network_lists = 0
         return _json(request, {}, 200)
 
+    @app.route("/cloudpilot-peer/nova/limits", methods=["POST"])
+    def set_limits(root: Any, request: Any) -> bytes:
+        wanted = _read(request)
+        guard.other_instances = int(wanted.pop("otherInstances", guard.other_instances))
+        guard.absolute.update({k: int(v) for k, v in wanted.items()})
+        return _json(request, {"absolute": guard.absolute, "otherInstances": guard.other_instances})
+
+    @app.route("/cloudpilot-peer/nova/limits", methods=["DELETE"])
+    def reset_limits(root: Any, request: Any) -> bytes:
+        guard.absolute = dict(DEFAULT_ABSOLUTE)
+        guard.other_instances = guard.limit_reads = 0
+        return _json(request, {}, 200)
+
     @app.route("/cloudpilot-peer/keystone", methods=["POST"])
     def set_keystone(root: Any, request: Any) -> bytes:
         guard.keystone_url = _read(request)["url"]
@@ -222,5 +271,6 @@ def add_routes(app: Any, guard: TokenGuard) -> None:
             "nova_network_lists": guard.nova_network_lists,
             "tokens": sorted(guard.tokens.values(), key=lambda t: t["issued_at"]),
             "refused": guard.refused,
+            "limit_reads": guard.limit_reads,
         }
         return _json(request, body)
