@@ -53,6 +53,11 @@ SCHEDULER_STOP_TIMEOUT: Final = 5.0
 before they are cancelled. Cancelling mid-cycle is safe: the next cycle, in this process
 or another, re-reads the cloud."""
 
+HEAP_TRIM_INTERVAL: Final = 30.0
+"""Seconds between two returns of the C heap's free pages to the system
+(:mod:`cloudpilot.heap_trim`): often enough that a burst of watch events leaves no lasting
+RSS, rare enough to cost nothing (a few milliseconds in a worker thread)."""
+
 MAX_REPLICAS: Final = 10_000
 """Most VMs one queue may ask for (``spec.replicas``, ``queues[].replicas``). The largest
 DIRAC cloud CEs run a few thousand VMs; ten thousand on one queue is beyond any site's

@@ -27,6 +27,7 @@ import kopf
 
 from cloudpilot import constants, leader, metrics
 from cloudpilot.cycle_events import Event
+from cloudpilot.heap_trim import HeapTrimmer
 from cloudpilot.kube.events import post_events
 from cloudpilot.kube.scheduler import PoolScheduler
 from cloudpilot.kube.status import patch_status
@@ -149,6 +150,7 @@ def register(
 
     retry_delay = reconciler.settings.converging_interval
     scheduler = PoolScheduler(reconcile_pool, concurrency=concurrency, retry_delay=retry_delay)
+    heap = HeapTrimmer()  # freed JSON of watch events back to the system (heap_trim)
     _quiet_watch_handler()
 
     @kopf.on.login(registry=registry)
@@ -160,10 +162,12 @@ def register(
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings, cluster_discovery=cluster_discovery)
         scheduler.start()
+        heap.start()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
         await scheduler.stop()
+        await heap.stop()
         await reconciler.dirac.close()  # DiracX HTTP sessions (cloudpilot.dirac)
 
     @kopf.on.event(*RESOURCE, id=WATCH_HANDLER, registry=registry)
