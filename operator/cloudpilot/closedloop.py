@@ -113,8 +113,9 @@ class ClosedLoop:
         listed: bool,
         nova: Mapping[str, nova_quota.NovaReading] | None = None,
     ) -> tuple[dict[str, planner.QueueGate] | None, list[Event]]:
-        """Before acting: count how VMs ended (vanished since last cycle, or deleted by the
-        first plan), and say what each queue may create. None: nothing is known this cycle
+        """Before deciding: count how VMs ended (vanished since last cycle, or deleted by
+        this cycle's plan: ``deletions``, from :func:`cloudpilot.decision.groundwork`), and
+        say what each queue may create. None: nothing is known this cycle
         (an account could not be listed), decide without the loop. ``nova``: account ->
         Nova's limits read beside this listing (OpenStack), the account's known quota."""
         events = self.observe(

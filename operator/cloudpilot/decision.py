@@ -6,7 +6,10 @@ hands what happened (:class:`Results`) to :func:`conclude`, which says what stat
 write, which Events to post and when to come back. Nothing here does I/O, reads a clock or
 draws a random number: each rule is a unit test without a cloud (tests/unit/test_decision.py).
 
-The plan is made once per cycle, in :func:`decide`. The status then shows the pool *as it
+The plan is made once per cycle, in :func:`decide`; the closed loop's gates go into it, not
+into a second plan: the loop looks at the cycle's :func:`groundwork` (memory after
+observing, the VMs the plan deletes), which the gates do not change, and :func:`decide`
+finishes that same groundwork with them. The status then shows the pool *as it
 now stands*: :func:`as_it_stands` moves the plan's queue summaries on by what the actions
 did (new VMs are starting, a failed queue is backing off) instead of planning again.
 """
@@ -145,14 +148,33 @@ def speakers(
     return accounts
 
 
-def decide(
-    observation: Observation, memory: mem.PoolMemory, now: datetime, tuning: Tuning = Tuning()
-) -> Decision:
-    """What this cycle does: the plan, the memory it acts with, what blocks the pool."""
+@dataclass(frozen=True)
+class Groundwork:
+    """A cycle's decision before the closed loop's gates are known: the memory after
+    observing, what blocks the pool, and the plan's first half (the VMs it deletes).
+
+    The loop needs these to say what each queue may create (how the deleted VMs ended
+    moves its holds: :meth:`cloudpilot.closedloop.ClosedLoop.steer`), and the gates change
+    only creations, so :func:`decide` finishes this same groundwork with them: one decision
+    per cycle, not one to learn the deletions and another to act."""
+
+    memory: mem.PoolMemory
+    blocking: mem.CloudError | None = None
+    """The spec's problem or an account's listing error (an expired proxy comes later)."""
+    pruned: planner.Pruned | None = None
+    """None: nothing is planned this cycle (see ``blocking``)."""
+
+    @property
+    def deletions(self) -> tuple[planner.Deletion, ...]:
+        return self.pruned.deletions if self.pruned is not None else ()
+
+
+def groundwork(observation: Observation, memory: mem.PoolMemory, now: datetime) -> Groundwork:
+    """What :func:`decide` starts from; it depends on neither the gates nor the tuning."""
     obs = observation
     if obs.problem is not None:
         # The spec cannot be acted on: touch nothing, remember nothing new.
-        return Decision(planner.Plan(), memory, blocking=obs.problem)
+        return Groundwork(memory, obs.problem)
     memory = mem.for_generation(memory, obs.generation)
     for result in obs.early:  # pending before the listing is applied, like any creation
         memory = _record_creation(memory, result, now, obs)
@@ -161,7 +183,33 @@ def decide(
     # An account that could not be listed blocks the whole pool's plan this cycle.
     blocking = next((a.error for a in obs.accounts if a.error is not None), None)
     memory = mem.record_outage(memory, blocking, now)
-    plan = _plan(obs, memory, now, tuning) if blocking is None else planner.Plan()
+    if blocking is not None:
+        return Groundwork(memory, blocking)
+    pruned = planner.prune(
+        obs.queues, obs.observed, memory, now, removed_queue_policy=_removed_queue_policy(obs)
+    )
+    return Groundwork(memory, None, pruned)
+
+
+def decide(
+    observation: Observation,
+    memory: mem.PoolMemory,
+    now: datetime,
+    tuning: Tuning = Tuning(),
+    *,
+    ground: Groundwork | None = None,
+) -> Decision:
+    """What this cycle does: the plan, the memory it acts with, what blocks the pool.
+    ``ground``: :func:`groundwork` of the same observation (bar its gates) and memory,
+    already made for the closed loop (None: made here)."""
+    obs = observation
+    if ground is None:
+        ground = groundwork(obs, memory, now)
+    if obs.problem is not None:
+        return Decision(planner.Plan(), ground.memory, blocking=obs.problem)
+    memory, blocking = ground.memory, ground.blocking
+    pruned = ground.pruned
+    plan = _plan(obs, memory, now, tuning, pruned) if pruned is not None else planner.Plan()
     report = obs.proxy
     if report.stopped_queues and blocking is None and report.stop is not None:
         expired = report.stop.reason is ProxyReason.EXPIRED
@@ -239,7 +287,13 @@ def _note_credentials(memory: mem.PoolMemory, accounts: Sequence[AccountListing]
     return replace(memory, backoff=backoff, fingerprints={**memory.fingerprints, **seen})
 
 
-def _plan(obs: Observation, memory: mem.PoolMemory, now: datetime, tuning: Tuning) -> planner.Plan:
+def _plan(
+    obs: Observation,
+    memory: mem.PoolMemory,
+    now: datetime,
+    tuning: Tuning,
+    pruned: planner.Pruned,
+) -> planner.Plan:
     spec = obs.spec
     limits = spec.limits if spec is not None else None
     plan = planner.plan(
@@ -250,14 +304,20 @@ def _plan(obs: Observation, memory: mem.PoolMemory, now: datetime, tuning: Tunin
         limits=planner.PoolLimits(
             limits.max_instances if limits else None, limits.max_starting if limits else None
         ),
-        removed_queue_policy=(spec.scale_down_policy if spec else None) or ScaleDownPolicy.DRAIN,
+        removed_queue_policy=_removed_queue_policy(obs),
         # The early scale-up's creations count against this cycle's cap.
         max_creates=max(tuning.max_creates_per_cycle - sum(r.requested for r in obs.early), 0),
         gates=obs.gates,
+        pruned=pruned,
     )
     # An expired pilot proxy: new pilots could not work. Deletions go on.
     stopped = obs.proxy.stopped_queues
     return replace(plan, creations=tuple(c for c in plan.creations if c.queue not in stopped))
+
+
+def _removed_queue_policy(obs: Observation) -> ScaleDownPolicy:
+    spec = obs.spec
+    return (spec.scale_down_policy if spec else None) or ScaleDownPolicy.DRAIN
 
 
 def by_account(

@@ -28,7 +28,7 @@ Rules, in the order they apply:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -292,24 +292,31 @@ def _room(limit: int | None, used: int) -> int | None:
     return None if limit is None else max(limit - used, 0)
 
 
-def plan(
+@dataclass(frozen=True)
+class Pruned:
+    """The plan's first half: rules 1-4, 6 and 7 applied, the VMs that go and what each
+    queue keeps. None of it depends on the closed loop's gates, which only limit creations
+    (rule 5): the loop counts how these VMs ended before it says what each queue may
+    create, and the plan is then finished with its gates (:func:`plan` given this), not
+    made again (cloudpilot.decision.groundwork)."""
+
+    deletions: tuple[Deletion, ...]
+    states: tuple[_QueueState, ...]
+    """In plan order: the spec's queues, then removed ones. Not changed once pruned."""
+    deleting: Mapping[str, int]
+    ended: Mapping[str, tuple[ObservedVM, ...]]
+    draining: Mapping[str, int]
+
+
+def prune(
     queues: Sequence[QueueConfig],
     observed: Sequence[ObservedVM],
     memory: mem.PoolMemory,
     now: datetime,
     *,
-    limits: PoolLimits = PoolLimits(),
     removed_queue_policy: ScaleDownPolicy = ScaleDownPolicy.DRAIN,
-    max_creates: int | None = None,
-    gates: Mapping[str, QueueGate] | None = None,
-) -> Plan:
-    """Decide one reconcile of one pool. ``observed`` holds only VMs the pool owns.
-
-    ``max_creates`` caps the VMs this cycle asks for, all queues together (shared round
-    robin as the limits are): a pool scaling up by thousands converges over several
-    cycles, each a bounded amount of work. The work done here grows with the VMs observed
-    and the queues, never with the counts asked for.
-    """
+) -> Pruned:
+    """What goes this cycle (expired and surplus VMs), before any creation is decided."""
     states = {q.name: _QueueState(config=q, name=q.name) for q in queues}
     for pending in memory.pending.values():
         if pending.queue in states:
@@ -349,21 +356,59 @@ def plan(
                 state, state.config.scale_down_policy, DeleteReason.SCALE_DOWN
             )
 
-    # Rule 5: missing VMs.
     ordered = [states[q.name] for q in queues] + [s for s in states.values() if s.config is None]
+    return Pruned(
+        deletions=tuple(d for s in ordered for d in s.deletions),
+        states=tuple(ordered),
+        deleting=deleting_count,
+        ended={q: tuple(vms) for q, vms in ended.items()},
+        draining=draining,
+    )
+
+
+def plan(
+    queues: Sequence[QueueConfig],
+    observed: Sequence[ObservedVM],
+    memory: mem.PoolMemory,
+    now: datetime,
+    *,
+    limits: PoolLimits = PoolLimits(),
+    removed_queue_policy: ScaleDownPolicy = ScaleDownPolicy.DRAIN,
+    max_creates: int | None = None,
+    gates: Mapping[str, QueueGate] | None = None,
+    pruned: Pruned | None = None,
+) -> Plan:
+    """Decide one reconcile of one pool. ``observed`` holds only VMs the pool owns.
+
+    ``max_creates`` caps the VMs this cycle asks for, all queues together (shared round
+    robin as the limits are): a pool scaling up by thousands converges over several
+    cycles, each a bounded amount of work. The work done here grows with the VMs observed
+    and the queues, never with the counts asked for.
+
+    ``pruned``: :func:`prune` of the same queues, VMs, memory and clock, already made
+    (None: pruned here); only rule 5 is applied then.
+    """
+    if pruned is None:
+        pruned = prune(queues, observed, memory, now, removed_queue_policy=removed_queue_policy)
+    # Rule 5: missing VMs. On copies: a Pruned is never changed, whoever finishes it.
+    ordered = [replace(s) for s in pruned.states]
     _allocate(ordered, limits, memory, now, max_creates, gates or {})
 
     creations = tuple(Creation(s.name, s.create) for s in ordered if s.create > 0)
-    deletions = tuple(d for s in ordered for d in s.deletions)
     summaries = tuple(
-        _summarise(s, deleting_count.get(s.name, 0), draining.get(s.name, 0), ended.get(s.name, []))
+        _summarise(
+            s,
+            pruned.deleting.get(s.name, 0),
+            pruned.draining.get(s.name, 0),
+            pruned.ended.get(s.name, ()),
+        )
         for s in ordered
     )
-    return Plan(creations=creations, deletions=deletions, queues=summaries)
+    return Plan(creations=creations, deletions=pruned.deletions, queues=summaries)
 
 
 def _summarise(
-    state: _QueueState, already_deleting: int, draining: int, being_deleted: list[ObservedVM]
+    state: _QueueState, already_deleting: int, draining: int, being_deleted: Sequence[ObservedVM]
 ) -> QueueSummary:
     """Starting/running count what stays; done/failed count what the cloud still lists in
     that phase, including VMs being deleted, so a finished pilot shows until it is gone."""

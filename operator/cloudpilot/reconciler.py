@@ -222,14 +222,14 @@ class Reconciler:
             observation, listings = await self._observe(pool, body, state, now, secret)
             observation = await self._dirac_sync(pool, state, observation, now, secret)
             tuning = self.settings.tuning
-            chosen = decision.decide(observation, state.memory, now, tuning)
-            # -- closed loop (cloudpilot.closedloop): how VMs ended, then decide again within
-            # what the loop allows (holds, ramp-up, the account's learned quota).
-            gates, loop_events = self._steer(pool, observation, chosen, listings, now)
+            ground = decision.groundwork(observation, state.memory, now)
+            # -- closed loop (cloudpilot.closedloop): how VMs ended, then what the loop
+            # allows (holds, ramp-up, the account's learned quota), before the one decision.
+            gates, loop_events = self._steer(pool, observation, ground, listings, now)
             if gates is not None:
                 observation = replace(observation, gates=gates)
-                chosen = decision.decide(observation, state.memory, now, tuning)
             # -- end closed loop
+            chosen = decision.decide(observation, state.memory, now, tuning, ground=ground)
             results = await self._carry_out(
                 pool, body, state, observation, chosen, listings, secret
             )
@@ -342,11 +342,12 @@ class Reconciler:
         self,
         pool: PoolRef,
         observation: Observation,
-        chosen: decision.Decision,
+        ground: decision.Groundwork,
         listings: Mapping[CloudAccount, _Listing],
         now: datetime,
     ) -> tuple[dict[str, planner.QueueGate] | None, list[Event]]:
-        """The closed loop's look at this cycle before anything is done (None: no gates)."""
+        """The closed loop's look at this cycle before anything is decided (None: no gates):
+        the memory after observing and the VMs the plan deletes, which no gate changes."""
         if observation.problem is not None:
             return None, []
         listed = bool(observation.accounts) and all(a.error is None for a in observation.accounts)
@@ -355,10 +356,10 @@ class Reconciler:
             pool.key,
             observation.queues,
             observation.observed,
-            chosen.memory,
+            ground.memory,
             _account_keys(observation.queues, listings),
             observation.previous,
-            chosen.plan.deletions,
+            ground.deletions,
             now,
             listed=listed,
             nova=_nova_readings(observation.queues, listings),

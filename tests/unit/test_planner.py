@@ -920,6 +920,42 @@ if st is not None:
             if summary.creating < free.creating:
                 assert summary.held is None and total == max_creates
 
+    _gates = st.dictionaries(
+        st.sampled_from(QUEUE_NAMES),
+        st.builds(
+            planner_module.QueueGate,
+            held=st.booleans(),
+            starting_room=st.none() | st.integers(min_value=0, max_value=4),
+            capacity_room=st.none() | st.integers(min_value=0, max_value=6),
+        ),
+    )
+
+    @settings(max_examples=200, deadline=None)
+    @given(_scenario(), _gates, _gates)
+    def test_property_the_closed_loops_gates_change_creations_only(
+        scenario, gates, other_gates
+    ) -> None:
+        """The deletions are known before the gates (the closed loop counts how they ended
+        to compute them: decision.groundwork), and finishing that pruning with the gates is
+        the plan made in one go: the cycle plans once. A pruning is never changed by
+        finishing it, so the same pruning finished with other gates is that plan too."""
+        queues, observed, mem, limits, removed_policy = scenario
+        args = {"limits": limits, "removed_queue_policy": removed_policy}
+        pruned = planner_module.prune(
+            queues, observed, mem, NOW, removed_queue_policy=removed_policy
+        )
+        gated = plan(queues, observed, mem, NOW, gates=gates, **args)
+        assert (
+            gated.deletions
+            == pruned.deletions
+            == plan(queues, observed, mem, NOW, **args).deletions
+        )
+        assert plan(queues, observed, mem, NOW, gates=gates, pruned=pruned, **args) == gated
+        assert plan(queues, observed, mem, NOW, gates=other_gates, pruned=pruned, **args) == plan(
+            queues, observed, mem, NOW, gates=other_gates, **args
+        )
+        assert plan(queues, observed, mem, NOW, gates=gates, pruned=pruned, **args) == gated
+
 else:  # pragma: no cover - shows up as a skip instead of silently running fewer tests
 
     def test_property_tests_need_hypothesis() -> None:
