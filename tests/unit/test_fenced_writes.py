@@ -13,15 +13,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import kopf
 import pytest
 from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
 from libcloud.compute.types import NodeState
 
 from cloudpilot import leader, naming, redaction
 from cloudpilot import metrics as metrics_module
+from cloudpilot.kube import events, handlers
 from cloudpilot.metrics import OperatorMetrics
 from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
 from tests.support.builders import NAMESPACE, pool_spec
+from tests.support.stub_reconciler import StubDriver, pool_body, stub_reconciler
 
 POOL = "fenced"
 DRIVER = f"{__name__}.WriteRecordingDriver"
@@ -137,3 +140,69 @@ async def test_a_fenced_create_and_delete_are_no_failures(
     assert outcome.memory.deleting == {}  # the finished VM is deleted by whoever leads now
     for name in ("cloudpilot_vm_failures_total", "cloudpilot_cloud_api_errors_total"):
         assert [s for f in m.registry.collect() for s in f.samples if s.name == name] == []
+
+
+# -- teardown ---------------------------------------------------------------------------
+
+
+class Lease:
+    """An elector whose Lease lapses when told (here: while the cloud is being listed)."""
+
+    leading = True
+
+    def is_leading(self) -> bool:
+        return self.leading
+
+
+LEASE = Lease()
+
+
+class LapsingWhileListedDriver(StubDriver):
+    """Lists one VM of the pool, and the Lease lapses while that listing is on the wire."""
+
+    def list_nodes(self) -> list[Node]:
+        LEASE.leading = False
+        name = naming.new_vm_name(naming.queue_prefix(NAMESPACE, POOL, "default"))
+        return [Node("i-left", name, NodeState.RUNNING, [], [], self)]
+
+    def destroy_node(self, node: Node) -> bool:
+        SENT.append(f"destroy {node.id}")
+        raise AssertionError("a fenced destroy was sent")
+
+
+async def test_a_teardown_that_lost_the_lease_writes_no_status_and_posts_no_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The new leader tears the pool down and writes its teardown status: the replica
+    whose Lease lapsed during its own attempt must not overwrite it, nor post Events."""
+    SENT.clear()
+    LEASE.leading = True
+    written: list[str] = []
+
+    class EventsApi:
+        async def create(self, namespace: str, event: dict[str, Any]) -> str:
+            written.append(f"event {event['reason']}")
+            return "e-1"
+
+        async def patch(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+            written.append("event patch")
+
+    async def patch_status(namespace: str, name: str, patch: dict[str, Any]) -> bool:
+        written.append(f"status {sorted(patch)}")
+        return True
+
+    monkeypatch.setattr(events, "recorder", events.EventRecorder(EventsApi()))
+    monkeypatch.setattr(handlers, "patch_status", patch_status)
+    reconciler = stub_reconciler(LapsingWhileListedDriver)
+    body = pool_body(LapsingWhileListedDriver, POOL)
+    body["metadata"]["deletionTimestamp"] = "2026-12-03T12:00:00Z"
+    token = leader._current.set(LEASE)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(kopf.TemporaryError):  # the pool waits: whoever leads goes on
+            await handlers.tear_down(reconciler, body)
+    finally:
+        leader._current.reset(token)
+
+    assert not LEASE.leading, "the teardown never listed the cloud"
+    assert SENT == []
+    assert written == []

@@ -188,17 +188,27 @@ def register(
 
     @kopf.on.delete(*RESOURCE, id=TEARDOWN_HANDLER, registry=registry)
     async def pool_deleted(body: kopf.Body, **_: Any) -> None:
-        pool = _ref(body)
-        outcome = await reconciler.finalize(pool, body)
-        await post_events(body, outcome.events)  # before status, as in publish()
-        if not outcome.release:
-            try:
-                await patch_status(pool.namespace, pool.name, outcome.status_patch)
-            except Exception as exc:  # status is a courtesy here; the retry is not
-                logger.warning("could not write the teardown status of %s: %s", pool.key, exc)
-        if outcome.release:
-            metrics.forget_pool(pool.key)
-            return
-        # Retried on CloudPilot's back-off, not kopf's default minute; the why is in the
-        # pool's conditions and one Warning event per cause (see cloudpilot.teardown).
-        raise kopf.TemporaryError(outcome.summary or "teardown waits", delay=outcome.retry_in)
+        await tear_down(reconciler, body)
+
+
+async def tear_down(reconciler: Reconciler, body: Mapping[str, Any]) -> None:
+    """One teardown attempt, then its Events and status (the delete handler).
+
+    Written as a cycle's are (:func:`publish`): the attempt awaits the cloud (listing,
+    destroying), and a replica whose Lease lapsed meanwhile must not overwrite the teardown
+    status the new leader writes, nor post Events for it. Raises ``kopf.TemporaryError``
+    while the pool must wait (whoever leads then tries again).
+    """
+    pool = _ref(body)
+    outcome = await reconciler.finalize(pool, body)
+    if outcome.release:
+        await post_events(body, outcome.events)
+        metrics.forget_pool(pool.key)
+        return
+    try:
+        await publish(pool, body, outcome.events, outcome.status_patch)
+    except Exception as exc:  # status is a courtesy here; the retry is not
+        logger.warning("could not write the teardown status of %s: %s", pool.key, exc)
+    # Retried on CloudPilot's back-off, not kopf's default minute; the why is in the
+    # pool's conditions and one Warning event per cause (see cloudpilot.teardown).
+    raise kopf.TemporaryError(outcome.summary or "teardown waits", delay=outcome.retry_in)
