@@ -10,51 +10,37 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
 import pytest
-from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
+from libcloud.compute.base import Node, NodeImage, NodeSize
 from libcloud.compute.types import NodeState
 
-from cloudpilot import leader, naming, redaction
+from cloudpilot import leader, naming
 from cloudpilot import metrics as metrics_module
 from cloudpilot.kube import events, handlers
 from cloudpilot.metrics import OperatorMetrics
-from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
-from tests.support.builders import NAMESPACE, pool_spec
-from tests.support.stub_reconciler import StubDriver, pool_body, stub_reconciler
+from tests.support.builders import NAMESPACE
+from tests.support.stub_reconciler import StubDriver, pool_body, pool_ref, stub_reconciler
+
+pytestmark = pytest.mark.usefixtures("forget_registered_secrets")
 
 POOL = "fenced"
-DRIVER = f"{__name__}.WriteRecordingDriver"
 SENT: list[str] = []
 """Every write the driver received: must stay empty."""
-SECRETS = {
-    "cloud-creds": {"key": b"access-key", "secret": b"secret-value"},
-    "pilot": {"pilot.sh": b"#!/bin/sh\necho pilot\n"},
-}
 
 
-class WriteRecordingDriver(NodeDriver):
+class WriteRecordingDriver(StubDriver):
     """Lists one finished pilot of the pool (to be deleted); records any create or destroy."""
-
-    name = "write-recording"
-
-    def __init__(self, key: str, secret: str | None = None, **options: object) -> None:
-        self.key, self.secret = key, secret
 
     def list_nodes(self) -> list[Node]:
         name = naming.new_vm_name(naming.queue_prefix(NAMESPACE, POOL, "default"))
         done = Node("i-done", name, NodeState.STOPPED, [], [], self)
         done.created_at = datetime.now(UTC) - timedelta(minutes=5)
         return [done]
-
-    def list_images(self, location: object = None) -> list[NodeImage]:
-        return [NodeImage("ami-12345678", "image", self)]
-
-    def list_sizes(self, location: object = None) -> list[NodeSize]:
-        return [NodeSize("m5.large", "m5.large", 8192, 0, 0, 0.0, self)]
 
     def create_node(self, name: str, size: NodeSize, image: NodeImage, **kw: Any) -> Node:
         SENT.append(f"create {name}")
@@ -76,24 +62,21 @@ class LostAfterDeciding:
         return self.asked == 1
 
 
-@pytest.fixture(autouse=True)
-def _forget_registered_secrets() -> Iterator[None]:
-    """The cycle registers the pool's credentials for log masking, process-wide: leave the
-    registry as this test found it (short values like these would mask other tests' text)."""
-    before = set(redaction._secrets)
-    yield
-    for owner in set(redaction._secrets) - before:
-        redaction.forget(owner)
+@contextmanager
+def _elected(elector: Any) -> Iterator[None]:
+    """``elector`` says whether this replica leads (leader.may_act), for the block."""
+    token = leader._current.set(elector)
+    try:
+        yield
+    finally:
+        leader._current.reset(token)
 
 
 @pytest.fixture
 def lost_lease() -> Iterator[LostAfterDeciding]:
     elector = LostAfterDeciding()
-    token = leader._current.set(elector)  # type: ignore[arg-type]
-    try:
+    with _elected(elector):
         yield elector
-    finally:
-        leader._current.reset(token)
 
 
 async def test_a_fenced_create_and_delete_are_no_failures(
@@ -105,30 +88,12 @@ async def test_a_fenced_create_and_delete_are_no_failures(
     m = OperatorMetrics(version="test")
     monkeypatch.setattr(metrics_module, "_default", m)
 
-    async def read_secret(namespace: str, name: str) -> dict[str, bytes]:
-        return SECRETS[name]
-
-    reconciler = Reconciler(
-        ReconcilerSettings(allowed_driver_classes=frozenset({DRIVER})),
-        read_secret=read_secret,
-        on_cloud_call=m.observe_cloud_call,
-    )
-    spec = pool_spec(
-        replicas=2,
-        cloudType=DRIVER,
-        driver={},
-        pilot={"executableSecret": {"name": "pilot", "key": "pilot.sh"}},
-        # The open loop: the finished VM is replaced in the same cycle (the closed loop would
-        # hold its replacement as a fizzle), so the fence must stop a create and a delete.
-        closedLoop={"enabled": False},
-    )
-    body = {
-        "metadata": {"name": POOL, "namespace": NAMESPACE, "uid": "uid-f", "generation": 1},
-        "spec": spec,
-        "status": {},
-    }
+    reconciler = stub_reconciler(WriteRecordingDriver, on_cloud_call=m.observe_cloud_call)
+    # The open loop: the finished VM is replaced in the same cycle (the closed loop would
+    # hold its replacement as a fizzle), so the fence must stop a create and a delete.
+    body = pool_body(WriteRecordingDriver, POOL, replicas=2, closedLoop={"enabled": False})
     with caplog.at_level(logging.INFO, logger="cloudpilot.audit"):
-        outcome = await reconciler.reconcile(PoolRef(NAMESPACE, POOL, "uid-f"), body)
+        outcome = await reconciler.reconcile(pool_ref(POOL), body)
 
     assert lost_lease.asked > 1, "the fence was never asked"
     assert SENT == []
@@ -196,12 +161,8 @@ async def test_a_teardown_that_lost_the_lease_writes_no_status_and_posts_no_even
     reconciler = stub_reconciler(LapsingWhileListedDriver)
     body = pool_body(LapsingWhileListedDriver, POOL)
     body["metadata"]["deletionTimestamp"] = "2026-12-03T12:00:00Z"
-    token = leader._current.set(LEASE)  # type: ignore[arg-type]
-    try:
-        with pytest.raises(kopf.TemporaryError):  # the pool waits: whoever leads goes on
-            await handlers.tear_down(reconciler, body)
-    finally:
-        leader._current.reset(token)
+    with _elected(LEASE), pytest.raises(kopf.TemporaryError):  # the pool waits: the leader goes on
+        await handlers.tear_down(reconciler, body)
 
     assert not LEASE.leading, "the teardown never listed the cloud"
     assert SENT == []

@@ -15,32 +15,18 @@ from libcloud.compute.types import NodeState
 from cloudpilot import capacity, constants, redaction
 from cloudpilot.cloud import nova_limits
 from cloudpilot.nova_quota import NOVA_SOURCE, Flavor, NovaReading, account_limit, merged
-from cloudpilot.reconciler import Outcome, PoolRef, Reconciler, ReconcilerSettings
-from tests.support.builders import NAMESPACE, NOW, pool_spec
+from cloudpilot.reconciler import Outcome
+from tests.support.builders import NOW
+from tests.support.stub_reconciler import StubDriver, pool_body, pool_ref, stub_reconciler
 
 POOL = "nova-quota"
 CREATED: list[str] = []
 LIMITS: dict[str, Any] = {}
-SECRETS = {
-    "cloud-creds": {"key": b"access-key", "secret": b"secret-value"},
-    "pilot": {"pilot.sh": b"#!/bin/sh\necho pilot\n"},
-}
 
 
-class LimitedDriver(NodeDriver):
+class LimitedDriver(StubDriver):
     """An OpenStack-like cloud: creates what it is asked for (no refusal ever) and answers
     ``ex_limits()`` as libcloud's OpenStack driver does ({'rate': ..., 'absolute': ...})."""
-
-    name = "limited"
-
-    def __init__(self, key: str, secret: str | None = None, **options: object) -> None:
-        self.key, self.secret = key, secret
-
-    def list_nodes(self) -> list[Node]:
-        return []
-
-    def list_images(self, location: object = None) -> list[NodeImage]:
-        return [NodeImage("ami-12345678", "image", self)]
 
     def list_sizes(self, location: object = None) -> list[NodeSize]:
         return [NodeSize("m5.large", "m5.large", 8192, 0, 0, 0.0, self, extra={"vcpus": 4})]
@@ -71,26 +57,15 @@ def _clean() -> Iterator[None]:
         redaction.forget(owner)
 
 
-async def _one_cycle(driver: str, replicas: int = 8) -> Outcome:
-    async def read_secret(namespace: str, name: str) -> dict[str, bytes]:
-        return SECRETS[name]
-
-    reconciler = Reconciler(
-        ReconcilerSettings(allowed_driver_classes=frozenset({driver})), read_secret=read_secret
-    )
-    spec = pool_spec(
+async def _one_cycle(driver: type[NodeDriver], replicas: int = 8) -> Outcome:
+    reconciler = stub_reconciler(driver)
+    body = pool_body(
+        driver,
+        POOL,
         replicas=replicas,
-        cloudType=driver,
-        driver={},
         instance={"image": "name:image", "flavor": "name:m5.large"},
-        pilot={"executableSecret": {"name": "pilot", "key": "pilot.sh"}},
     )
-    body = {
-        "metadata": {"name": POOL, "namespace": NAMESPACE, "uid": "uid-n", "generation": 1},
-        "spec": spec,
-        "status": {},
-    }
-    return await reconciler.reconcile(PoolRef(NAMESPACE, POOL, "uid-n"), body)
+    return await reconciler.reconcile(pool_ref(POOL), body)
 
 
 def _loop_block(outcome: Outcome) -> dict[str, Any]:
@@ -108,7 +83,7 @@ async def test_the_quota_comes_from_novas_limits_before_any_refusal() -> None:
         maxTotalRAMSize=-1,
         totalRAMUsed=4096,
     )
-    outcome = await _one_cycle(f"{__name__}.LimitedDriver")
+    outcome = await _one_cycle(LimitedDriver)
 
     assert len(CREATED) == 3, outcome.events
     block = _loop_block(outcome)
@@ -120,7 +95,7 @@ async def test_the_quota_comes_from_novas_limits_before_any_refusal() -> None:
 
 async def test_a_failed_limits_read_never_fails_the_cycle_nor_says_why_in_status() -> None:
     LIMITS["raise"] = True
-    outcome = await _one_cycle(f"{__name__}.LimitedDriver")
+    outcome = await _one_cycle(LimitedDriver)
 
     assert len(CREATED) == 8, outcome.events  # no known quota: the whole demand is asked
     assert _loop_block(outcome)["state"] != "QuotaLimited"
@@ -130,7 +105,7 @@ async def test_a_failed_limits_read_never_fails_the_cycle_nor_says_why_in_status
 
 async def test_a_driver_without_ex_limits_is_not_limited() -> None:
     LIMITS.update(maxTotalInstances=1, totalInstancesUsed=1)
-    outcome = await _one_cycle(f"{__name__}.PlainDriver")
+    outcome = await _one_cycle(PlainDriver)
     assert len(CREATED) == 8, outcome.events
 
 
