@@ -2,7 +2,7 @@
 first complete listing of a term, then every interval), what it sends, what stops it.
 
 The decisions are cloudpilot.dirac.vanished's (tests/unit/test_dirac_vanished.py); the
-real DiracX is exercised end to end (tests/integration/test_diracx_vanished_e2e.py)."""
+real DiracX is exercised end to end (tests/integration/test_diracx_e2e.py)."""
 
 from __future__ import annotations
 
