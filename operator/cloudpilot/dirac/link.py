@@ -215,7 +215,7 @@ class DiracLink:
         without them."""
         state = self._pools.setdefault(pool_uid, _PoolState())
         vms = list(vms)
-        state.pilots = reg.observe(state.pilots, vms, unlisted_queues)
+        state.pilots = reg.observe(state.pilots, vms, unlisted_queues, now=now)
         if not may_act:
             state.sweep_due = None  # whoever leads next sweeps at its first complete listing
         if not spec.register_pilots or not may_act:
@@ -291,12 +291,6 @@ class DiracLink:
             late = reg.plan(state.pilots, now, self._max_registrations)
             for p in (*late.register, *late.update):
                 state.pilots[p.vm_id] = reg.failed(p, now)
-        # Ended pilots DiracX now knows as such are forgotten once their VM is gone.
-        state.pilots = {
-            vm_id: p
-            for vm_id, p in state.pilots.items()
-            if not (p.settled and p.wanted is reg.PilotStatus.DELETED)
-        }
         state.sync_error = errors[0] if errors else None
         sweep_due = state.sweep_due is None or state.sweep_due <= now
         # Not after a spent budget: a DiracX that hangs gets one budget per cycle, not two.
