@@ -172,6 +172,22 @@ DEFAULT_UNREACHABLE_STALL_AFTER: Final = 600.0
 Stalled: long enough for a restart or a network blip, short enough that a wrong host or
 port gets a human's attention the same morning. Retries go on after it."""
 
+# -- DiracX: pilots whose VM vanished unwatched (cloudpilot.dirac.vanished) ----------------
+DEFAULT_DIRAC_VANISHED_GRACE: Final = 600.0
+"""Seconds after its registration before a pilot whose VM no listing shows is marked
+``Deleted`` by a sweep. A listing can lag a fresh VM by seconds, and a restarted operator
+has lost the record of the creations it had not seen listed yet; ``PENDING_CREATE_TTL``
+(ten minutes) is how long such a VM is waited for anyway. ``CLOUDPILOT_DIRAC_VANISHED_GRACE``."""
+
+DIRAC_SWEEP_INTERVAL: Final = 600.0
+"""Seconds between two sweeps of a pool's live pilots in DiracX (one paged search each),
+besides the sweep at the first complete listing of every leadership term. While the
+operator runs, its own pilot table ends pilots as their VMs go; the sweep is for what
+happened unwatched, so every ten minutes is plenty and costs one request per pool."""
+
+DIRAC_SWEEP_RETRY: Final = 60.0
+"""Seconds before a sweep that failed (DiracX down, its budget spent) is tried again."""
+
 # -- the closed loop (cloudpilot.outcomes, cloudpilot.capacity) ----------------------------
 DEFAULT_FIZZLE_SECONDS: Final = 600
 """A pilot VM that halts sooner than this after launch found no work (Vcycle's

@@ -110,6 +110,8 @@ class ReconcilerSettings:
 
     unreachable_stall_after: float = constants.DEFAULT_UNREACHABLE_STALL_AFTER
     """An endpoint that takes no connection for this long makes the pool Stalled."""
+    dirac_vanished_grace: float = constants.DEFAULT_DIRAC_VANISHED_GRACE
+    """A DiracX pilot whose VM vanished unwatched is ended once registered this long."""
 
     @property
     def tuning(self) -> decision.Tuning:
@@ -177,7 +179,7 @@ class Reconciler:
         self._read_configmap = read_configmap
         self.closed_loop = ClosedLoop()
         """Per-pool loops and per-account learned quotas (cloudpilot.closedloop)."""
-        self.dirac = DiracLink()
+        self.dirac = DiracLink(vanished_grace=self.settings.dirac_vanished_grace)
         """Pilot registration in DiracX and demand from it (pools with ``spec.dirac``)."""
         self.early_scale_ups = 0
         """Cycles whose creations went out beside their listing, not after it (for the
@@ -459,6 +461,8 @@ class Reconciler:
                 now=now,
                 may_act=observation.leading,
                 unlisted_queues=_unlisted_queues(observation),
+                pool_key=pool.key,
+                queues=frozenset(q.name for q in observation.queues),
             )
             extra["dirac"] = self.dirac.status(pool.uid, spec.dirac)
         return replace(observation, extra_status=extra)

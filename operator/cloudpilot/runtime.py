@@ -92,6 +92,7 @@ def build_reconciler(settings: OperatorSettings) -> Reconciler:
             max_creates_per_cycle=settings.max_creates_per_cycle,
             allowed_driver_classes=settings.allowed_driver_classes,
             unreachable_stall_after=settings.unreachable_stall_after,
+            dirac_vanished_grace=settings.dirac_vanished_grace,
         ),
         on_cloud_call=metrics.observe_cloud_call,
         write_status=lambda pool, patch: patch_status(pool.namespace, pool.name, patch),

@@ -269,6 +269,9 @@ class OperatorSettings:
     log_level: str = "info"
     proxy_warn_margin: float = 6 * 3600.0
     unreachable_stall_after: float = constants.DEFAULT_UNREACHABLE_STALL_AFTER
+    dirac_vanished_grace: float = constants.DEFAULT_DIRAC_VANISHED_GRACE
+    """Age (seconds since DiracX registered it) before a pilot whose VM vanished while no
+    operator watched is marked ``Deleted`` (:mod:`cloudpilot.dirac.vanished`)."""
     allowed_driver_classes: frozenset[str] = frozenset()
     """``cloudType`` class paths pools may name; none by default: libcloud's own Provider
     names only, so a pool cannot make the operator import a module of its choosing."""
@@ -321,6 +324,11 @@ class OperatorSettings:
             election=ElectionSettings.read(env),
             unreachable_stall_after=env.number(
                 "CLOUDPILOT_UNREACHABLE_STALL_AFTER", constants.DEFAULT_UNREACHABLE_STALL_AFTER
+            ),
+            dirac_vanished_grace=env.number(
+                "CLOUDPILOT_DIRAC_VANISHED_GRACE",
+                constants.DEFAULT_DIRAC_VANISHED_GRACE,
+                positive=False,
             ),
         )
         env.check()

@@ -172,3 +172,77 @@ def test_an_unreachable_diracx_never_stops_vm_management(
     )
     stamps = {naming.pilot_stamp(vm.id) for vm in stack.live_vms("outage")}
     assert set(_pilots(diracx_peer, site)) == stamps
+
+
+def _foreign_pilot(peer: DiracXPeer, site: str, vm_id: str, stamp: str, owner: str) -> None:
+    """A live pilot on the pool's site, CE and queue that is not the pool's to end."""
+    peer.call(
+        "POST",
+        "/api/pilots/",
+        {
+            "pilot_stamp": stamp,
+            "vo": peer.vo,
+            "grid_type": "Cloud",
+            "grid_site": site,
+            "destination_site": "ce.cloudpilot.test",
+            "pilot_reference": f"cloud://{vm_id}",
+        },
+        peer.operator_token,
+    )
+    fields = {"Status": "Running", "Queue": "default", "StatusReason": owner}
+    peer.call("PATCH", "/api/pilots/metadata", {stamp: fields}, peer.operator_token)
+
+
+def test_a_vm_that_vanished_while_no_operator_ran_has_its_pilot_ended(
+    stack_without_operator: Stack, diracx_peer: DiracXPeer
+) -> None:
+    stack, site = stack_without_operator, _site()
+    stack.start_operator(dirac_vanished_grace=1.0)
+    stack.apply_pool("gone", replicas=3, dirac=_dirac(stack, diracx_peer, site))
+    vms = stack.wait_vms("gone", 3)
+    owner = f"CloudPilotPool {stack.namespace}/gone"
+    before = wait_for(
+        lambda: (
+            (p := _pilots(diracx_peer, site))
+            and len(p) == 3
+            and all(r["Status"] == "Running" and r["StatusReason"] == owner for r in p.values())
+            and p
+        ),
+        60,
+        message="three Running pilots marked as the pool's in DiracX",
+    )
+    # Pilots on the same site, CE and queue that are not this pool's, their VMs gone too:
+    # another pool's (two pools without queues share "default"), and a SiteDirector's
+    # (DIRAC's Cloud CE: cloud:// references, 8-hex stamps, no CloudPilot mark).
+    _foreign_pilot(
+        diracx_peer,
+        site,
+        "i-0123456789abcdef0",
+        naming.pilot_stamp("i-0123456789abcdef0"),
+        f"CloudPilotPool {stack.namespace}/other",
+    )
+    _foreign_pilot(diracx_peer, site, "i-0fedcba987654321f", "0a1b2c3d", "Unknown")
+
+    # The operator is down (or only a standby runs) while a VM goes.
+    stack.stop_operator()
+    lost = vms[0]
+    stack.driver().destroy_node(lost)
+    stack.wait_vms("gone", 2)
+    stack.start_operator(dirac_vanished_grace=1.0)
+
+    ended = naming.pilot_stamp(lost.id)
+    wait_for(
+        lambda: _pilots(diracx_peer, site)[ended]["Status"] == "Deleted",
+        60,
+        message="the vanished VM's pilot Deleted in DiracX",
+    )
+    after = _pilots(diracx_peer, site)
+    for vm in vms[1:]:
+        stamp = naming.pilot_stamp(vm.id)
+        # Still alive, and the same record: 409 on the new registration, not a second one.
+        assert after[stamp]["Status"] == "Running"
+        assert after[stamp]["PilotID"] == before[stamp]["PilotID"]
+    assert after[naming.pilot_stamp("i-0123456789abcdef0")]["Status"] == "Running"
+    assert after["0a1b2c3d"]["Status"] == "Running"
+    stamps = [p["PilotStamp"] for p in diracx_peer.pilots() if p["GridSite"] == site]
+    assert len(stamps) == len(set(stamps))

@@ -204,7 +204,9 @@ class DiracXPeer(Service):
             if stamps is not None
             else []
         )
+        # One page of DiracX's largest size: its default page (100) would cut off silently
+        # once the module's tests together have registered more pilots than that.
         rows: list[dict[str, Any]] = self.call(
-            "POST", "/api/pilots/search", {"search": search}, self.operator_token
+            "POST", "/api/pilots/search?per_page=10000", {"search": search}, self.operator_token
         )
         return rows

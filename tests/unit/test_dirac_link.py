@@ -141,6 +141,16 @@ def test_a_vanished_vm_is_marked_deleted_then_forgotten() -> None:
     assert dirac.status("uid", SPEC)["registeredPilots"] == 1
 
 
+def test_a_vm_a_lagging_listing_shows_again_does_not_revive_its_ended_pilot() -> None:
+    dirac, made = link()
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(2), ce="ce", now=T0))
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(1), ce="ce", now=T0))
+    later = T0 + timedelta(seconds=30)
+    asyncio.run(dirac.sync("uid", SPEC, "tok", vms(2), ce="ce", now=later))  # i-1 again
+    assert made[0].statuses[pilot_stamp("i-1")] == "Deleted"
+    assert dirac.status("uid", SPEC)["registeredPilots"] == 1
+
+
 def test_no_registration_when_another_replica_leads() -> None:
     dirac, made = link()
     asyncio.run(dirac.sync("uid", SPEC, "tok", vms(2), ce="ce", now=T0, may_act=False))

@@ -28,6 +28,7 @@ BAD_VALUES = [
     ("CLOUDPILOT_CONVERGING_INTERVAL", "nan", "a number greater than 0"),
     ("CLOUDPILOT_RATE_LIMIT", "inf", "a number greater than 0"),
     ("CLOUDPILOT_PROXY_WARN_MARGIN", "-1", "a number of at least 0"),
+    ("CLOUDPILOT_DIRAC_VANISHED_GRACE", "10m", "a number of at least 0"),
     ("CLOUDPILOT_LOG_FORMAT", "xml", "plain or json"),
     ("CLOUDPILOT_METRICS_PORT", "70000", "a whole number from 0 to 65535"),
     ("CLOUDPILOT_METRICS_PORT", "http", "a whole number from 0 to 65535"),
@@ -106,6 +107,7 @@ def test_good_values_are_typed() -> None:
             "CLOUDPILOT_LOG_FORMAT": "json",
             "CLOUDPILOT_METRICS_PORT": "9090",
             "CLOUDPILOT_PROXY_WARN_MARGIN": "0",
+            "CLOUDPILOT_DIRAC_VANISHED_GRACE": "90",
             "CLOUDPILOT_CLUSTER_DISCOVERY": "false",
             "CLOUDPILOT_ALLOWED_DRIVER_CLASSES": " site.drivers.Cloud ,other.Driver,",
             "CLOUDPILOT_LEADER_ELECTION": "TRUE",
@@ -127,6 +129,7 @@ def test_good_values_are_typed() -> None:
         log_format="json",
         metrics_port=9090,
         proxy_warn_margin=0.0,
+        dirac_vanished_grace=90.0,
         cluster_discovery=False,
         allowed_driver_classes=frozenset({"site.drivers.Cloud", "other.Driver"}),
         election=ElectionSettings(

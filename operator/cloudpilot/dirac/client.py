@@ -11,6 +11,8 @@ URL, and every error message is built here from the status code and DiracX's ``d
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +24,15 @@ from cloudpilot.cloud.errors import scrub
 REQUEST_TIMEOUT = 10.0
 """Seconds for one DiracX request: a registration is one row insert; longer means an
 overloaded or unreachable server, and the cycle must get back to the VMs."""
+
+
+SEARCH_PAGE_SIZE = 1000
+"""Pilots per ``/api/pilots/search`` page (DiracX allows up to 10,000): a page of a few
+hundred kB, answered well within ``REQUEST_TIMEOUT`` by a loaded server."""
+
+SEARCH_MAX_ROWS = 100_000
+"""Most rows one search reads: beyond any pool's live pilots (``MAX_REPLICAS`` per queue),
+while a search that matches far more than it should stays bounded work."""
 
 
 class DiracError(Exception):
@@ -104,10 +115,45 @@ class DiracClient:
         """``PATCH /api/pilots/metadata``: stamp -> fields (``Status``, ``Queue`` ...)."""
         await self._call("PATCH", "/api/pilots/metadata", dict(updates))
 
-    async def search_pilots(self, stamps: Sequence[str]) -> list[dict[str, Any]]:
-        body = {"search": [{"parameter": "PilotStamp", "operator": "in", "values": list(stamps)}]}
-        _, rows = await self._call("POST", "/api/pilots/search", body)
-        return _rows("POST /api/pilots/search", rows)
+    async def search_pilots(
+        self,
+        search: Sequence[Mapping[str, Any]],
+        *,
+        parameters: Sequence[str] | None = None,
+        per_page: int = SEARCH_PAGE_SIZE,
+        max_rows: int = SEARCH_MAX_ROWS,
+        slot: asyncio.Semaphore | None = None,
+    ) -> list[dict[str, Any]]:
+        """``POST /api/pilots/search``, every page (by ``PilotID``, so pages do not shift
+        under a growing table), at most ``max_rows`` rows.
+
+        DiracX answers 206 while more pages follow, 200 on the last, 416 past the end (the
+        table shrank while paging). ``slot`` (a per-endpoint semaphore) is held for each
+        page, not for the whole search: other pools' requests go between the pages.
+        """
+        body: dict[str, Any] = {
+            "search": list(search),
+            "sort": [{"parameter": "PilotID", "direction": "asc"}],
+        }
+        if parameters is not None:
+            body["parameters"] = list(parameters)
+        rows: list[dict[str, Any]] = []
+        page = 1
+        while len(rows) < max_rows:
+            path = f"/api/pilots/search?page={page}&per_page={per_page}"
+            try:
+                async with slot or contextlib.nullcontext():
+                    status, payload = await self._call("POST", path, body)
+            except DiracError as exc:
+                if exc.status == 416:
+                    break
+                raise
+            found = _rows("POST /api/pilots/search", payload)
+            rows.extend(found)
+            if status != 206 or len(found) < per_page:
+                break
+            page += 1
+        return rows[:max_rows]
 
     async def job_summary(
         self, search: Sequence[Mapping[str, Any]], grouping: Sequence[str] = ("Status",)

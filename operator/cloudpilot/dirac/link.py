@@ -9,31 +9,40 @@ this holds their state, talks through :mod:`.client`, and bounds the work:
   (200 new VMs are 200 registrations: they queue, they do not stampede);
 * at most ``budget`` seconds of DiracX per pool per cycle: whatever is left is done next
   cycle, so a slow or unreachable DiracX never holds up VM management;
-* each pilot that failed waits its own back-off; the others carry on.
+* each pilot that failed waits its own back-off; the others carry on;
+* pilots whose VM vanished while no operator watched (:mod:`.vanished`) are looked for
+  in DiracX at the first complete listing of a leadership term, then every
+  ``sweep_interval``: one paged search per pool, through the same request slots, within
+  its own ``budget``.
 
 Nothing raises: every failure becomes ``status.dirac.lastError`` (masked) and a retry.
 State lives in memory only. After a restart the pilots of listed VMs are registered again
-(409: already there) and their statuses re-sent; the demand target restarts from the one
-the pool's status recorded.
+(409: already there) and their statuses re-sent, the sweep ends those of vanished VMs;
+the demand target restarts from the one the pool's status recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from cloudpilot import constants
 from cloudpilot.dirac import demand as dm
 from cloudpilot.dirac import registration as reg
+from cloudpilot.dirac import vanished as vn
 from cloudpilot.dirac.client import DiracClient, DiracError
 from cloudpilot.models.spec import DiracSpec
 from cloudpilot.models.vms import ObservedVM
 
 UPDATE_BATCH = 100
 """Pilots per ``PATCH /api/pilots/metadata``: one request, not one per pilot, but bounded."""
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +56,10 @@ class _PoolState:
     """The endpoint and token digest of the last sync: a change clears the back-off."""
     client_key: tuple[str, str] | None = None
     """The endpoint and token digest of the client the pool uses (kept while one does)."""
+    sweep_due: datetime | None = None
+    """When the next sweep for vanished VMs' pilots is due; None: at the next complete
+    listing (a new process, or a new leadership term)."""
+    sweep_error: str | None = None
 
 
 def _status_timestamp(moment: datetime) -> str:
@@ -62,11 +75,15 @@ class DiracLink:
         max_concurrency: int = 8,
         max_registrations: int = 200,
         budget: float = 15.0,
+        vanished_grace: float = constants.DEFAULT_DIRAC_VANISHED_GRACE,
+        sweep_interval: float = constants.DIRAC_SWEEP_INTERVAL,
         client_factory: Callable[[str, str], DiracClient] = DiracClient,
     ) -> None:
         self._max_concurrency = max_concurrency
         self._max_registrations = max_registrations
         self._budget = budget
+        self._grace = timedelta(seconds=vanished_grace)
+        self._sweep_interval = timedelta(seconds=sweep_interval)
         self._client_factory = client_factory
         self._pools: dict[str, _PoolState] = {}
         self._clients: dict[tuple[str, str], DiracClient] = {}
@@ -186,13 +203,21 @@ class DiracLink:
         now: datetime,
         may_act: bool = True,
         unlisted_queues: Collection[str] = frozenset(),
+        pool_key: str | None = None,
+        queues: Collection[str] = frozenset(),
     ) -> None:
         """Bring DiracX's view of the pool's pilots up to date, as far as one budget goes.
 
         ``unlisted_queues``: queues whose cloud account could not be listed this cycle
-        (their pilots are not taken for ended; see :func:`.registration.observe`)."""
+        (their pilots are not taken for ended; see :func:`.registration.observe`).
+        ``pool_key`` (``namespace/name``) and ``queues`` (the spec's queue names): the
+        pool's mark on its pilots, and what a sweep for vanished VMs looks for; no sweep
+        without them."""
         state = self._pools.setdefault(pool_uid, _PoolState())
-        state.pilots = reg.observe(state.pilots, vms, unlisted_queues)
+        vms = list(vms)
+        state.pilots = reg.observe(state.pilots, vms, unlisted_queues, now=now)
+        if not may_act:
+            state.sweep_due = None  # whoever leads next sweeps at its first complete listing
         if not spec.register_pilots or not may_act:
             state.sync_error = None if token is not None else state.sync_error
             return
@@ -225,8 +250,14 @@ class DiracLink:
                 # Registered as Submitted; the queue and the real status follow in a PATCH.
                 state.pilots[pilot.vm_id] = replace(reg.registered(pilot), reported=None)
 
+        owner = vn.owner_mark(pool_key) if pool_key is not None else None
+
         async def update(batch: list[reg.Pilot]) -> None:
-            body = {p.stamp: {"Status": p.wanted.value, "Queue": p.queue} for p in batch}
+            body: dict[str, dict[str, str]] = {
+                p.stamp: {"Status": p.wanted.value, "Queue": p.queue} for p in batch
+            }
+            if owner is not None:  # the mark a sweep tells the pool's pilots by
+                body = {stamp: {**fields, "StatusReason": owner} for stamp, fields in body.items()}
             try:
                 async with limit:
                     await client.update_pilots(body)
@@ -240,6 +271,7 @@ class DiracLink:
                 for p in batch:
                     state.pilots[p.vm_id] = reg.reported(p)
 
+        spent = False
         try:
             async with asyncio.timeout(self._budget):
                 first = reg.plan(state.pilots, now, self._max_registrations)
@@ -251,6 +283,7 @@ class DiracLink:
                 ]
                 await asyncio.gather(*(update(b) for b in batches))
         except TimeoutError:
+            spent = True
             errors.append(f"DiracX did not answer within {self._budget:.0f} s; continuing later")
             # What the budget did not reach waits its back-off like a failure: without it
             # the pool came back after 1 s and spent its budget (and a cloud listing)
@@ -258,13 +291,59 @@ class DiracLink:
             late = reg.plan(state.pilots, now, self._max_registrations)
             for p in (*late.register, *late.update):
                 state.pilots[p.vm_id] = reg.failed(p, now)
-        # Ended pilots DiracX now knows as such are forgotten once their VM is gone.
-        state.pilots = {
-            vm_id: p
-            for vm_id, p in state.pilots.items()
-            if not (p.settled and p.wanted is reg.PilotStatus.DELETED)
-        }
         state.sync_error = errors[0] if errors else None
+        sweep_due = state.sweep_due is None or state.sweep_due <= now
+        # Not after a spent budget: a DiracX that hangs gets one budget per cycle, not two.
+        if owner is not None and not unlisted_queues and sweep_due and not spent:
+            pool = vn.PoolPilots(spec.vo, spec.site, ce, frozenset(queues), owner)
+            await self._sweep(state, client, limit, pool, {vm.id for vm in vms}, now)
+
+    async def _sweep(
+        self,
+        state: _PoolState,
+        client: DiracClient,
+        limit: asyncio.Semaphore,
+        pool: vn.PoolPilots,
+        present: set[str],
+        now: datetime,
+    ) -> None:
+        """End the pilots DiracX takes for alive whose VM vanished unwatched
+        (:func:`.vanished.vanished` decides which): one paged search, then ``Deleted`` in
+        batches, all within one budget. A failure is retried after ``DIRAC_SWEEP_RETRY``."""
+        tracked = {p.stamp for p in state.pilots.values()}
+        retry = timedelta(seconds=constants.DIRAC_SWEEP_RETRY)
+        try:
+            async with asyncio.timeout(self._budget):
+                rows = await client.search_pilots(
+                    vn.search_filters(pool), parameters=vn.SEARCH_PARAMETERS, slot=limit
+                )
+                found = vn.vanished(
+                    rows,
+                    pool,
+                    present=present,
+                    tracked=tracked,
+                    complete=True,
+                    now=now,
+                    grace=self._grace,
+                )
+                ended = {"Status": reg.PilotStatus.DELETED.value, "StatusReason": pool.owner}
+                for i in range(0, len(found.stale), UPDATE_BATCH):
+                    async with limit:
+                        await client.update_pilots(
+                            {s: ended for s in found.stale[i : i + UPDATE_BATCH]}
+                        )
+        except (DiracError, TimeoutError) as exc:
+            state.sweep_error = str(exc) or f"DiracX pilot sweep took over {self._budget:.0f} s"
+            state.sweep_due = vn.next_sweep(now, self._sweep_interval, None, retry)
+            return
+        if found.stale:
+            logger.info(
+                "marked %d pilots Deleted in DiracX whose VMs vanished unwatched (%s)",
+                len(found.stale),
+                pool.owner,
+            )
+        state.sweep_error = None
+        state.sweep_due = vn.next_sweep(now, self._sweep_interval, found, retry)
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -278,8 +357,8 @@ class DiracLink:
             if spec.register_pilots
             else 0,
         }
-        if state.sync_error:
-            block["lastError"] = state.sync_error
+        if state.sync_error or state.sweep_error:
+            block["lastError"] = state.sync_error or state.sweep_error
         if spec.demand is not None and state.demand is not None:
             demand: dict[str, Any] = {}
             if state.demand.jobs is not None:

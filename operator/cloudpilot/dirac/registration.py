@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from cloudpilot import constants
 from cloudpilot.models.vms import ObservedVM, Phase
 from cloudpilot.naming import pilot_reference, pilot_stamp
 
@@ -62,6 +63,10 @@ class Pilot:
     """The status the pilot should have now."""
     failures: int = 0
     retry_at: datetime | None = None
+    unseen_since: datetime | None = None
+    """When a settled pilot's VM was first missing from a listing: it is remembered until
+    ``ENDED_MEMORY`` later, so that a lagging listing that shows the VM again finds it
+    ended instead of a new pilot to register (and to set ``Running`` again)."""
 
     @property
     def stamp(self) -> str:
@@ -83,17 +88,28 @@ class SyncPlan:
     update: tuple[Pilot, ...] = ()
 
 
+ENDED_MEMORY = timedelta(seconds=constants.DELETING_TTL)
+"""How long a settled pilot is remembered after its VM left the listings: as long as the
+operator expects a destroyed VM to be listed again now and then (EC2 lists one for a minute
+or more, an eventually consistent listing may show it once more)."""
+
+
 def observe(
     known: Mapping[str, Pilot],
     vms: Iterable[ObservedVM],
     unlisted_queues: Collection[str] = frozenset(),
+    *,
+    now: datetime,
+    forget_after: timedelta = ENDED_MEMORY,
 ) -> dict[str, Pilot]:
     """Pilots after a cycle's listing (``vms``: listed and pending VMs of the pool).
 
     A VM seen for the first time becomes a pilot to register; a known one wants the status
     of its phase (a final status is never taken back); a known pilot whose VM is no longer
     listed ended: ``Deleted`` (the operator or the cloud removed it) unless it had already
-    ended ``Done`` or ``Failed``. Settled pilots are dropped.
+    ended ``Done`` or ``Failed``. Settled pilots whose VM is gone are dropped
+    ``forget_after`` it was last listed: until then a listing that lags and shows the VM
+    again meets its ended pilot, not a new one registered (409) and set to the VM's phase.
 
     ``unlisted_queues``: queues whose cloud account could not be listed this cycle. Their
     VMs are missing from ``vms`` because nobody looked, not because they are gone: their
@@ -104,7 +120,7 @@ def observe(
     for vm in vms:
         pilot = known.get(vm.id) or Pilot(vm_id=vm.id, queue=vm.queue)
         wanted = pilot.wanted if pilot.wanted in FINAL else status_for(vm.phase)
-        seen[vm.id] = replace(pilot, wanted=wanted)
+        seen[vm.id] = replace(pilot, wanted=wanted, unseen_since=None)
     for vm_id, pilot in known.items():
         if vm_id in seen:
             continue
@@ -112,6 +128,9 @@ def observe(
             seen[vm_id] = pilot
             continue
         if pilot.settled:
+            since = pilot.unseen_since or now
+            if now - since < forget_after:
+                seen[vm_id] = replace(pilot, unseen_since=since)
             continue
         if not pilot.registered:
             # Never registered and already gone: nothing in DiracX to end. It was
