@@ -117,6 +117,24 @@ async def test_a_pool_applied_again_lists_first_when_the_listing_predates_its_or
     assert len(_ever(h.ec2, "again")) == 3
 
 
+async def test_after_a_restart_the_first_pool_of_the_account_lists_before_it_creates(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """A new process (a new reconciler) has no listing, whatever the old one had: a pool
+    applied again over orphans right after the restart lists, then creates only the rest."""
+    before = Harness(*cloud)
+    await before.reconcile("keeper", 1)
+    await before.reconcile("again", 3, deletionPolicy="Orphan")
+    after = Harness(*cloud)  # the restarted operator
+    after.uids["again"] = "uid-again-after-restart"
+    after.proxy.reset_counts()
+    await after.reconcile("again", 5, deletionPolicy="Orphan")
+    assert after.counts() == {"DescribeInstances": 1, "DescribeImages": 1, "RunInstances": 1}
+    await after.reconcile("again", 5, deletionPolicy="Orphan")
+    assert after.counts()["RunInstances"] == 1
+    assert len(_ever(after.ec2, "again")) == 5
+
+
 # -- the operator on the real kube-apiserver ---------------------------------------------------
 
 
@@ -191,6 +209,25 @@ def test_operator_a_pool_applied_again_over_orphans_on_a_listed_account_adopts_t
     proxy.reset_counts()
     stack.apply_pool("again", replicas=5, deletionPolicy="Orphan", **_proxied(stack, proxy))
     _run_instances_while_listings_held(proxy, 1)
+    _settled(stack, "again", 5)
+    assert proxy.counts.get("RunInstances") == 1
+    assert len(_ever(stack.ec2, "again", stack.namespace)) == 5  # 3 adopted, 2 created
+
+
+def test_operator_restarted_then_a_pool_applied_again_over_orphans_adopts_them(
+    slow_stack: tuple[Stack, LatencyProxy],
+) -> None:
+    stack, proxy = slow_stack
+    stack.apply_pool("keeper", replicas=1, **_proxied(stack, proxy))
+    stack.apply_pool("again", replicas=3, deletionPolicy="Orphan", **_proxied(stack, proxy))
+    _settled(stack, "keeper", 1)
+    _settled(stack, "again", 3)
+    stack.delete_pool("again")
+    wait_for(lambda: stack.pool("again") is None, 30, message="the pool gone")
+    stack.stop_operator()
+    stack.start_operator(reconcile_interval=60.0)  # a new process: no listing, no memory
+    proxy.reset_counts()
+    stack.apply_pool("again", replicas=5, deletionPolicy="Orphan", **_proxied(stack, proxy))
     _settled(stack, "again", 5)
     assert proxy.counts.get("RunInstances") == 1
     assert len(_ever(stack.ec2, "again", stack.namespace)) == 5  # 3 adopted, 2 created
