@@ -58,8 +58,9 @@ safe as (a)/(b)/(c) above:
 
 Not covered, here or by a fresh listing: a predecessor's create whose outcome was unknown
 (a timeout) may start VMs after any listing; its ``UNCERTAIN_HOLD`` is in the predecessor's
-memory, which goes with its uid. Deleting and re-applying a pool within that hold (about
-ten seconds) can still duplicate, with or without a shared listing.
+memory, which goes with its uid. Deleting and re-applying a pool within that hold (7 s,
+twice the transient listing retry plus one) can still duplicate, with or without a shared
+listing.
 
 The first pool of an account has no such listing and must list before it creates: nothing
 else knows which VMs already carry its prefix (orphans). EC2's ``ClientToken`` would not
