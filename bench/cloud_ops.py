@@ -8,6 +8,8 @@ the same emulator behind the same latency proxy, each on an emptied cloud:
   ``DescribeInstances`` per pilot for status; two calls per kill (look the VM up, destroy it);
 * **cloudpilot**: one cycle of CloudPilot's real reconciler (shared listing, cached lookups,
   concurrent ``MinCount=MaxCount`` batches, user data rendered once, batched terminate);
+  for bring-up also a scale-up of a pool that ran before, a new pool on an account another
+  pool keeps listed, and the gateway's create alone;
 * **floor**: the same work as one API call straight to the emulator (through the proxy):
   one ``RunInstances`` of N, one ``DescribeInstances``, one ``TerminateInstances`` of N.
 
@@ -72,6 +74,8 @@ class Result:
     """Bring-up only: the cycle that scales a pool that has run before (lookup cached)."""
     gateway: Contender | None = None
     """Bring-up only: the gateway's create once the cycle has decided (no listing)."""
+    listed_account: Contender | None = None
+    """Bring-up only: a new pool on an account another pool keeps listed."""
 
     @property
     def speedup(self) -> float:
@@ -84,7 +88,7 @@ class Result:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.update(speedup=round(self.speedup, 2), vs_floor=round(self.vs_floor, 2))
-        for name in ("scale_up", "gateway"):
+        for name in ("scale_up", "gateway", "listed_account"):
             part = getattr(self, name)
             if part is not None:
                 data[f"{name}_vs_floor"] = round(ratio(part.seconds, self.floor.seconds), 2)
@@ -176,6 +180,27 @@ def cloudpilot_scale_up(cloud: Cloud, n: int, latency: float) -> Contender:
     return Contender(round(seconds, 3), calls)
 
 
+def cloudpilot_new_pool_on_listed_account(cloud: Cloud, n: int, latency: float) -> Contender:
+    """A new pool of n on an account another pool keeps listed: that pool (1 VM) is
+    reconciled first at no latency (the account's listing, the image lookup), then the new
+    pool's first cycle, timed: served the shared listing, it creates at once."""
+    cloud.fresh(0.0)
+
+    async def run() -> tuple[float, int]:
+        harness = ReconcilerHarness(cloud)
+        await harness.reconcile("keeper", 1)
+        cloud.proxy.latency = latency
+        cloud.proxy.reset_counts()
+        with Timer() as t:
+            status = await harness.reconcile("newcomer", n)
+        if status.get("replicas") != n:
+            raise RuntimeError(f"CloudPilot brought up {status.get('replicas')} of {n}")
+        return t.seconds, cloud.calls()
+
+    seconds, calls = asyncio.run(run())
+    return Contender(round(seconds, 3), calls)
+
+
 def gateway_create(cloud: Cloud, n: int, latency: float) -> Contender:
     """What CloudPilot sends once a cycle has decided to create n: ``CloudGateway.create``
     (concurrent batches; the image already resolved, as after a pool's first VM)."""
@@ -236,10 +261,19 @@ def bring_up(cloud: Cloud, n: int, latency: float, *, budget: float, sample: int
     floor = floor_bring_up(cloud, n, latency)
     ours = cloudpilot_bring_up(cloud, n, latency)
     scaled = cloudpilot_scale_up(cloud, n, latency)
+    listed = cloudpilot_new_pool_on_listed_account(cloud, n, latency)
     gateway = gateway_create(cloud, n, latency)
     base = baseline_bring_up(cloud, n, latency, budget, sample)
     return Result(
-        "bring-up", n, round(latency * 1000), base, ours, floor, scale_up=scaled, gateway=gateway
+        "bring-up",
+        n,
+        round(latency * 1000),
+        base,
+        ours,
+        floor,
+        scale_up=scaled,
+        gateway=gateway,
+        listed_account=listed,
     )
 
 

@@ -19,7 +19,7 @@ could fail:
 
 * **no last look**: a new process (restart), a new leadership term, a new pool, or a pool
   applied again over orphaned VMs (a new uid): only a listing knows what exists, so the
-  cycle lists first, as before;
+  cycle waits for one (a shared one made moments ago, if any: see below);
 * **another shape**: anything but ``replicas`` changed in the queues (an account, a
   prefix, a queue added or renamed): the last listing may not show the VMs that count;
 * **too old**: the last look is older than :data:`MAX_AGE`, well inside the TTL after
@@ -31,6 +31,41 @@ could fail:
 What the last look may lack in the other direction (a pilot that halted, a VM deleted by
 hand) makes the early decision create *fewer* VMs, never more; the listing beside it shows
 them and the same cycle creates the rest.
+
+**A new pool on an account already listed** (issue 17) creates at once too, without this
+rule: the account's shared listing, made for another pool moments ago, is handed to it
+(:func:`cloudpilot.cloud.listing_reuse.unserved`: younger than the reuse age, half an
+interval; started after the last create under the pool's prefix; made by this reconciler,
+so in this process and this leadership term), its first creations are decided from it and
+sent with no listing round trip. A separate early path would add nothing but a second
+``DescribeInstances`` beside the create, so :data:`Refusal.NO_LAST_LOOK` stays. It is as
+safe as (a)/(b)/(c) above:
+
+* (a) the listing shows every VM that carried the pool's prefix when it started. Names and
+  tags carry the namespace and the pool's name, not its uid, so the orphans of a pool
+  deleted with ``deletionPolicy: Orphan`` and applied again (a new uid, the same prefix)
+  are in it, and the new pool adopts them instead of creating;
+* (b) a create under the prefix that returned after the listing started holds the listing
+  back for that prefix (``WriteLog``), whichever pool object made it and through whichever
+  credentials or endpoint: the log is one per reconciler. (It was one per listing: a
+  predecessor that created through another Secret for the same cloud account left the
+  other Secret's older listing servable, and the re-applied pool started its VMs again;
+  ``test_new_pool_on_listed_account.py::...predates_its_orphans``.) A create still on the
+  wire cannot be missed: a predecessor's object is gone only once its finalizer is
+  released, under its lock, after its last cycle (and create) ended;
+* (c) nobody else's: a restart or a new term has no listing (``Unserved.NONE_YET``), so
+  the first pool of each account lists first, as before.
+
+Not covered, here or by a fresh listing: a predecessor's create whose outcome was unknown
+(a timeout) may start VMs after any listing; its ``UNCERTAIN_HOLD`` is in the predecessor's
+memory, which goes with its uid. Deleting and re-applying a pool within that hold (7 s,
+twice the transient listing retry plus one) can still duplicate, with or without a shared
+listing.
+
+The first pool of an account has no such listing and must list before it creates: nothing
+else knows which VMs already carry its prefix (orphans). EC2's ``ClientToken`` would not
+help: it makes a *retry of one request* idempotent, while orphans were started by other
+requests, with tokens no new pool object can know (and OpenStack has no such token).
 """
 
 from __future__ import annotations

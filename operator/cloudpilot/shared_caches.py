@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from cloudpilot import constants
 from cloudpilot.cloud.gateway import CloudGateway, Credentials
 from cloudpilot.cloud.listing import LISTING_REUSE_FRACTION
+from cloudpilot.cloud.listing_reuse import WriteLog
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.credentials.proxyfiles import ProxyFileStore
 from cloudpilot.memory import CloudError
@@ -56,6 +57,9 @@ class SharedCaches:
         self.secret_reads: dict[tuple[str, str], tuple[float, asyncio.Future[dict[str, bytes]]]]
         self.secret_reads = {}
         self._young = settings.interval * LISTING_REUSE_FRACTION
+        self.writes = WriteLog(horizon=self._young)
+        """Creates under each pool prefix, for every listing of this reconciler: two Secrets
+        may list one cloud account (see :class:`~cloudpilot.cloud.listing.WriteLog`)."""
         self.proxy_files = ProxyFileStore()
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
@@ -110,6 +114,7 @@ class SharedCaches:
                 # Pools on one endpoint and credentials share a listing this young.
                 listing_max_age=self._young,
                 allowed_driver_classes=s.allowed_driver_classes,
+                write_log=self.writes,
             )
             self.gateways[key] = gateway
         now = time.monotonic()

@@ -76,6 +76,8 @@ class Harness:
     statuses: dict[str, dict[str, Any]] = field(default_factory=dict)
     generations: dict[str, int] = field(default_factory=dict)
     secret_reads: Counter[str] = field(default_factory=Counter)
+    uids: dict[str, str] = field(default_factory=dict)
+    """A pool's uid when not ``uid-<name>``: a pool applied again gets a new one."""
 
     def __post_init__(self) -> None:
         key, secret = self.ec2.credentials
@@ -111,17 +113,18 @@ class Harness:
     async def reconcile(self, name: str, replicas: int, **extra: Any) -> dict[str, Any]:
         """One cycle of pool ``name``; returns its status as it would be stored."""
         generation = self.generations.setdefault(name, 1)
+        uid = self.uids.get(name, f"uid-{name}")
         body = {
             "metadata": {
                 "name": name,
                 "namespace": NAMESPACE,
-                "uid": f"uid-{name}",
+                "uid": uid,
                 "generation": generation,
             },
             "spec": self.spec(replicas, **extra),
             "status": dict(self.statuses.get(name, {})),
         }
-        ref = PoolRef(NAMESPACE, name, f"uid-{name}")
+        ref = PoolRef(NAMESPACE, name, uid)
         outcome = await self.reconciler.reconcile(ref, body)
         status = {**self.statuses.get(name, {}), **outcome.status_patch}
         self.statuses[name] = {k: v for k, v in status.items() if v is not None}
@@ -129,6 +132,15 @@ class Harness:
 
     def counts(self) -> Mapping[str, int]:
         return {k: v for k, v in self.proxy.counts.items() if v}
+
+    def delete_orphaning(self, name: str) -> None:
+        """What a pool deleted with ``deletionPolicy: Orphan`` leaves: its VMs, and no
+        record in the reconciler (teardown's ``forget``). Applied again, it is a new
+        object: a new uid, no status."""
+        uid = self.uids.get(name, f"uid-{name}")
+        self.reconciler.forget(PoolRef(NAMESPACE, name, uid))
+        self.statuses.pop(name, None)
+        self.uids[name] = f"{uid}-again"
 
 
 def _driver(ec2: EC2Emulator) -> MotoEC2NodeDriver:

@@ -131,7 +131,7 @@ def test_write_marks_older_than_max_age_are_dropped() -> None:
     shared.note_write("cp-a-")
     clock.now += 31.0
     shared.note_write("cp-b-")
-    assert list(shared._writes) == ["cp-b-"]
+    assert list(shared.writes._writes) == ["cp-b-"]
 
 
 async def test_listings_reach_each_pool_in_the_order_they_were_made() -> None:

@@ -50,6 +50,7 @@ from cloudpilot.cloud.driver_protocol import ComputeDriver, EC2Driver, as_node_d
 from cloudpilot.cloud.drivers import build_driver, driver_class
 from cloudpilot.cloud.limits_request import limits_call
 from cloudpilot.cloud.listing import SharedListing, shared_listing
+from cloudpilot.cloud.listing_reuse import WriteLog
 from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_ec2
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.cloud.results import CreateResult as CreateResult  # re-exported
@@ -174,11 +175,14 @@ class CloudGateway:
         on_call: Callable[[str, float, CloudError | None], None] | None = None,
         listing_max_age: float = 0.0,
         allowed_driver_classes: frozenset[str] = frozenset(),
+        write_log: WriteLog | None = None,
     ) -> None:
         """``listing_max_age``: how old a listing made for another pool on the same endpoint
         and credentials may be and still serve :meth:`list_shared` (0: only listings in
         flight are shared). ``allowed_driver_classes``: the operator's allow-list of
-        ``cloudType`` class paths (libcloud's Provider names are always accepted)."""
+        ``cloudType`` class paths (libcloud's Provider names are always accepted).
+        ``write_log``: the reconciler's, shared by all its gateways (None: the listing's
+        own; see :class:`~cloudpilot.cloud.listing.WriteLog`)."""
         self.account = account
         self.credentials = credentials
         self._limiter = limiter
@@ -193,7 +197,10 @@ class CloudGateway:
         self.resolver = Resolver()
         self._on_call = on_call
         self.listing: SharedListing[ListedNode] = shared_listing(
-            limiter, f"{account.endpoint}|{credentials.fingerprint}", max_age=listing_max_age
+            limiter,
+            f"{account.endpoint}|{credentials.fingerprint}",
+            max_age=listing_max_age,
+            writes=write_log,
         )
         self.nova_headroom: nova_limits.Headroom | None = None
         """Nova's absolute limits as read beside this gateway's last listing (OpenStack

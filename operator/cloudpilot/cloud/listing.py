@@ -16,7 +16,11 @@ credentials share a :class:`SharedListing`:
   never slows a pool's own progress down, and a pool always sees listings in the order
   they were made (one listing at a time per account, each newer than the last).
 * **split by ownership prefix**: the snapshot is indexed once by pool name prefix, so a
-  pool gets only its own VMs without every pool scanning every VM.
+  pool gets only its own VMs without every pool scanning every VM;
+* **never older than a create under the pool's prefix**: the reconciler's
+  :class:`~cloudpilot.cloud.listing_reuse.WriteLog` (one for all its listings) says when
+  the last create under each prefix returned; a listing that started before is not served
+  for that prefix. The rule is :func:`~cloudpilot.cloud.listing_reuse.unserved`.
 
 Why a slightly stale shared listing is safe: the only things that can be missing from a
 listing made a few seconds ago are changes made since. A pool's *own* creations and
@@ -40,6 +44,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 from weakref import WeakKeyDictionary, WeakValueDictionary
+
+from cloudpilot.cloud.listing_reuse import WriteLog, unserved
 
 LISTING_REUSE_FRACTION = 0.5
 """A shared listing is reused by other pools while younger than this fraction of the
@@ -113,17 +119,27 @@ class SharedListing(Generic[N]):
     does the call, so the listing holds no reference to a gateway).
     """
 
-    def __init__(self, *, max_age: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        max_age: float,
+        clock: Callable[[], float] = time.monotonic,
+        writes: WriteLog | None = None,
+    ) -> None:
+        """``writes``: the reconciler's :class:`WriteLog` (None: one of its own, for a
+        listing used alone); it must keep marks for at least ``max_age``."""
         if max_age < 0:
             raise ValueError("max_age must be >= 0")
+        if writes is not None and writes.horizon < max_age:
+            raise ValueError("the write log must keep its marks for at least max_age")
         self.max_age = max_age
         self._clock = clock
         self._latest: Snapshot[N] | None = None
         self._inflight: asyncio.Future[Snapshot[N]] | None = None
         self._seq = 0
         self._seen: OrderedDict[str, int] = OrderedDict()
-        self._writes: OrderedDict[str, float] = OrderedDict()
-        """Name prefix -> when the last create under it returned (at most max_age old)."""
+        self.writes = writes if writes is not None else WriteLog(horizon=max_age, clock=clock)
+        """Name prefix -> when the last create under it returned."""
         self.fetches = 0
         """Listings actually made (for tests and the benchmark)."""
         self.served = 0
@@ -137,7 +153,7 @@ class SharedListing(Generic[N]):
     ) -> Snapshot[N]:
         """``prefix``: the consumer's name prefix; a listing that started before the last
         create made under it (:meth:`note_write`) is never handed out for it."""
-        not_before = self._writes.get(prefix, float("-inf")) if prefix else float("-inf")
+        not_before = self.writes.last(prefix)
         snapshot = self._reusable(consumer, not_before)
         while snapshot is None:
             if self._inflight is None:
@@ -156,26 +172,20 @@ class SharedListing(Generic[N]):
         """A create under ``prefix`` has returned. Why: a pool's own creations are in its
         memory, but a pool deleted with ``deletionPolicy: Orphan`` and applied again (a
         new uid, an empty memory, the same prefix) would otherwise be served a listing
-        made before its predecessor's VMs existed, and create them again."""
-        now = self._clock()
-        self._writes[prefix] = now
-        self._writes.move_to_end(prefix)
-        # Older marks cannot matter: no listing older than max_age is handed out.
-        while self._writes:
-            oldest, at = next(iter(self._writes.items()))
-            if now - at <= self.max_age:
-                break
-            del self._writes[oldest]
+        made before its predecessor's VMs existed, and create them again. Noted in the
+        reconciler's :class:`WriteLog`, so it holds back its other listings too."""
+        self.writes.note(prefix)
 
     def _reusable(self, consumer: str | None, not_before: float) -> Snapshot[N] | None:
         latest = self._latest
-        if latest is None or self._clock() - latest.started >= self.max_age:
-            return None
-        if latest.started < not_before:
-            return None
-        if consumer is not None and self._seen.get(consumer) == latest.seq:
-            return None
-        return latest
+        why = unserved(
+            latest,
+            now=self._clock(),
+            max_age=self.max_age,
+            last_write=not_before,
+            seen=self._seen.get(consumer) if consumer is not None else None,
+        )
+        return latest if why is None else None
 
     async def _make(self, fetch: Callable[[], Awaitable[Sequence[N]]]) -> Snapshot[N]:
         started = self._clock()
@@ -206,8 +216,11 @@ _REGISTRY: WeakKeyDictionary[object, WeakValueDictionary[str, SharedListing]] = 
 )
 
 
-def shared_listing(scope: object, key: str, *, max_age: float) -> SharedListing:  # type: ignore[type-arg]
-    """The account's shared listing within ``scope``, made on first use.
+def shared_listing(
+    scope: object, key: str, *, max_age: float, writes: WriteLog | None = None
+) -> SharedListing:  # type: ignore[type-arg]
+    """The account's shared listing within ``scope``, made on first use (``writes``: the
+    reconciler's write log, see :class:`WriteLog`).
 
     ``scope`` is the endpoint's rate limiter: there is one per endpoint per reconciler, so
     listings are shared by every gateway of one reconciler on one endpoint (and never across
@@ -219,7 +232,11 @@ def shared_listing(scope: object, key: str, *, max_age: float) -> SharedListing:
     if by_key is None:
         by_key = _REGISTRY[scope] = WeakValueDictionary()
     listing = by_key.get(key)
-    if listing is None or listing.max_age != max_age:
-        listing = SharedListing(max_age=max_age)
+    if (
+        listing is None
+        or listing.max_age != max_age
+        or (writes is not None and listing.writes is not writes)
+    ):
+        listing = SharedListing(max_age=max_age, writes=writes)
         by_key[key] = listing
     return listing
