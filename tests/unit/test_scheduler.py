@@ -11,13 +11,14 @@ from collections import Counter
 
 import pytest
 
-from cloudpilot.kube.scheduler import PoolScheduler
+from cloudpilot.account_tick import Tick
+from cloudpilot.kube.scheduler import Next, PoolScheduler
 
 BOUND = 10.0  # seconds a condition may take before the test fails instead of hanging
 
 
 class FakeReconcile:
-    def __init__(self, delay: float | None = 3600.0) -> None:
+    def __init__(self, delay: float | Next | None = 3600.0) -> None:
         self.delay = delay
         self.calls: Counter[str] = Counter()
         self.running: set[str] = set()
@@ -26,7 +27,7 @@ class FakeReconcile:
         self.fail: set[str] = set()
         self.changed = asyncio.Condition()
 
-    async def __call__(self, uid: str) -> float | None:
+    async def __call__(self, uid: str) -> float | Next | None:
         self.running.add(uid)
         self.peak = max(self.peak, len(self.running))
         async with self.changed:
@@ -149,3 +150,31 @@ async def test_stop_cancels_a_reconcile_that_outlives_the_grace_period() -> None
         await scheduler.stop()
 
     assert fake.running == set()
+
+
+async def test_a_quiet_pool_comes_due_on_its_accounts_tick_a_busy_one_after_its_delay() -> None:
+    """The scheduler only adapts: the rule is cloudpilot.account_tick.due_at (its tests)."""
+    tick = Tick(phase=1000.0, interval=60.0)
+    answers = {"quiet": Next(60.0, tick), "busy": Next(10.0, tick), "plain": 60.0}
+
+    done: set[str] = set()
+    all_done = asyncio.Event()
+
+    async def reconcile(uid: str) -> float | Next | None:
+        done.add(uid)
+        if done == set(answers):
+            all_done.set()  # the test resumes after this task has scheduled the pool
+        return answers[uid]
+
+    scheduler = PoolScheduler(reconcile, clock=lambda: 1012.3)  # the clock stands still
+    scheduler.start()
+    try:
+        for uid in answers:
+            scheduler.due_now(uid)
+        async with asyncio.timeout(BOUND):
+            await all_done.wait()
+        assert scheduler._queue.due_at("quiet") == 1060.0  # the tick, not 1072.3
+        assert scheduler._queue.due_at("busy") == 1022.3  # converging: as asked
+        assert scheduler._queue.due_at("plain") == 1072.3  # no tick known
+    finally:
+        await scheduler.stop()

@@ -15,6 +15,11 @@ credentials share a :class:`SharedListing`:
   teardown wants to see its VMs gone) joins the next listing or starts one, so sharing
   never slows a pool's own progress down, and a pool always sees listings in the order
   they were made (one listing at a time per account, each newer than the last).
+* **a tick's listing serves the whole tick**: quiet pools come due on their account's tick
+  (:mod:`cloudpilot.account_tick`, whose phase is this listing's first start), all at once.
+  A listing started at or after the latest tick is reused until the next tick, whatever its
+  age (so under one interval), however long the scheduler takes to work through the
+  tick's burst of pools;
 * **split by ownership prefix**: the snapshot is indexed once by pool name prefix, so a
   pool gets only its own VMs without every pool scanning every VM.
 
@@ -28,6 +33,15 @@ was listed cannot "disappear" again in an older listing. What a stale listing ca
 the cloud's own changes (a pilot VM that halted itself, a VM destroyed by hand): those are
 seen at most ``max_age`` later, which is like a slightly longer reconcile interval, never a
 wrong decision in the other direction.
+
+The tick's listing stretches "a few seconds ago" to at most one interval, and the argument
+holds unchanged: a pool still only gets listings newer than its last; what its own writes
+changed since is in its memory, which keeps a creation for ``PENDING_CREATE_TTL`` (600 s)
+and a deletion for ``DELETING_TTL`` (900 s), both far longer than the default 60 s
+interval; and the write marks of :meth:`SharedListing.note_write` are kept as long as any
+listing may be reused (one interval), so a listing older than a create under a prefix is
+never served for it. What a pool may see later is the cloud's own changes, by up to the
+time the tick's burst takes to reach it.
 """
 
 from __future__ import annotations
@@ -41,11 +55,14 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 from weakref import WeakKeyDictionary, WeakValueDictionary
 
+from cloudpilot.account_tick import Tick
+
 LISTING_REUSE_FRACTION = 0.5
 """A shared listing is reused by other pools while younger than this fraction of the
 reconcile interval. Pools whose cycles started together stay within a few seconds of each
 other (one reconcile's processing time), so half an interval is plenty to serve them all
-from one listing, while a pilot that halted is still seen within 1.5 intervals."""
+from one listing, while a pilot that halted is still seen within 1.5 intervals. (A listing
+started since the account's latest tick serves until the next tick, whatever its age.)"""
 
 MAX_TRACKED_CONSUMERS = 20_000
 """Bound on the per-consumer "already seen" marks (one per pool): past it the oldest marks
@@ -108,7 +125,8 @@ class SharedListing(Generic[N]):
     """Coalesces the listings of one cloud account (one event loop; not thread-safe).
 
     ``get(consumer, fetch)`` returns a snapshot newer than any ``consumer`` has had: the
-    latest one if it is younger than ``max_age`` and new to this consumer, else the one in
+    latest one if it is fresh (younger than ``max_age``, or started since the account's
+    latest tick) and new to this consumer, else the one in
     flight, else a new one made with ``fetch`` (the caller's: whichever gateway asks first
     does the call, so the listing holds no reference to a gateway).
     """
@@ -124,6 +142,9 @@ class SharedListing(Generic[N]):
         self._seen: OrderedDict[str, int] = OrderedDict()
         self._writes: OrderedDict[str, float] = OrderedDict()
         """Name prefix -> when the last create under it returned (at most max_age old)."""
+        self.phase: float | None = None
+        """When the account's first listing started: its ticks are this plus multiples of
+        the interval (see :attr:`tick`)."""
         self.fetches = 0
         """Listings actually made (for tests and the benchmark)."""
         self.served = 0
@@ -152,6 +173,19 @@ class SharedListing(Generic[N]):
         self.served += 1
         return snapshot
 
+    @property
+    def interval(self) -> float:
+        """The reconcile interval ``max_age`` was cut from (0: no reuse, no ticks)."""
+        return self.max_age / LISTING_REUSE_FRACTION
+
+    @property
+    def tick(self) -> Tick | None:
+        """The account's ticks, once it has been listed (None before, or with no interval):
+        quiet pools on this account come due on them (:func:`cloudpilot.account_tick.due_at`)."""
+        if self.phase is None or self.interval <= 0:
+            return None
+        return Tick(self.phase, self.interval)
+
     def note_write(self, prefix: str) -> None:
         """A create under ``prefix`` has returned. Why: a pool's own creations are in its
         memory, but a pool deleted with ``deletionPolicy: Orphan`` and applied again (a
@@ -160,22 +194,31 @@ class SharedListing(Generic[N]):
         now = self._clock()
         self._writes[prefix] = now
         self._writes.move_to_end(prefix)
-        # Older marks cannot matter: no listing older than max_age is handed out.
+        # Older marks cannot matter: no listing older than one interval is handed out (the
+        # tick's listing; max_age for any other).
+        horizon = max(self.max_age, self.interval)
         while self._writes:
             oldest, at = next(iter(self._writes.items()))
-            if now - at <= self.max_age:
+            if now - at <= horizon:
                 break
             del self._writes[oldest]
 
     def _reusable(self, consumer: str | None, not_before: float) -> Snapshot[N] | None:
         latest = self._latest
-        if latest is None or self._clock() - latest.started >= self.max_age:
+        if latest is None or not self._fresh(latest, self._clock()):
             return None
         if latest.started < not_before:
             return None
         if consumer is not None and self._seen.get(consumer) == latest.seq:
             return None
         return latest
+
+    def _fresh(self, snapshot: Snapshot[N], now: float) -> bool:
+        """Younger than ``max_age``, or started since the latest tick (the tick's burst)."""
+        if now - snapshot.started < self.max_age:
+            return True
+        tick = self.tick
+        return tick is not None and snapshot.started >= tick.start_of(now)
 
     async def _make(self, fetch: Callable[[], Awaitable[Sequence[N]]]) -> Snapshot[N]:
         started = self._clock()
@@ -184,6 +227,8 @@ class SharedListing(Generic[N]):
             self.fetches += 1
             self._seq += 1
             snapshot = Snapshot(seq=self._seq, started=started, nodes=nodes)
+            if self.phase is None:
+                self.phase = started
             self._latest = snapshot
             return snapshot
         finally:

@@ -29,7 +29,7 @@ from cloudpilot import constants, leader, metrics
 from cloudpilot.cycle_events import Event
 from cloudpilot.heap_trim import HeapTrimmer
 from cloudpilot.kube.events import post_events
-from cloudpilot.kube.scheduler import PoolScheduler
+from cloudpilot.kube.scheduler import Next, PoolScheduler
 from cloudpilot.kube.status import patch_status
 from cloudpilot.pool_bodies import Change, PoolBodies
 from cloudpilot.reconciler import PoolRef, Reconciler
@@ -122,7 +122,7 @@ def register(
 ) -> None:
     bodies = PoolBodies()
 
-    async def reconcile_pool(uid: str) -> float | None:
+    async def reconcile_pool(uid: str) -> Next | float | None:
         body = bodies.get(uid)
         if body is None:
             return None  # deleted while it waited for its turn
@@ -146,7 +146,7 @@ def register(
             # writing them now would bring them back for good.
             metrics.observe_reconcile(pool.key, time.monotonic() - started)
             metrics.set_pool_status(pool.key, status or {})
-        return outcome.next_delay
+        return Next(outcome.next_delay, outcome.tick)
 
     retry_delay = reconciler.settings.converging_interval
     scheduler = PoolScheduler(reconcile_pool, concurrency=concurrency, retry_delay=retry_delay)

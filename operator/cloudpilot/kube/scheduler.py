@@ -3,8 +3,9 @@
 kopf's watch keeps :class:`~cloudpilot.pool_bodies.PoolBodies` current and tells the
 scheduler when a pool is new or its spec changed; the scheduler takes whichever pools are
 due from a :class:`~cloudpilot.scheduling.DueQueue`, runs at most ``concurrency`` reconciles
-at once, and schedules each pool again after the delay its reconcile returns (a minute when
-quiet, seconds while converging or backing off).
+at once, and schedules each pool again after the delay its reconcile returns (seconds while
+converging or backing off; when quiet, about a minute: on its account's next tick, so the
+account's quiet pools come due together and share one listing, :mod:`cloudpilot.account_tick`).
 
 A pool is never reconciled twice at once: a wake-up that arrives while it runs is kept and
 served as soon as that run ends. Stopping waits a few seconds for running reconciles and then
@@ -18,15 +19,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from cloudpilot import constants
+from cloudpilot.account_tick import Tick, due_at
 from cloudpilot.scheduling import DueQueue
 
 logger = logging.getLogger(__name__)
 
-ReconcileOne = Callable[[str], Awaitable[float | None]]
-"""Reconcile the pool with this uid; return the seconds until its next reconcile, or None
-when the pool is gone and must not be scheduled again."""
+
+class Next(NamedTuple):
+    """When to reconcile a pool again: after ``delay`` seconds, moved onto its account's
+    ``tick`` when the cycle was quiet (:func:`cloudpilot.account_tick.due_at`)."""
+
+    delay: float
+    tick: Tick | None = None
+
+
+ReconcileOne = Callable[[str], Awaitable[float | Next | None]]
+"""Reconcile the pool with this uid; return the seconds until its next reconcile (or a
+:class:`Next`), or None when the pool is gone and must not be scheduled again."""
 
 
 class PoolScheduler:
@@ -110,7 +122,7 @@ class PoolScheduler:
                 pass
 
     async def _run(self, uid: str) -> None:
-        delay: float | None = self._retry_delay
+        delay: float | Next | None = self._retry_delay
         try:
             delay = await self._reconcile_one(uid)
         except asyncio.CancelledError:
@@ -128,4 +140,6 @@ class PoolScheduler:
         if uid in self._rerun:
             self._rerun.discard(uid)
             delay = 0.0
-        self._queue.schedule(uid, self._clock() + delay)
+        after = delay if isinstance(delay, Next) else Next(delay)
+        # The tick is read on the clock it was made with (time.monotonic, as the listing's).
+        self._queue.schedule(uid, due_at(self._clock(), after.delay, after.tick))
