@@ -38,10 +38,11 @@ The tick's listing stretches "a few seconds ago" to at most one interval, and th
 holds unchanged: a pool still only gets listings newer than its last; what its own writes
 changed since is in its memory, which keeps a creation for ``PENDING_CREATE_TTL`` (600 s)
 and a deletion for ``DELETING_TTL`` (900 s), both far longer than the default 60 s
-interval; and the write marks of :meth:`SharedListing.note_write` are kept as long as any
-listing may be reused (one interval), so a listing older than a create under a prefix is
-never served for it. What a pool may see later is the cloud's own changes, by up to the
-time the tick's burst takes to reach it.
+interval (an interval set near those TTLs would weaken this, as it already weakened
+``max_age``, half the interval); and the write marks of :meth:`SharedListing.note_write`
+are kept as long as any listing may be reused (one interval), so a listing older than a
+create under a prefix is never served for it. What a pool may see later is the cloud's own
+changes, by up to the time the tick's burst takes to reach it.
 """
 
 from __future__ import annotations
