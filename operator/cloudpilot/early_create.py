@@ -64,7 +64,7 @@ class LastLook:
     """:func:`shape_of` the queues of that cycle."""
     observed: tuple[ObservedVM, ...]
     at: datetime
-    """The start of that cycle (its listing may be older, by at most half an interval)."""
+    """The start of that cycle (its listing may be older, by at most an interval)."""
 
 
 class Refusal(StrEnum):

@@ -7,7 +7,9 @@ so every step is awaited on a condition, never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
@@ -26,11 +28,14 @@ class FakeReconcile:
         self.gates: dict[str, asyncio.Event] = {}
         self.fail: set[str] = set()
         self.changed = asyncio.Condition()
+        self.on_call: Callable[[str], None] | None = None
 
     async def __call__(self, uid: str) -> float | Next | None:
         self.running.add(uid)
         self.peak = max(self.peak, len(self.running))
         async with self.changed:
+            if self.on_call is not None:
+                self.on_call(uid)
             self.calls[uid] += 1
             self.changed.notify_all()
         try:
@@ -176,5 +181,27 @@ async def test_a_quiet_pool_comes_due_on_its_accounts_tick_a_busy_one_after_its_
         assert scheduler._queue.due_at("quiet") == 1060.0  # the tick, not 1072.3
         assert scheduler._queue.due_at("busy") == 1022.3  # converging: as asked
         assert scheduler._queue.due_at("plain") == 1072.3  # no tick known
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_woken_pool_goes_before_a_burst_of_pools_due_on_a_tick() -> None:
+    """``kubectl scale`` during a tick's burst of quiet pools must not wait for the burst."""
+    fake = FakeReconcile()
+    fake.gates["busy"] = asyncio.Event()
+    scheduler = PoolScheduler(fake, concurrency=1, retry_delay=0.0)
+    scheduler.start()
+    try:
+        scheduler.due_now("busy")  # holds the only slot
+        await fake.until(lambda: fake.calls["busy"] == 1)
+        for i in range(5):  # a tick's quiet pools, due a moment ago
+            scheduler._queue.schedule(f"quiet-{i}", time.monotonic() - 1.0)
+        scheduler.due_now("scaled")
+        scheduler.due_now("applied")
+        order: list[str] = []
+        fake.on_call = order.append
+        fake.gates["busy"].set()
+        await fake.until(lambda: len(order) == 7)
+        assert order[:2] == ["scaled", "applied"]
     finally:
         await scheduler.stop()

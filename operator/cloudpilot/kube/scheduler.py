@@ -28,6 +28,11 @@ from cloudpilot.scheduling import DueQueue
 logger = logging.getLogger(__name__)
 
 
+WAKE_UP = float("-inf")
+"""The due time of a woken pool: ahead of every scheduled one (wake-ups among themselves
+first come, first served: the queue breaks ties by insertion order)."""
+
+
 class Next(NamedTuple):
     """When to reconcile a pool again: after ``delay`` seconds, moved onto its account's
     ``tick`` when the cycle was quiet (:func:`cloudpilot.account_tick.due_at`)."""
@@ -66,12 +71,14 @@ class PoolScheduler:
     # -- what the watch tells it ------------------------------------------------------------
 
     def due_now(self, uid: str) -> None:
-        """Reconcile ``uid`` as soon as a slot is free (a new pool, a changed spec)."""
+        """Reconcile ``uid`` as soon as a slot is free (a new pool, a changed spec), before
+        any pool that is merely due: someone is waiting for this one, while the quiet pools
+        of a tick's burst (:mod:`cloudpilot.account_tick`) can wait the few seconds."""
         self._dropped.discard(uid)
         if uid in self._running:
             self._rerun.add(uid)
         else:
-            self._queue.advance(uid, self._clock())
+            self._queue.advance(uid, WAKE_UP)
         self._changed.set()
 
     def drop(self, uid: str) -> None:
@@ -137,9 +144,10 @@ class PoolScheduler:
             self._dropped.discard(uid)
             self._rerun.discard(uid)
             return
-        if uid in self._rerun:
+        if uid in self._rerun:  # woken while it ran: a wake-up, served as one
             self._rerun.discard(uid)
-            delay = 0.0
+            self._queue.schedule(uid, WAKE_UP)
+            return
         after = delay if isinstance(delay, Next) else Next(delay)
         # The tick is read on the clock it was made with (time.monotonic, as the listing's).
         self._queue.schedule(uid, due_at(self._clock(), after.delay, after.tick))
