@@ -15,10 +15,10 @@ come due together; the first starts the listing and the others join it in flight
 it. A pool that is converging or backing off keeps its short delay and lists for itself, as
 before: alignment never delays a pool's own progress.
 
-Bounds: a quiet pool is looked at again between half an interval and one and a half
-intervals after its cycle ended (one interval on average, exactly one in the steady state),
-so it is never reconciled more often than every half interval and a pilot VM that halted is
-still seen within 1.5 intervals plus however long the tick's burst takes to reach the pool.
+Bounds: a quiet pool is due again between half an interval and one and a half intervals
+after its cycle was due (one interval on average, exactly one in the steady state), so it is
+never due more often than every half interval and a pilot VM that halted is still seen
+within 1.5 intervals plus however long the tick's burst takes to reach the pool.
 
 The price: the account's pools all come due at one instant, a burst each interval that the
 scheduler works through ``MAX_CONCURRENT_RECONCILES`` at a time, instead of a steady trickle.
@@ -75,15 +75,24 @@ class Tick:
         return self.at(k)
 
 
-def due_at(now: float, delay: float, tick: Tick | None) -> float:
+def due_at(now: float, delay: float, tick: Tick | None, was_due: float | None = None) -> float:
     """When a pool whose cycle ended at ``now`` and asked for ``delay`` is next due.
 
     ``delay`` shorter than the interval (converging, backing off, woken early): as asked.
-    Otherwise the cycle was quiet: the first tick at least ``delay - interval / 2`` away,
-    i.e. within half an interval of what was asked (for the usual ``delay == interval``,
-    between 0.5 and 1.5 intervals). No tick (the account was never listed, its credentials
-    failed) or a degenerate interval: as asked.
+    Otherwise the cycle was quiet: the first tick at least ``delay - interval / 2`` after
+    the time the cycle was due (``was_due``; None: ``now``), i.e. within half an interval of
+    what was asked (for the usual ``delay == interval``, between 0.5 and 1.5 intervals).
+
+    Counted from when it was due, not from when it ended: a pool due on a tick is due on the
+    next tick however late in the tick's burst it ran. Counted from the end, a burst longer
+    than half an interval would push its tail onto every other tick. (A burst longer than a
+    whole interval gives a next tick already past: the pool is due at once, and the pools
+    go round as fast as the operator can, as they did before ticks.)
+
+    No tick (the account was never listed, its credentials failed) or a degenerate
+    interval: as asked.
     """
     if tick is None or not tick.interval > 0 or delay < tick.interval:
         return now + delay
-    return tick.first_at_or_after(now + delay - tick.interval * (1 - MIN_GAP_FRACTION))
+    since = now if was_due is None else min(was_due, now)
+    return tick.first_at_or_after(since + delay - tick.interval * (1 - MIN_GAP_FRACTION))

@@ -80,3 +80,30 @@ def test_rounding_never_puts_a_time_off_its_tick() -> None:
         assert tick.first_at_or_after(at) == at
         assert tick.start_of(at + 1e-9) == at
         assert tick.first_at_or_after(at - 1e-9) == at
+
+
+def test_a_pool_late_in_a_long_burst_is_due_on_the_very_next_tick() -> None:
+    """Counted from when it was due (the tick), not from when it ended: the tail of a burst
+    longer than half an interval is not pushed onto every other tick."""
+    assert due_at(1045.0, 60.0, TICK, was_due=1000.0) == 1060.0
+    assert due_at(1045.0, 60.0, TICK) == 1120.0  # counted from the end, it would skip one
+
+
+def test_every_pool_of_a_burst_lasting_most_of_an_interval_is_reconciled_every_tick() -> None:
+    pools, burst = 1000, 50.0  # a 50 s burst on a 60 s interval
+    for k in range(1, 4):
+        tick = TICK.at(k)
+        for i in range(pools):
+            ended = tick + burst * (i + 1) / pools
+            assert due_at(ended, 60.0, TICK, was_due=tick) == TICK.at(k + 1)
+
+
+def test_after_a_burst_longer_than_an_interval_the_pool_is_due_at_once() -> None:
+    """The operator cannot keep up: the pools go round as fast as it can, as before ticks."""
+    assert due_at(1075.0, 60.0, TICK, was_due=1000.0) <= 1075.0
+
+
+def test_a_pool_that_was_not_due_on_a_tick_joins_the_next_one_far_enough_away() -> None:
+    # Converging, due at 1037.2, quiet now: the first tick 30 s or more after it was due.
+    assert due_at(1037.9, 60.0, TICK, was_due=1037.2) == 1120.0
+    assert due_at(1025.9, 60.0, TICK, was_due=1025.2) == 1060.0

@@ -205,3 +205,23 @@ async def test_a_woken_pool_goes_before_a_burst_of_pools_due_on_a_tick() -> None
         assert order[:2] == ["scaled", "applied"]
     finally:
         await scheduler.stop()
+
+
+async def test_a_pool_that_ran_late_in_its_ticks_burst_is_due_on_the_next_tick() -> None:
+    """The scheduler passes on when the pool was due (the tick), not only when it ended."""
+    tick = Tick(phase=1000.0, interval=60.0)
+    ran = asyncio.Event()
+
+    async def reconcile(uid: str) -> Next:
+        ran.set()  # the test resumes after this task has scheduled the pool
+        return Next(60.0, tick)
+
+    scheduler = PoolScheduler(reconcile, clock=lambda: 1045.0)  # 45 s into the burst
+    scheduler._queue.schedule("late", 1000.0)  # due on the tick
+    scheduler.start()
+    try:
+        async with asyncio.timeout(BOUND):
+            await ran.wait()
+        assert scheduler._queue.due_at("late") == 1060.0  # not 1120.0
+    finally:
+        await scheduler.stop()

@@ -114,8 +114,11 @@ class PoolScheduler:
             self._changed.clear()
             now = self._clock()
             free = self._concurrency - len(self._running)
-            for uid in self._queue.pop_due(now, limit=max(free, 0)):
-                self._running[uid] = asyncio.create_task(self._run(uid), name=f"reconcile {uid}")
+            for uid, due in self._queue.pop_due_with_times(now, limit=max(free, 0)):
+                was_due = now if due == WAKE_UP else due
+                self._running[uid] = asyncio.create_task(
+                    self._run(uid, was_due), name=f"reconcile {uid}"
+                )
             next_at = self._queue.next_at()
             timeout = None
             if next_at is not None and len(self._running) < self._concurrency:
@@ -128,7 +131,7 @@ class PoolScheduler:
             except TimeoutError:
                 pass
 
-    async def _run(self, uid: str) -> None:
+    async def _run(self, uid: str, was_due: float) -> None:
         delay: float | Next | None = self._retry_delay
         try:
             delay = await self._reconcile_one(uid)
@@ -150,4 +153,4 @@ class PoolScheduler:
             return
         after = delay if isinstance(delay, Next) else Next(delay)
         # The tick is read on the clock it was made with (time.monotonic, as the listing's).
-        self._queue.schedule(uid, due_at(self._clock(), after.delay, after.tick))
+        self._queue.schedule(uid, due_at(self._clock(), after.delay, after.tick, was_due))
