@@ -5,8 +5,9 @@
   ``kubectl scale``) is reconciled at once, a pool being deleted is no longer scheduled;
 * one **scheduler** (:mod:`cloudpilot.kube.scheduler`), started and stopped with the
   operator, reconciles each pool when it is due: reconcile, post events, write status if
-  it changed (in that order: :func:`publish`), schedule the next reconcile (a minute when
-  quiet, seconds while converging or backing off);
+  it changed (in that order: :func:`publish`), schedule the next reconcile (seconds while
+  converging or backing off; when quiet, the next tick of the pool's account, about a
+  minute: :mod:`cloudpilot.account_tick`);
 * a **delete** handler (it makes kopf hold the pool's finalizer) destroys the pool's VMs,
   or leaves them with ``deletionPolicy: Orphan``, and keeps the pool until they are gone.
 
