@@ -41,8 +41,8 @@ from typing import Final
 
 MIN_GAP_FRACTION: Final = 0.5
 """A quiet pool is due at the first tick at least this fraction of an interval after its
-cycle ended: never sooner than half an interval (a pool that finished late in the tick's
-burst is not called back a moment later), never later than 1.5 intervals."""
+cycle was due: never due sooner than half an interval later (a pool that turned quiet just
+before a tick is not called back a moment later), never later than 1.5 intervals."""
 
 
 @dataclass(frozen=True)

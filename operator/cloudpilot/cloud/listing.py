@@ -42,7 +42,9 @@ interval (an interval set near those TTLs would weaken this, as it already weake
 ``max_age``, half the interval); and the write marks of :meth:`SharedListing.note_write`
 are kept as long as any listing may be reused (one interval), so a listing older than a
 create under a prefix is never served for it. What a pool may see later is the cloud's own
-changes, by up to the time the tick's burst takes to reach it.
+changes: by the time the tick's burst takes to reach it for a pool due on the tick, by up to
+an interval for one that is not (a pool converging, or woken by a spec change, that has not
+seen the tick's listing yet gets it once; its next cycle makes a new one).
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ class SharedListing(Generic[N]):
         self._seq = 0
         self._seen: OrderedDict[str, int] = OrderedDict()
         self._writes: OrderedDict[str, float] = OrderedDict()
-        """Name prefix -> when the last create under it returned (at most max_age old)."""
+        """Name prefix -> when the last create under it returned (at most an interval old)."""
         self.phase: float | None = None
         """When the account's first listing started: its ticks are this plus multiples of
         the interval (see :attr:`tick`)."""
