@@ -44,7 +44,7 @@ are kept as long as any listing may be reused (one interval), so a listing older
 create under a prefix is never served for it. What a pool may see later is the cloud's own
 changes: by the time the tick's burst takes to reach it for a pool due on the tick, by up to
 an interval for one that is not (a pool converging, or woken by a spec change, that has not
-seen the tick's listing yet gets it once; its next cycle makes a new one).
+seen the tick's listing yet gets it once; its next cycle gets a newer one).
 """
 
 from __future__ import annotations
