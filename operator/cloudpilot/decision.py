@@ -23,6 +23,7 @@ from typing import Any
 
 from cloudpilot import constants, early_create, planner
 from cloudpilot import memory as mem
+from cloudpilot.account_tick import Tick
 from cloudpilot.closedloop import LoopReport, attach
 from cloudpilot.cloud.results import CreateResult
 from cloudpilot.credentials.proxy import ProxyReason, ProxyReport
@@ -129,6 +130,9 @@ class Outcome:
     events: list[Event]
     next_delay: float
     memory: mem.PoolMemory
+    tick: Tick | None = None
+    """The ticks of the pool's first account: a quiet pool comes due on one (set by the
+    reconciler, which knows the account's listing; :mod:`cloudpilot.account_tick`)."""
 
 
 def queues_to_prepare(queues: Sequence[QueueConfig], memory: mem.PoolMemory) -> set[str]:

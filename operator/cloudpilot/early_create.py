@@ -10,8 +10,9 @@ left to do).
 Why this cannot create a VM twice. The VMs of a pool that can exist are (a) those in the
 pool's last listing, (b) those this process created since, and (c) those anyone else
 created since. The early decision counts (a) and (b) exactly as a normal cycle on a shared
-listing does (``cloudpilot.cloud.listing``: a listing up to half an interval old is
-normal, and what it lacks of the pool's own creations is in ``memory.pending``, by id).
+listing does (``cloudpilot.cloud.listing``: a listing up to an interval old, the
+account's tick's, is normal, and what it lacks of the pool's own creations is in
+``memory.pending``, by id).
 (c) is empty for as long as this process holds the pool: only the leader creates, a new
 Lease term starts a new reconciler (empty memory, no last look), and nothing else names
 VMs with the pool's prefix and tags. The rule refuses whenever one of those arguments
@@ -85,7 +86,7 @@ from cloudpilot.models.vms import ObservedVM
 
 MAX_AGE: Final = timedelta(seconds=constants.PENDING_CREATE_TTL / 4)
 """Oldest last look an early decision trusts: a quarter of the TTL of a remembered creation
-(150 s), so a creation it relies on cannot have been forgotten, even counting the half
+(150 s), so a creation it relies on cannot have been forgotten, even counting the
 interval by which a shared listing may predate the cycle that got it. A quiet pool is looked
 at every minute, so a ``kubectl scale`` almost always finds a usable last look."""
 
@@ -98,7 +99,7 @@ class LastLook:
     """:func:`shape_of` the queues of that cycle."""
     observed: tuple[ObservedVM, ...]
     at: datetime
-    """The start of that cycle (its listing may be older, by at most half an interval)."""
+    """The start of that cycle (its listing may be older, by at most an interval)."""
 
 
 class Refusal(StrEnum):

@@ -36,6 +36,7 @@ from cloudpilot import (
     teardown,
 )
 from cloudpilot import memory as mem
+from cloudpilot.account_tick import Tick
 from cloudpilot.closedloop import ClosedLoop
 from cloudpilot.cloud import errors
 from cloudpilot.cloud.drivers import driver_class
@@ -254,6 +255,7 @@ class Reconciler:
                 outcome,
                 events=_audited(pool, outcome.events),
                 next_delay=min(outcome.next_delay, self._dirac_delay(pool, observation, now)),
+                tick=_first_account_tick(observation.queues, listings),
             )
 
     async def _observe(
@@ -881,6 +883,17 @@ def _audited(pool: PoolRef, events: Sequence[Event]) -> list[Event]:
             event = replace(event, audited=True)
         done.append(event)
     return done
+
+
+def _first_account_tick(
+    queues: Sequence[QueueConfig], listings: Mapping[CloudAccount, _Listing]
+) -> Tick | None:
+    """The ticks a quiet pool comes due on: those of its first queue's account (one account
+    per pool decides; cloudpilot.account_tick). None when that account had no gateway."""
+    listing = listings.get(queues[0].account) if queues else None
+    if listing is None or listing.gateway is None:
+        return None
+    return listing.gateway.listing.tick
 
 
 def _account_keys(

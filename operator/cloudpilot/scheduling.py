@@ -63,14 +63,19 @@ class DueQueue(Generic[K]):
 
     def pop_due(self, now: float, limit: int | None = None) -> list[K]:
         """Take out every key due at or before ``now`` (at most ``limit``), earliest first."""
-        taken: list[K] = []
+        return [key for key, _ in self.pop_due_with_times(now, limit)]
+
+    def pop_due_with_times(self, now: float, limit: int | None = None) -> list[tuple[K, float]]:
+        """As :meth:`pop_due`, with the time each key was due (a quiet pool's next tick is
+        counted from it: :func:`cloudpilot.account_tick.due_at`)."""
+        taken: list[tuple[K, float]] = []
         while limit is None or len(taken) < limit:
             self._drop_stale()
             if not self._heap or self._heap[0][0] > now:
                 break
-            _, _, key = heapq.heappop(self._heap)
+            at, _, key = heapq.heappop(self._heap)
             del self._due[key]
-            taken.append(key)
+            taken.append((key, at))
         return taken
 
     def _drop_stale(self) -> None:

@@ -57,7 +57,7 @@ class SharedCaches:
         self.secret_reads: dict[tuple[str, str], tuple[float, asyncio.Future[dict[str, bytes]]]]
         self.secret_reads = {}
         self._young = settings.interval * LISTING_REUSE_FRACTION
-        self.writes = WriteLog(horizon=self._young)
+        self.writes = WriteLog(horizon=settings.interval)
         """Creates under each pool prefix, for every listing of this reconciler: two Secrets
         may list one cloud account (see :class:`~cloudpilot.cloud.listing.WriteLog`)."""
         self.proxy_files = ProxyFileStore()

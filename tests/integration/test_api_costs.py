@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
@@ -25,9 +26,12 @@ from typing import Any
 import pytest
 
 from cloudpilot import constants, naming
+from cloudpilot.account_tick import Tick
 from cloudpilot.cloud import gateway as gateway_module
 from cloudpilot.cloud.gateway import CloudGateway, CreateRequest, Credentials, ListedNode
 from cloudpilot.cloud.ratelimit import TokenBucket
+from cloudpilot.decision import Outcome
+from cloudpilot.kube.scheduler import Next, PoolScheduler
 from cloudpilot.models.queues import QueueConfig, effective_queues
 from cloudpilot.models.spec import parse_spec
 from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
@@ -112,6 +116,11 @@ class Harness:
 
     async def reconcile(self, name: str, replicas: int, **extra: Any) -> dict[str, Any]:
         """One cycle of pool ``name``; returns its status as it would be stored."""
+        await self.cycle(name, replicas, **extra)
+        return self.statuses[name]
+
+    async def cycle(self, name: str, replicas: int, **extra: Any) -> Outcome:
+        """One cycle of pool ``name``, its status stored as kube.handlers would."""
         generation = self.generations.setdefault(name, 1)
         uid = self.uids.get(name, f"uid-{name}")
         body = {
@@ -128,7 +137,7 @@ class Harness:
         outcome = await self.reconciler.reconcile(ref, body)
         status = {**self.statuses.get(name, {}), **outcome.status_patch}
         self.statuses[name] = {k: v for k, v in status.items() if v is not None}
-        return self.statuses[name]
+        return outcome
 
     def counts(self) -> Mapping[str, int]:
         return {k: v for k, v in self.proxy.counts.items() if v}
@@ -463,6 +472,70 @@ async def test_a_hundred_pools_on_one_account_share_one_listing_per_cycle(
     for p in pools:
         await h.reconcile(p, 1)
     assert h.counts() == {"DescribeInstances": 1}
+
+
+async def test_quiet_pools_created_apart_share_one_listing_per_interval(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """Pools created at different moments used to keep their phases: spread over more than
+    half an interval, one account was listed twice an interval. Driven by the operator's
+    own scheduler: their quiet cycles come due on the account's tick, so in steady state
+    each tick makes at most one listing, shared by every pool (cloudpilot.account_tick)."""
+    interval = 1.0
+    settings = ReconcilerSettings(
+        interval=interval, converging_interval=0.5, rate_limit=1000.0, rate_burst=1000
+    )
+    h = Harness(*cloud, settings=settings)
+    pools = [f"apart{i}" for i in range(4)]
+    runs: Counter[str] = Counter()
+    ran = asyncio.Condition()
+
+    async def reconcile_one(uid: str) -> Next:  # kube.handlers.reconcile_pool, minus kopf
+        outcome = await h.cycle(uid, 0)  # no VMs: quiet from the first cycle on
+        async with ran:
+            runs[uid] += 1
+            ran.notify_all()
+        return Next(outcome.next_delay, outcome.tick)
+
+    async def until(predicate: Callable[[], bool], what: str) -> None:
+        try:
+            async with asyncio.timeout(30), ran:
+                await ran.wait_for(predicate)
+        except TimeoutError:
+            raise AssertionError(f"not reached: {what} (runs: {dict(runs)})") from None
+
+    scheduler = PoolScheduler(reconcile_one, retry_delay=0.5)
+    scheduler.start()
+    try:
+        scheduler.due_now(pools[0])
+        await until(lambda: runs[pools[0]] >= 1, "the first pool's first cycle")  # warm
+        for pool in pools[1:]:
+            # The scenario, not a synchronisation: pools created a quarter interval apart.
+            await asyncio.sleep(interval / len(pools))
+            scheduler.due_now(pool)
+        await until(lambda: all(runs[p] >= 2 for p in pools), "every pool's second cycle")
+        (gateway,) = h.reconciler.caches.gateways.values()
+        tick = gateway.listing.tick
+        assert tick is not None
+        fetches, started, seen = gateway.listing.fetches, time.monotonic(), sum(runs.values())
+        first = runs[pools[0]]
+        await until(lambda: runs[pools[0]] >= first + 6, "six more cycles of the first pool")
+        listings = gateway.listing.fetches - fetches
+        ticks = tick_index(tick, time.monotonic()) - tick_index(tick, started) + 1
+        # At most one listing started per tick (+1: one may have been on the wire as the
+        # window opened); before, about two per interval for pools spread like these.
+        assert listings <= ticks + 1, f"{listings} listings over {ticks} ticks"
+        assert sum(runs.values()) - seen > listings  # and they were shared
+        # Each listing is that fresh because the pools come due on the tick, together.
+        dues = [scheduler._queue.due_at(p) for p in pools]
+        assert all(d is None or d == tick.first_at_or_after(d) for d in dues), dues
+        assert h.counts()["DescribeInstances"] == gateway.listing.fetches
+    finally:
+        await scheduler.stop()
+
+
+def tick_index(tick: Tick, t: float) -> int:
+    return math.floor((t - tick.phase) / tick.interval)
 
 
 async def test_a_pool_back_early_gets_a_newer_listing_not_the_one_it_saw(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from cloudpilot.account_tick import Tick
 from cloudpilot.cloud import listing as listing_module
 from cloudpilot.cloud.listing import SharedListing, shared_listing
 from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix
@@ -67,13 +68,15 @@ async def test_a_recent_listing_serves_pools_that_have_not_seen_it() -> None:
     clock = Clock()
     cloud = Cloud()
     shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
-    first = await shared.get("a", cloud.fetch)
+    await shared.get("a", cloud.fetch)  # the first listing: ticks at 100 + k * 60
+    clock.now = 150.0
+    first = await shared.get("a", cloud.fetch)  # "a" has seen the other
     clock.now += 29.0
     assert await shared.get("b", cloud.fetch) is first
-    assert cloud.calls == 1
-    clock.now += 1.0  # 30 s old: too old for anyone
-    assert (await shared.get("c", cloud.fetch)).seq == 2
     assert cloud.calls == 2
+    clock.now += 1.0  # 30 s old, and from before the latest tick (160): too old for anyone
+    assert (await shared.get("c", cloud.fetch)).seq == 3
+    assert cloud.calls == 3
 
 
 async def test_a_pool_never_gets_the_same_listing_twice() -> None:
@@ -125,13 +128,61 @@ async def test_a_listing_on_its_way_before_a_create_is_not_joined_for_that_prefi
     assert cloud.calls == 2
 
 
-def test_write_marks_older_than_max_age_are_dropped() -> None:
+def test_write_marks_are_kept_as_long_as_a_listing_may_be_reused() -> None:
+    """A tick's listing may be reused for up to one interval (60 s here): so long must a
+    create under a prefix keep older listings from that prefix's pool."""
     clock = Clock()
     shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
     shared.note_write("cp-a-")
-    clock.now += 31.0
+    clock.now += 59.0
     shared.note_write("cp-b-")
-    assert list(shared.writes._writes) == ["cp-b-"]
+    assert list(shared.writes._writes) == ["cp-a-", "cp-b-"]
+    clock.now += 2.0
+    shared.note_write("cp-c-")
+    assert list(shared.writes._writes) == ["cp-b-", "cp-c-"]
+
+
+async def test_the_first_listing_sets_the_accounts_ticks() -> None:
+    clock = Clock()
+    cloud = Cloud()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
+    assert shared.tick is None  # never listed: nothing to align on
+    await shared.get("a", cloud.fetch)
+    clock.now += 45.0
+    await shared.get("a", cloud.fetch)  # later listings do not move the phase
+    assert shared.tick == Tick(phase=100.0, interval=60.0)
+    assert SharedListing(max_age=0.0).tick is None  # no reuse, no interval: no ticks
+
+
+async def test_a_listing_made_since_the_latest_tick_serves_the_whole_burst() -> None:
+    """A thousand pools due at one tick go through the scheduler 64 at a time: those that
+    start after half an interval still get the tick's listing, not a second one."""
+    clock = Clock()
+    cloud = Cloud()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
+    await shared.get("first", cloud.fetch)  # phase 100: ticks at 160, 220, ...
+    clock.now = 160.5
+    tick = await shared.get("pool-0", cloud.fetch)
+    for i in range(1, 60):
+        clock.now = 160.5 + i  # up to 59 s into the burst
+        assert await shared.get(f"pool-{i}", cloud.fetch) is tick
+    assert cloud.calls == 2
+    clock.now = 220.0  # the next tick: a new listing
+    assert (await shared.get("pool-60", cloud.fetch)).seq == tick.seq + 1
+
+
+async def test_a_tick_listing_older_than_a_create_under_a_prefix_is_not_served_for_it() -> None:
+    clock = Clock()
+    cloud = Cloud()
+    shared: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock)
+    await shared.get("first", cloud.fetch)
+    clock.now = 161.0
+    tick = await shared.get("a", cloud.fetch, "cp-a-")
+    clock.now = 170.0
+    shared.note_write("cp-p-")  # a create of a pool's predecessor (see note_write)
+    clock.now = 210.0  # 49 s after the tick's listing, 40 s after the write
+    assert (await shared.get("p", cloud.fetch, "cp-p-")).started == 210.0
+    assert (await shared.get("q", cloud.fetch, "cp-q-")).seq == tick.seq + 1  # the newest
 
 
 async def test_listings_reach_each_pool_in_the_order_they_were_made() -> None:

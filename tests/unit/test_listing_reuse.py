@@ -78,7 +78,7 @@ async def test_a_write_through_one_listing_holds_back_the_others_of_the_reconcil
     """Two Secrets for one cloud account: two shared listings. A pool applied again with the
     other Secret must not get that one's listing made before its predecessor's VMs."""
     clock = Clock()
-    log = WriteLog(horizon=30.0, clock=clock)
+    log = WriteLog(horizon=60.0, clock=clock)
     first: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock, writes=log)
     second: SharedListing[Node] = SharedListing(max_age=30.0, clock=clock, writes=log)
     fetches: list[str] = []
@@ -107,6 +107,25 @@ def test_a_listing_alone_keeps_its_own_log() -> None:
 
 def test_a_log_that_forgets_sooner_than_listings_live_is_refused() -> None:
     """A mark dropped while a listing it should hold back is still served would let that
-    listing through."""
+    listing through. A tick's listing is served for up to one interval (max_age 30 s is
+    half of a 60 s interval), so a 30 s log is too short too."""
     with pytest.raises(ValueError):
         SharedListing(max_age=30.0, writes=WriteLog(horizon=10.0))
+    with pytest.raises(ValueError):
+        SharedListing(max_age=30.0, writes=WriteLog(horizon=30.0))
+    SharedListing(max_age=30.0, writes=WriteLog(horizon=60.0))
+
+
+def test_a_listing_started_since_the_latest_tick_serves_the_whole_tick() -> None:
+    """Older than max_age, but made at or after the account's latest tick: it still serves
+    (the tick's burst of quiet pools); made before the tick, it is too old."""
+    made = Made(started=100.0, seq=3)
+
+    def why(tick_start: float | None) -> Unserved | None:
+        return unserved(
+            made, now=140.0, max_age=30.0, last_write=NEVER, seen=None, tick_start=tick_start
+        )
+
+    assert why(100.0) is None
+    assert why(101.0) is Unserved.TOO_OLD
+    assert why(None) is Unserved.TOO_OLD

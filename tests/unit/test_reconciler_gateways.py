@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from cloudpilot import reconciler as reconciler_module
 from cloudpilot import redaction, shared_caches
-from cloudpilot.cloud.gateway import Credentials
+from cloudpilot.cloud.gateway import Credentials, ListedNode
 from cloudpilot.models.spec import SecretKeyRef
 from cloudpilot.pilot_proxy import load_queue_proxies
 from cloudpilot.reconciler import PoolRef, Reconciler, ReconcilerSettings
@@ -81,3 +82,23 @@ def test_gateways_of_an_account_no_pool_uses_any_more_are_released(
     caches.gateway(new, Credentials("k", "s"))
     assert [account for account, _ in caches.gateways] == [new]
     assert list(caches.limiters) == [new.endpoint]
+
+
+async def test_a_pool_on_two_accounts_comes_due_on_its_first_queues_accounts_tick() -> None:
+    """cloudpilot.account_tick: one account decides; the pool's first queue's."""
+    caches = Reconciler(ReconcilerSettings(interval=60.0)).caches
+    east = queue("a", account=account(driver_options=(("region", '"us-east-1"'),)))
+    west = queue("b")
+    gateways = {q.account: caches.gateway(q.account, Credentials("k", "s")) for q in (east, west)}
+
+    async def nothing() -> list[ListedNode]:
+        return []
+
+    for q in (west, east):  # west listed first: its phase is the earlier one
+        await gateways[q.account].listing.get(None, nothing)
+    listings = {a: reconciler_module._Listing(g, []) for a, g in gateways.items()}
+    tick = reconciler_module._first_account_tick([east, west], listings)
+    assert tick is not None and tick == gateways[east.account].listing.tick
+    assert tick != gateways[west.account].listing.tick
+    failed = {**listings, east.account: reconciler_module._Listing(None, [])}
+    assert reconciler_module._first_account_tick([east, west], failed) is None  # no guess

@@ -7,17 +7,20 @@ so every step is awaited on a condition, never on a sleep.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
+from collections.abc import Callable
 
 import pytest
 
-from cloudpilot.kube.scheduler import PoolScheduler
+from cloudpilot.account_tick import Tick
+from cloudpilot.kube.scheduler import Next, PoolScheduler
 
 BOUND = 10.0  # seconds a condition may take before the test fails instead of hanging
 
 
 class FakeReconcile:
-    def __init__(self, delay: float | None = 3600.0) -> None:
+    def __init__(self, delay: float | Next | None = 3600.0) -> None:
         self.delay = delay
         self.calls: Counter[str] = Counter()
         self.running: set[str] = set()
@@ -25,11 +28,14 @@ class FakeReconcile:
         self.gates: dict[str, asyncio.Event] = {}
         self.fail: set[str] = set()
         self.changed = asyncio.Condition()
+        self.on_call: Callable[[str], None] | None = None
 
-    async def __call__(self, uid: str) -> float | None:
+    async def __call__(self, uid: str) -> float | Next | None:
         self.running.add(uid)
         self.peak = max(self.peak, len(self.running))
         async with self.changed:
+            if self.on_call is not None:
+                self.on_call(uid)
             self.calls[uid] += 1
             self.changed.notify_all()
         try:
@@ -149,3 +155,73 @@ async def test_stop_cancels_a_reconcile_that_outlives_the_grace_period() -> None
         await scheduler.stop()
 
     assert fake.running == set()
+
+
+async def test_a_quiet_pool_comes_due_on_its_accounts_tick_a_busy_one_after_its_delay() -> None:
+    """The scheduler only adapts: the rule is cloudpilot.account_tick.due_at (its tests)."""
+    tick = Tick(phase=1000.0, interval=60.0)
+    answers = {"quiet": Next(60.0, tick), "busy": Next(10.0, tick), "plain": 60.0}
+
+    done: set[str] = set()
+    all_done = asyncio.Event()
+
+    async def reconcile(uid: str) -> float | Next | None:
+        done.add(uid)
+        if done == set(answers):
+            all_done.set()  # the test resumes after this task has scheduled the pool
+        return answers[uid]
+
+    scheduler = PoolScheduler(reconcile, clock=lambda: 1012.3)  # the clock stands still
+    scheduler.start()
+    try:
+        for uid in answers:
+            scheduler.due_now(uid)
+        async with asyncio.timeout(BOUND):
+            await all_done.wait()
+        assert scheduler._queue.due_at("quiet") == 1060.0  # the tick, not 1072.3
+        assert scheduler._queue.due_at("busy") == 1022.3  # converging: as asked
+        assert scheduler._queue.due_at("plain") == 1072.3  # no tick known
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_woken_pool_goes_before_a_burst_of_pools_due_on_a_tick() -> None:
+    """``kubectl scale`` during a tick's burst of quiet pools must not wait for the burst."""
+    fake = FakeReconcile()
+    fake.gates["busy"] = asyncio.Event()
+    scheduler = PoolScheduler(fake, concurrency=1, retry_delay=0.0)
+    scheduler.start()
+    try:
+        scheduler.due_now("busy")  # holds the only slot
+        await fake.until(lambda: fake.calls["busy"] == 1)
+        for i in range(5):  # a tick's quiet pools, due a moment ago
+            scheduler._queue.schedule(f"quiet-{i}", time.monotonic() - 1.0)
+        scheduler.due_now("scaled")
+        scheduler.due_now("applied")
+        order: list[str] = []
+        fake.on_call = order.append
+        fake.gates["busy"].set()
+        await fake.until(lambda: len(order) == 7)
+        assert order[:2] == ["scaled", "applied"]
+    finally:
+        await scheduler.stop()
+
+
+async def test_a_pool_that_ran_late_in_its_ticks_burst_is_due_on_the_next_tick() -> None:
+    """The scheduler passes on when the pool was due (the tick), not only when it ended."""
+    tick = Tick(phase=1000.0, interval=60.0)
+    ran = asyncio.Event()
+
+    async def reconcile(uid: str) -> Next:
+        ran.set()  # the test resumes after this task has scheduled the pool
+        return Next(60.0, tick)
+
+    scheduler = PoolScheduler(reconcile, clock=lambda: 1045.0)  # 45 s into the burst
+    scheduler._queue.schedule("late", 1000.0)  # due on the tick
+    scheduler.start()
+    try:
+        async with asyncio.timeout(BOUND):
+            await ran.wait()
+        assert scheduler._queue.due_at("late") == 1060.0  # not 1120.0
+    finally:
+        await scheduler.stop()

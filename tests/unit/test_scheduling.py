@@ -70,3 +70,11 @@ def test_weeks_of_rescheduling_do_not_grow_the_heap() -> None:
     assert len(queue) == 5
     assert len(queue._heap) <= 2 * 5 + 64 + 1
     assert queue.pop_due(1e9) == [0, 1, 2, 3, 4]
+
+
+def test_pools_come_out_with_the_time_they_were_due() -> None:
+    queue: DueQueue[str] = DueQueue()
+    queue.schedule("tick", 60.0)
+    queue.schedule("woken", float("-inf"))  # kube.scheduler.WAKE_UP: ahead of all
+    queue.schedule("later", 90.0)
+    assert queue.pop_due_with_times(75.0) == [("woken", float("-inf")), ("tick", 60.0)]

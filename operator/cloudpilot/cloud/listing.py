@@ -15,6 +15,11 @@ credentials share a :class:`SharedListing`:
   teardown wants to see its VMs gone) joins the next listing or starts one, so sharing
   never slows a pool's own progress down, and a pool always sees listings in the order
   they were made (one listing at a time per account, each newer than the last).
+* **a tick's listing serves the whole tick**: quiet pools come due on their account's tick
+  (:mod:`cloudpilot.account_tick`, whose phase is this listing's first start), all at once.
+  A listing started at or after the latest tick is reused until the next tick, whatever its
+  age (so under one interval), however long the scheduler takes to work through the
+  tick's burst of pools;
 * **split by ownership prefix**: the snapshot is indexed once by pool name prefix, so a
   pool gets only its own VMs without every pool scanning every VM;
 * **never older than a create under the pool's prefix**: the reconciler's
@@ -45,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 from weakref import WeakKeyDictionary, WeakValueDictionary
 
+from cloudpilot.account_tick import Tick
 from cloudpilot.cloud.listing_reuse import WriteLog, unserved
 
 LISTING_REUSE_FRACTION = 0.5
@@ -127,19 +133,27 @@ class SharedListing(Generic[N]):
         writes: WriteLog | None = None,
     ) -> None:
         """``writes``: the reconciler's :class:`WriteLog` (None: one of its own, for a
-        listing used alone); it must keep marks for at least ``max_age``."""
+        listing used alone); it must keep marks for at least an interval (a tick's listing
+        is served for up to one)."""
         if max_age < 0:
             raise ValueError("max_age must be >= 0")
-        if writes is not None and writes.horizon < max_age:
-            raise ValueError("the write log must keep its marks for at least max_age")
+        if writes is not None and writes.horizon < max_age / LISTING_REUSE_FRACTION:
+            raise ValueError("the write log must keep its marks for at least an interval")
         self.max_age = max_age
         self._clock = clock
         self._latest: Snapshot[N] | None = None
         self._inflight: asyncio.Future[Snapshot[N]] | None = None
         self._seq = 0
         self._seen: OrderedDict[str, int] = OrderedDict()
-        self.writes = writes if writes is not None else WriteLog(horizon=max_age, clock=clock)
+        self.writes = (
+            writes
+            if writes is not None
+            else WriteLog(horizon=max_age / LISTING_REUSE_FRACTION, clock=clock)
+        )
         """Name prefix -> when the last create under it returned."""
+        self.phase: float | None = None
+        """When the account's first listing started: its ticks are this plus multiples of
+        the interval (see :attr:`tick`)."""
         self.fetches = 0
         """Listings actually made (for tests and the benchmark)."""
         self.served = 0
@@ -168,6 +182,19 @@ class SharedListing(Generic[N]):
         self.served += 1
         return snapshot
 
+    @property
+    def interval(self) -> float:
+        """The reconcile interval ``max_age`` was cut from (0: no reuse, no ticks)."""
+        return self.max_age / LISTING_REUSE_FRACTION
+
+    @property
+    def tick(self) -> Tick | None:
+        """The account's ticks, once it has been listed (None before, or with no interval):
+        quiet pools on this account come due on them (:func:`cloudpilot.account_tick.due_at`)."""
+        if self.phase is None or self.interval <= 0:
+            return None
+        return Tick(self.phase, self.interval)
+
     def note_write(self, prefix: str) -> None:
         """A create under ``prefix`` has returned. Why: a pool's own creations are in its
         memory, but a pool deleted with ``deletionPolicy: Orphan`` and applied again (a
@@ -178,12 +205,15 @@ class SharedListing(Generic[N]):
 
     def _reusable(self, consumer: str | None, not_before: float) -> Snapshot[N] | None:
         latest = self._latest
+        now = self._clock()
+        tick = self.tick
         why = unserved(
             latest,
-            now=self._clock(),
+            now=now,
             max_age=self.max_age,
             last_write=not_before,
             seen=self._seen.get(consumer) if consumer is not None else None,
+            tick_start=tick.start_of(now) if tick is not None else None,
         )
         return latest if why is None else None
 
@@ -194,6 +224,8 @@ class SharedListing(Generic[N]):
             self.fetches += 1
             self._seq += 1
             snapshot = Snapshot(seq=self._seq, started=started, nodes=nodes)
+            if self.phase is None:
+                self.phase = started
             self._latest = snapshot
             return snapshot
         finally:

@@ -32,7 +32,7 @@ class Unserved(StrEnum):
     """Nothing listed yet by this reconciler: a new process (restart) or a new leadership
     term (each term builds its own reconciler, its own caches and listings)."""
     TOO_OLD = "TooOld"
-    """As old as ``max_age`` or older."""
+    """As old as ``max_age`` or older, and started before the account's latest tick."""
     BEFORE_LAST_WRITE = "BeforeLastWrite"
     """Started before the last create under the pool's prefix returned (:class:`WriteLog`):
     it may lack VMs that the pool, or a predecessor of the same name, started."""
@@ -47,16 +47,22 @@ def unserved(
     max_age: float,
     last_write: float,
     seen: int | None,
+    tick_start: float | None = None,
 ) -> Unserved | None:
     """The rule by which a listing made for any pool serves another one (None: it does).
 
     Pure, so each case is a unit test. A new pool (``seen`` None) on an account this
     reconciler listed moments ago is served that listing: it decides its first creations
     from it with no listing round trip (``cloudpilot.early_create`` says why that cannot
-    duplicate a VM)."""
+    duplicate a VM).
+
+    ``tick_start``: when the account's latest tick began (None: no ticks yet). A listing
+    started at or after it serves the whole tick, whatever its age (under one interval):
+    the account's quiet pools come due on the tick together (:mod:`cloudpilot.account_tick`)
+    and the scheduler may take longer than ``max_age`` to work through them."""
     if latest is None:
         return Unserved.NONE_YET
-    if now - latest.started >= max_age:
+    if now - latest.started >= max_age and (tick_start is None or latest.started < tick_start):
         return Unserved.TOO_OLD
     if latest.started < last_write:
         return Unserved.BEFORE_LAST_WRITE

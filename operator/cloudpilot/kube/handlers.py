@@ -5,8 +5,9 @@
   ``kubectl scale``) is reconciled at once, a pool being deleted is no longer scheduled;
 * one **scheduler** (:mod:`cloudpilot.kube.scheduler`), started and stopped with the
   operator, reconciles each pool when it is due: reconcile, post events, write status if
-  it changed (in that order: :func:`publish`), schedule the next reconcile (a minute when
-  quiet, seconds while converging or backing off);
+  it changed (in that order: :func:`publish`), schedule the next reconcile (seconds while
+  converging or backing off; when quiet, the next tick of the pool's account, about a
+  minute: :mod:`cloudpilot.account_tick`);
 * a **delete** handler (it makes kopf hold the pool's finalizer) destroys the pool's VMs,
   or leaves them with ``deletionPolicy: Orphan``, and keeps the pool until they are gone.
 
@@ -29,7 +30,7 @@ from cloudpilot import constants, leader, metrics
 from cloudpilot.cycle_events import Event
 from cloudpilot.heap_trim import HeapTrimmer
 from cloudpilot.kube.events import post_events
-from cloudpilot.kube.scheduler import PoolScheduler
+from cloudpilot.kube.scheduler import Next, PoolScheduler
 from cloudpilot.kube.status import patch_status
 from cloudpilot.pool_bodies import Change, PoolBodies
 from cloudpilot.reconciler import PoolRef, Reconciler
@@ -122,7 +123,7 @@ def register(
 ) -> None:
     bodies = PoolBodies()
 
-    async def reconcile_pool(uid: str) -> float | None:
+    async def reconcile_pool(uid: str) -> Next | float | None:
         body = bodies.get(uid)
         if body is None:
             return None  # deleted while it waited for its turn
@@ -146,7 +147,7 @@ def register(
             # writing them now would bring them back for good.
             metrics.observe_reconcile(pool.key, time.monotonic() - started)
             metrics.set_pool_status(pool.key, status or {})
-        return outcome.next_delay
+        return Next(outcome.next_delay, outcome.tick)
 
     retry_delay = reconciler.settings.converging_interval
     scheduler = PoolScheduler(reconcile_pool, concurrency=concurrency, retry_delay=retry_delay)

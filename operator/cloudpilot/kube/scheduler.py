@@ -3,8 +3,9 @@
 kopf's watch keeps :class:`~cloudpilot.pool_bodies.PoolBodies` current and tells the
 scheduler when a pool is new or its spec changed; the scheduler takes whichever pools are
 due from a :class:`~cloudpilot.scheduling.DueQueue`, runs at most ``concurrency`` reconciles
-at once, and schedules each pool again after the delay its reconcile returns (a minute when
-quiet, seconds while converging or backing off).
+at once, and schedules each pool again after the delay its reconcile returns (seconds while
+converging or backing off; when quiet, about a minute: on its account's next tick, so the
+account's quiet pools come due together and share one listing, :mod:`cloudpilot.account_tick`).
 
 A pool is never reconciled twice at once: a wake-up that arrives while it runs is kept and
 served as soon as that run ends. Stopping waits a few seconds for running reconciles and then
@@ -18,15 +19,31 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 
 from cloudpilot import constants
+from cloudpilot.account_tick import Tick, due_at
 from cloudpilot.scheduling import DueQueue
 
 logger = logging.getLogger(__name__)
 
-ReconcileOne = Callable[[str], Awaitable[float | None]]
-"""Reconcile the pool with this uid; return the seconds until its next reconcile, or None
-when the pool is gone and must not be scheduled again."""
+
+WAKE_UP = float("-inf")
+"""The due time of a woken pool: ahead of every scheduled one (wake-ups among themselves
+first come, first served: the queue breaks ties by insertion order)."""
+
+
+class Next(NamedTuple):
+    """When to reconcile a pool again: after ``delay`` seconds, moved onto its account's
+    ``tick`` when the cycle was quiet (:func:`cloudpilot.account_tick.due_at`)."""
+
+    delay: float
+    tick: Tick | None = None
+
+
+ReconcileOne = Callable[[str], Awaitable[float | Next | None]]
+"""Reconcile the pool with this uid; return the seconds until its next reconcile (or a
+:class:`Next`), or None when the pool is gone and must not be scheduled again."""
 
 
 class PoolScheduler:
@@ -54,12 +71,14 @@ class PoolScheduler:
     # -- what the watch tells it ------------------------------------------------------------
 
     def due_now(self, uid: str) -> None:
-        """Reconcile ``uid`` as soon as a slot is free (a new pool, a changed spec)."""
+        """Reconcile ``uid`` as soon as a slot is free (a new pool, a changed spec), before
+        any pool that is merely due: someone is waiting for this one, while the quiet pools
+        of a tick's burst (:mod:`cloudpilot.account_tick`) can wait the few seconds."""
         self._dropped.discard(uid)
         if uid in self._running:
             self._rerun.add(uid)
         else:
-            self._queue.advance(uid, self._clock())
+            self._queue.advance(uid, WAKE_UP)
         self._changed.set()
 
     def drop(self, uid: str) -> None:
@@ -95,8 +114,11 @@ class PoolScheduler:
             self._changed.clear()
             now = self._clock()
             free = self._concurrency - len(self._running)
-            for uid in self._queue.pop_due(now, limit=max(free, 0)):
-                self._running[uid] = asyncio.create_task(self._run(uid), name=f"reconcile {uid}")
+            for uid, due in self._queue.pop_due_with_times(now, limit=max(free, 0)):
+                was_due = now if due == WAKE_UP else due
+                self._running[uid] = asyncio.create_task(
+                    self._run(uid, was_due), name=f"reconcile {uid}"
+                )
             next_at = self._queue.next_at()
             timeout = None
             if next_at is not None and len(self._running) < self._concurrency:
@@ -109,8 +131,8 @@ class PoolScheduler:
             except TimeoutError:
                 pass
 
-    async def _run(self, uid: str) -> None:
-        delay: float | None = self._retry_delay
+    async def _run(self, uid: str, was_due: float) -> None:
+        delay: float | Next | None = self._retry_delay
         try:
             delay = await self._reconcile_one(uid)
         except asyncio.CancelledError:
@@ -125,7 +147,10 @@ class PoolScheduler:
             self._dropped.discard(uid)
             self._rerun.discard(uid)
             return
-        if uid in self._rerun:
+        if uid in self._rerun:  # woken while it ran: a wake-up, served as one
             self._rerun.discard(uid)
-            delay = 0.0
-        self._queue.schedule(uid, self._clock() + delay)
+            self._queue.schedule(uid, WAKE_UP)
+            return
+        after = delay if isinstance(delay, Next) else Next(delay)
+        # The tick is read on the clock it was made with (time.monotonic, as the listing's).
+        self._queue.schedule(uid, due_at(self._clock(), after.delay, after.tick, was_due))
