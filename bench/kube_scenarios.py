@@ -10,8 +10,12 @@ a subprocess: ``kubectl scale`` to ``RunInstances`` on the wire, and many pools.
   operator runs; once all have a status for their spec: the operator's RSS, the
   ``DescribeInstances`` per interval, and the pools whose object changed (status writes)
   over a window of intervals.
+* **restart**: ``pools`` pools created with *no* operator running, then the operator
+  started, and once settled started again: for each start the time until every pool was
+  reconciled, the peak RSS (``VmHWM``), the settled RSS, listings and pools written, and a
+  memory timeline (``bench.memory_probe``) to see what the peak was made of.
 
-Both need the kube-apiserver binary (``~/.cache/cloudpilot-e2e/bin``) and etcd. The kmock
+All need the kube-apiserver binary (``~/.cache/cloudpilot-e2e/bin``) and etcd. The kmock
 emulator is not used: it slows down past a few hundred objects (bench/operator_scale.py).
 """
 
@@ -255,4 +259,125 @@ def many_pools(
         describe_instances_per_cycle=round(counts.pop("DescribeInstances", 0) / window_cycles, 2),
         pools_written_per_cycle=round(written / window_cycles, 1),
         other_calls=counts,
+    )
+
+
+# -- the operator (re)started with many pools in place -----------------------------------------
+
+
+@dataclass
+class StartPhase:
+    """One start of the operator against pools that exist already."""
+
+    phase: str
+    reconciled_seconds: float
+    """From the operator's start until every pool was reconciled once by it."""
+    peak_rss_mb: float
+    rss_mb: float
+    """An interval after every pool was reconciled (at least one heap trim later)."""
+    listings: int
+    """``DescribeInstances`` from the start until ``rss_mb`` was read."""
+    pools_written: int
+    """Pools whose object changed over the same span (status writes, finalizers)."""
+    other_calls: dict[str, int]
+    timeline: str
+    """``bench.memory_probe``'s samples of this start (JSON lines)."""
+
+
+@dataclass
+class Restart:
+    pools: int
+    pilots: int
+    create_seconds: float
+    interval: float
+    phases: list[StartPhase]
+
+
+def _reconciles(port: int) -> float:
+    """Reconciles the operator has finished, from its metrics (0 before it serves them)."""
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/metrics?name[]=cloudpilot_reconcile_duration_seconds_count"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+    except (urllib.error.URLError, OSError):
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("cloudpilot_reconcile_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start(
+    phase: str, kubeconfig: Path, cloud: Cloud, wanted: dict[str, int], interval: float
+) -> StartPhase:
+    """Start the operator against ``wanted``'s pools; wait until each was reconciled."""
+    workdir = Path(tempfile.mkdtemp(prefix="cloudpilot-bench-"))
+    timeline = workdir / "timeline.jsonl"
+    port = _free_port()
+    before = _resource_versions()
+    cloud.proxy.reset_counts()
+    with _operator(
+        kubeconfig,
+        interval,
+        workdir / "operator.log",
+        tree=OPERATOR_TREE,
+        extra_env={"CLOUDPILOT_METRICS_PORT": str(port)},
+        timeline=timeline,
+    ) as proc:
+        # Every pool is due at once when the operator starts (each is new to it), so the
+        # first len(wanted) reconciles are one per pool; the status check covers a first
+        # start, where a pool's first reconcile may leave it converging.
+        took = _wait(
+            lambda: _reconciles(port) >= len(wanted) and _reconciled(wanted) == len(wanted),
+            max(600.0, len(wanted) * 0.2),
+            f"{phase}: every pool reconciled",
+            poll=5.0,
+        )
+        time.sleep(interval)  # settled: a quiet interval (and at least one heap trim) later
+        rss, peak = _rss_mb(proc.pid)
+        counts = cloud.counts()
+    after = _resource_versions()
+    return StartPhase(
+        phase=phase,
+        reconciled_seconds=round(took, 1),
+        peak_rss_mb=peak,
+        rss_mb=rss,
+        listings=counts.pop("DescribeInstances", 0),
+        pools_written=sum(1 for name, rv in after.items() if before.get(name) != rv),
+        other_calls=counts,
+        timeline=str(timeline),
+    )
+
+
+def restart(cloud: Cloud, pools: int, *, interval: float = 60.0) -> Restart:
+    """``pools`` pools created with no operator running; then the operator started (every
+    pool new to it, one in ten to scale up) and, once settled, started again (every pool
+    converged: what a rolling upgrade or an evicted pod does). Each start's peak RSS
+    (``VmHWM``) is its own process's."""
+    cloud.fresh(0.0)
+    with real_api_server() as kubeconfig:
+        started = time.monotonic()
+        wanted = _create_pools(cloud, pools)
+        created = time.monotonic() - started
+        phases = [
+            _start("first start", kubeconfig, cloud, wanted, interval),
+            _start("restart", kubeconfig, cloud, wanted, interval),
+        ]
+    return Restart(
+        pools=pools,
+        pilots=sum(wanted.values()),
+        create_seconds=round(created, 1),
+        interval=interval,
+        phases=phases,
     )

@@ -117,9 +117,16 @@ def _rss_mb(pid: int) -> tuple[float, float]:
 
 @contextlib.contextmanager
 def _operator(
-    kubeconfig: Path, interval: float, log: Path, *, tree: str | None = None
+    kubeconfig: Path,
+    interval: float,
+    log: Path,
+    *,
+    tree: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    timeline: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``tree``: the ``operator/`` directory to run (default: this checkout's)."""
+    """``tree``: the ``operator/`` directory to run (default: this checkout's);
+    ``timeline``: run it under ``bench.memory_probe``, which samples its memory there."""
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
@@ -129,11 +136,17 @@ def _operator(
         "CLOUDPILOT_RATE_BURST": "1000",
         # The pools name the moto driver's class path: the operator must allow it.
         "CLOUDPILOT_ALLOWED_DRIVER_CLASSES": DRIVER_CLASS,
-        "PYTHONPATH": tree or str(REPO / "operator"),
+        "PYTHONPATH": tree or str(REPO / "operator"),  # bench/ comes from cwd (-m)
+        **(extra_env or {}),
     }
+    command = ["operator", "--namespace", NAMESPACE]
+    if timeline is not None:
+        command = ["bench.memory_probe", str(timeline), "--", *command]
+    else:
+        command = ["cloudpilot", *command]
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cloudpilot", "operator", "--namespace", NAMESPACE],
+            [sys.executable, "-m", *command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             "faults",
             "scale-to-wire",
             "manypools",
+            "restart",
             "closedloop",
         ],
         action="append",
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="pools for the operator run (default 200: the Kubernetes emulator slows down "
         "past a few hundred objects; RSS is then projected linearly to 1,000) and for "
-        "manypools (default 10,000, on a real kube-apiserver)",
+        "manypools and restart (default 10,000, on a real kube-apiserver)",
     )
     parser.add_argument(
         "--runs", type=int, default=20, help="scale-to-wire: kubectl scale runs (default 20)"
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("bench/results.json"))
     args = parser.parse_args(argv)
     full = bool(args.full)
-    # manypools (minutes, thousands of objects on a real API server): only when asked for.
+    # manypools, restart (minutes, thousands of objects on a real API server): when asked.
     default = ["bring-up", "status", "scale-to-zero", "steady", "operator", "faults", "closedloop"]
     only = set(args.only or [*default, "scale-to-wire"])
     operator_pools = args.pools or 200
@@ -209,6 +210,19 @@ def main(argv: list[str] | None = None) -> int:
                 f"written {many.pools_written_per_cycle}; other calls {many.other_calls}"
             )
             report["manypools"] = asdict(many)
+        if "restart" in only:
+            pools = args.pools or 10_000
+            again = kube_scenarios.restart(cloud, pools)
+            print(f"\n== the operator started against {pools} pools, real kube-apiserver ==")
+            print(f"created (no operator running) in {again.create_seconds} s")
+            for start in again.phases:
+                print(
+                    f"{start.phase}: all reconciled {start.reconciled_seconds} s after the start; "
+                    f"RSS peak {start.peak_rss_mb} MiB, {start.rss_mb} MiB settled; "
+                    f"DescribeInstances {start.listings}, pools written {start.pools_written}; "
+                    f"other calls {start.other_calls}; timeline {start.timeline}"
+                )
+            report["restart"] = asdict(again)
 
     if "faults" in only:
         run = faults.converge_under_faults()

@@ -48,6 +48,26 @@ waits (a shared listing, a create, a status patch), so 64 keeps a 2-core pod bus
 a thousand cycles holding cloud calls and API connections at once; pools sharing an account
 share one listing whatever this is. ``operator.maxConcurrentReconciles`` in the chart."""
 
+KOPF_WORKER_LIMIT: Final = 128
+"""kopf's per-object workers running at once (``settings.queueing.worker_limit``; kopf's
+default is no limit). Why: when the operator starts against pools it has not handled yet
+(a first install, pools created while it was down), kopf starts a worker for every pool of
+its initial listing at once, and each patches its pool (the finalizer) over a connection of
+its own: 880 TLS connections at 2,000 pools, each holding asyncio's 256 KiB read buffer and
+OpenSSL's, and a 422 MiB peak. 128 workers bound that (241 MiB, docs/performance.md). The
+price: events of other pools wait for a free worker while 128 are busy, and a teardown that
+waits between retries holds its worker meanwhile, so deleting more than 128 pools at once
+slows the handling of every pool's events until the teardowns end."""
+
+KOPF_IDLE_TIMEOUT: Final = 1.0
+"""Seconds a kopf worker waits for its pool's next event before it ends
+(``settings.queueing.idle_timeout``; kopf's default is 5). With a bounded number of
+workers, an idle one holds a slot: 2,000 pools at start-up take 2,000 / 128 times this long
+just to be seen once. Shorter is not better: at 0.1 s the echo of a status write (a
+reconcile later) mostly finds its worker gone and queues, a whole pool's body, behind every
+pool not yet seen: 10,000 pools then peaked at 724 MiB instead of 526 (docs/performance.md,
+"The peak at start-up")."""
+
 SCHEDULER_STOP_TIMEOUT: Final = 5.0
 """Seconds running reconciles may finish when the operator stops (or loses its Lease)
 before they are cancelled. Cancelling mid-cycle is safe: the next cycle, in this process

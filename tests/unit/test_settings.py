@@ -11,6 +11,7 @@ import sys
 import kopf
 import pytest
 
+from cloudpilot import constants
 from cloudpilot.kube.handlers import configure_kopf
 from cloudpilot.leader import ElectionSettings as ReExported
 from cloudpilot.settings import ElectionSettings, OperatorSettings, SettingsError, is_class_path
@@ -179,6 +180,17 @@ def test_cluster_discovery_reaches_kopf() -> None:
     configure_kopf(on, cluster_discovery=True)
     configure_kopf(off, cluster_discovery=False)
     assert on.scanning.disabled is False and off.scanning.disabled is True
+
+
+def test_kopf_workers_are_bounded() -> None:
+    """kopf's default (no limit, a worker per pool of the start-up listing, each with its
+    own API connection) was the operator's memory peak at start-up."""
+    settings = kopf.OperatorSettings()
+    assert settings.queueing.worker_limit is None  # kopf's default, which must be replaced
+    configure_kopf(settings)
+    assert settings.queueing.worker_limit == constants.KOPF_WORKER_LIMIT
+    assert 0 < settings.queueing.worker_limit <= 256
+    assert settings.queueing.idle_timeout == constants.KOPF_IDLE_TIMEOUT < 5.0
 
 
 def _run_operator(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

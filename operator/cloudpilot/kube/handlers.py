@@ -109,6 +109,10 @@ def configure_kopf(settings: kopf.OperatorSettings, *, cluster_discovery: bool =
     settings.persistence.finalizer = constants.FINALIZER
     settings.posting.level = logging.WARNING  # log lines are not events; ours are explicit
     settings.watching.server_timeout = 300
+    # Bounded per-object workers: at start-up, one per pool at once was the operator's
+    # memory peak (their patches' TLS connections); see constants.KOPF_WORKER_LIMIT.
+    settings.queueing.worker_limit = constants.KOPF_WORKER_LIMIT
+    settings.queueing.idle_timeout = constants.KOPF_IDLE_TIMEOUT
     # Namespaced installs may withhold cluster-wide list rights: no namespace discovery then.
     # (CLOUDPILOT_CLUSTER_DISCOVERY=false, OperatorSettings.cluster_discovery)
     settings.scanning.disabled = not cluster_discovery
