@@ -135,6 +135,43 @@ async def test_after_a_restart_the_first_pool_of_the_account_lists_before_it_cre
     assert len(_ever(after.ec2, "again")) == 5
 
 
+async def test_a_pool_applied_again_right_after_an_uncertain_create_does_not_start_it_twice(
+    cloud: tuple[EC2Emulator, LatencyProxy],
+) -> None:
+    """The predecessor's ``RunInstances`` times out while the proxy still holds it: the
+    cloud acts on it only later, after any listing the re-applied pool (a new uid, an empty
+    memory) can make. The hold after an uncertain create is the reconciler's, per queue
+    prefix (``listing_reuse.create_hold_left``): the new pool's create is refused unsent,
+    and its next cycles adopt the three VMs instead of starting three more (6 without it)."""
+    h = Harness(*cloud)
+    await h.reconcile("keeper", 1)
+    # A short client timeout, so that the held call gives up (a lost answer, as on a dead link).
+    fast = {"driver": {**h.ec2.driver_options(h.proxy.endpoint), "timeout": 2}}
+    h.proxy.reset_counts()
+    h.proxy.hold("RunInstances")
+    try:
+        await h.reconcile("again", 3, deletionPolicy="Orphan", **fast)
+        h.delete_orphaning("again")
+        await h.reconcile("again", 3, deletionPolicy="Orphan", **fast)  # at once
+        sent = h.proxy.counts["RunInstances"]
+    finally:
+        h.proxy.release()
+    assert sent == 1  # the new pool's create was held back, not sent
+    # The cloud now carries the first create out; the new pool's cycles list and adopt.
+    wait_for(lambda: len(_ever(h.ec2, "again")) >= 3, DEADLINE, message="the late VMs")
+
+    async def converged() -> None:
+        while (await h.reconcile("again", 3, deletionPolicy="Orphan", **fast)).get(
+            "replicas"
+        ) != 3 or len(_live(h.ec2, "again")) != 3:
+            pass
+
+    await asyncio.wait_for(converged(), DEADLINE)
+    await h.reconcile("again", 3, deletionPolicy="Orphan", **fast)
+    assert h.proxy.counts["RunInstances"] == 1
+    assert len(_ever(h.ec2, "again")) == 3  # terminated ones counted too
+
+
 # -- the operator on the real kube-apiserver ---------------------------------------------------
 
 

@@ -8,12 +8,24 @@ of it, whichever credentials or endpoint they were made with. Fake clocks: no sl
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 import pytest
 
+from cloudpilot import naming
+from cloudpilot.cloud.gateway import (
+    CloudGateway,
+    CreateRequest,
+    CreateResult,
+    Credentials,
+    _reported,
+)
 from cloudpilot.cloud.listing import SharedListing
-from cloudpilot.cloud.listing_reuse import Unserved, WriteLog, unserved
+from cloudpilot.cloud.listing_reuse import Unserved, WriteLog, create_hold_left, unserved
+from cloudpilot.cloud.ratelimit import TokenBucket
+from cloudpilot.memory import UNCERTAIN_HOLD, CloudError, ErrorKind
+from tests.support import builders
 
 NEVER = float("-inf")
 
@@ -129,3 +141,127 @@ def test_a_listing_started_since_the_latest_tick_serves_the_whole_tick() -> None
     assert why(100.0) is None
     assert why(101.0) is Unserved.TOO_OLD
     assert why(None) is Unserved.TOO_OLD
+
+
+# -- uncertain creates: held per queue prefix, whichever pool object made them ---------------
+
+
+def test_a_create_is_held_for_the_hold_after_an_uncertain_one_and_no_longer() -> None:
+    assert create_hold_left(100.0, now=100.0, hold=7.0) == 7.0
+    assert create_hold_left(100.0, now=106.5, hold=7.0) == pytest.approx(0.5)
+    assert create_hold_left(100.0, now=107.0, hold=7.0) <= 0
+    assert create_hold_left(100.0, now=200.0, hold=7.0) < 0
+
+
+def test_the_write_log_holds_only_the_queue_whose_create_was_uncertain() -> None:
+    clock = Clock()
+    log = WriteLog(horizon=60.0, clock=clock, uncertain_hold=7.0)
+    assert log.create_hold_left("cp-p-q-") <= 0  # nothing noted
+    log.note_uncertain("cp-p-q-")
+    clock.now += 2.0
+    assert log.create_hold_left("cp-p-q-") == pytest.approx(5.0)
+    assert log.create_hold_left("cp-p-other-") <= 0
+    clock.now += 5.0
+    assert log.create_hold_left("cp-p-q-") <= 0
+
+
+def test_the_write_log_forgets_uncertain_marks_once_their_hold_is_over() -> None:
+    clock = Clock()
+    log = WriteLog(horizon=60.0, clock=clock, uncertain_hold=7.0)
+    log.note_uncertain("cp-a-")
+    clock.now += 8.0
+    log.note_uncertain("cp-b-")
+    assert list(log._uncertain) == ["cp-b-"]
+
+
+def test_the_default_hold_is_the_pools_own() -> None:
+    assert WriteLog(horizon=60.0).uncertain_hold == UNCERTAIN_HOLD
+
+
+class _Gateway(CloudGateway):
+    """A gateway whose creates answer from a script, counting what would be sent."""
+
+    def __init__(self, log: WriteLog, *answers: CreateResult | BaseException) -> None:
+        super().__init__(
+            builders.account(),
+            Credentials("key", "secret"),
+            limiter=TokenBucket(1e3, 1000),
+            write_log=log,
+        )
+        self.answers = list(answers)
+        self.sent = 0
+
+    async def _create(self, request: CreateRequest) -> CreateResult:
+        self.sent += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+def _request(pool: str = builders.POOL, name: str = "default") -> CreateRequest:
+    q = builders.queue(name, pool_name=pool)
+    return CreateRequest(queue=q, count=3, name="vm", user_data=b"", tags={})
+
+
+_TIMEOUT = CloudError(ErrorKind.TRANSIENT, "ReadTimeout", "create", uncertain=True)
+_QUOTA = CloudError(ErrorKind.QUOTA, "InstanceLimitExceeded", "create")
+
+
+async def test_after_an_uncertain_create_the_next_one_under_its_queue_is_refused_unsent() -> None:
+    """Whichever gateway (credentials) or pool object (uid) sends it: the log is the
+    reconciler's, the mark is the queue prefix (a pool applied again has the same)."""
+    clock = Clock()
+    log = WriteLog(horizon=60.0, clock=clock, uncertain_hold=7.0)
+    first = _Gateway(log, CreateResult("default", 3, error=_TIMEOUT))
+    again = _Gateway(log, CreateResult("default", 3), CreateResult("default", 3))
+    assert (await first.create(_request())).error == _TIMEOUT
+    # Listings started before the failure do not serve the pool's prefix (note, as ever).
+    assert log.last(naming.pool_prefix(builders.NAMESPACE, builders.POOL)) == 100.0
+    clock.now += 1.0
+    held = await again.create(_request())
+    assert again.sent == 0
+    assert held.error is not None and held.error.uncertain and held.created == ()
+    assert held.error.kind is ErrorKind.TRANSIENT  # the pool's usual back-off and hold
+    # Another queue of the pool, and another pool, are not held.
+    assert (await again.create(_request(name="other"))).error is None
+    assert (await again.create(_request(pool="another"))).error is None
+    assert again.sent == 2
+
+
+async def test_the_hold_ends_and_a_refused_create_does_not_extend_it() -> None:
+    clock = Clock()
+    log = WriteLog(horizon=60.0, clock=clock, uncertain_hold=7.0)
+    gateway = _Gateway(log, CreateResult("default", 3, error=_TIMEOUT), CreateResult("default", 3))
+    await gateway.create(_request())
+    clock.now += 6.0
+    assert (await gateway.create(_request())).error is not None  # held, not sent
+    clock.now += 1.0
+    assert (await gateway.create(_request())).error is None
+    assert gateway.sent == 2
+
+
+async def test_a_certain_failure_does_not_hold_the_queue() -> None:
+    log = WriteLog(horizon=60.0, clock=Clock(), uncertain_hold=7.0)
+    gateway = _Gateway(log, CreateResult("default", 3, error=_QUOTA), CreateResult("default", 3))
+    await gateway.create(_request())
+    assert (await gateway.create(_request())).error is None
+    assert gateway.sent == 2
+
+
+async def test_a_create_cancelled_in_flight_holds_the_queue() -> None:
+    """Cancelled while its call was out (a cycle cancelled, a pool deleted): the worker
+    thread still sends it, so its outcome is as unknown as a timeout's."""
+    log = WriteLog(horizon=60.0, clock=Clock(), uncertain_hold=7.0)
+    gateway = _Gateway(log, asyncio.CancelledError(), CreateResult("default", 3))
+    with pytest.raises(asyncio.CancelledError):
+        await gateway.create(_request())
+    assert (await gateway.create(_request())).error is not None
+    assert gateway.sent == 1
+
+
+def test_an_uncertain_batch_failure_is_the_one_reported() -> None:
+    """A quota refusal of one batch and a timeout of another: the pool must hold."""
+    assert _reported([_QUOTA, _TIMEOUT]) is _TIMEOUT
+    assert _reported([_QUOTA]) is _QUOTA
+    assert _reported([]) is None

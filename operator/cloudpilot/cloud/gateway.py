@@ -55,9 +55,9 @@ from cloudpilot.cloud.lookups import NeedsLookupError, Resolver, ec2_driver, is_
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.cloud.results import CreateResult as CreateResult  # re-exported
 from cloudpilot.cloud.results import ListedNode as ListedNode
-from cloudpilot.memory import CloudError
+from cloudpilot.memory import CloudError, ErrorKind
 from cloudpilot.models.queues import CloudAccount, QueueConfig
-from cloudpilot.naming import pool_prefix
+from cloudpilot.naming import pool_prefix, queue_prefix
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -407,13 +407,27 @@ class CloudGateway:
             await self._call("resolve", lambda d: self.resolver.create_arguments(d, queue))
 
     async def create(self, request: CreateRequest) -> CreateResult:
-        """Start ``request.count`` VMs; partial success is reported, never raised."""
+        """Start ``request.count`` VMs; partial success is reported, never raised.
+
+        Refused, as an uncertain failure of its own (nothing sent), while an uncertain
+        create under the same queue prefix is younger than ``memory.UNCERTAIN_HOLD``,
+        whichever pool object made it: a pool applied again under the same name must hold
+        too (:func:`~cloudpilot.cloud.listing_reuse.create_hold_left`)."""
+        queue = request.queue
+        writes = self.listing.writes
+        prefix = queue_prefix(queue.pool_namespace, queue.pool_name, queue.name)
+        if (left := writes.create_hold_left(prefix)) > 0:
+            return CreateResult(queue.name, request.count, error=_held(left))
+        uncertain = True  # until it returns: a cancelled create may be carried out too
         try:
-            return await self._create(request)
+            result = await self._create(request)
+            uncertain = result.error is not None and result.error.uncertain
+            return result
         finally:
             # Whatever came of it: listings made before now may lack what it started.
-            queue = request.queue
             self.listing.note_write(pool_prefix(queue.pool_namespace, queue.pool_name))
+            if uncertain:
+                writes.note_uncertain(prefix)
 
     async def _create(self, request: CreateRequest) -> CreateResult:
         try:
@@ -497,7 +511,7 @@ class CloudGateway:
 
         results = await asyncio.gather(*(batch(i, size) for i, size in enumerate(sizes)))
         created = tuple(node for nodes in results for node in nodes)
-        error = failures[0] if failures else None
+        error = _reported(failures)
         return CreateResult(request.queue.name, request.count, created, error, bool(fenced))
 
     async def _create_each(self, request: CreateRequest, kwargs: dict[str, Any]) -> CreateResult:
@@ -517,7 +531,7 @@ class CloudGateway:
             for o in outcomes
             if isinstance(o, BaseException) and not isinstance(o, leader.NotLeading)
         ]
-        error = errors.classify(failures[0], "create") if failures else None
+        error = _reported([errors.classify(f, "create") for f in failures])
         return CreateResult(request.queue.name, request.count, created, error, fenced)
 
     async def destroy(self, nodes: Sequence[ListedNode]) -> dict[str, CloudError | None]:
@@ -581,6 +595,26 @@ class CloudGateway:
             else:
                 outcome.update(dict.fromkeys(n.id for n in chunk))
         return outcome
+
+
+def _held(left: float) -> CloudError:
+    """A create refused before it was sent: an uncertain create under its queue prefix
+    failed less than ``memory.UNCERTAIN_HOLD`` ago (maybe by a predecessor of the pool)."""
+    return CloudError(
+        kind=ErrorKind.TRANSIENT,
+        message=(
+            f"held {left:.0f} s more: a create in this queue had an unknown outcome "
+            "(a timeout or a lost answer); listings must show what it started first"
+        ),
+        operation="create",
+        uncertain=True,
+    )
+
+
+def _reported(failures: Sequence[CloudError]) -> CloudError | None:
+    """The failure a create reports: an uncertain one first, so that the pool holds the
+    queue (``memory.record_failure``) whenever any batch's outcome is unknown."""
+    return next((f for f in failures if f.uncertain), failures[0] if failures else None)
 
 
 def _whole(value: object) -> int:

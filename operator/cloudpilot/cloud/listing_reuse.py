@@ -14,6 +14,8 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Protocol
 
+from cloudpilot.memory import UNCERTAIN_HOLD
+
 
 class Made(Protocol):
     """What the rule needs of a listing: when it started (monotonic) and its number."""
@@ -38,6 +40,19 @@ class Unserved(StrEnum):
     it may lack VMs that the pool, or a predecessor of the same name, started."""
     ALREADY_SEEN = "AlreadySeen"
     """This pool has had it: it wants something newer."""
+
+
+def create_hold_left(failed_at: float, *, now: float, hold: float) -> float:
+    """Seconds a new create under a queue prefix still waits after an *uncertain* create
+    under it (a timeout, a lost answer) failed at ``failed_at`` (<= 0: none).
+
+    Pure, so each case is a unit test. Such a create may start its VMs after any listing;
+    the pool that made it holds the queue for ``hold`` (``memory.UNCERTAIN_HOLD``) until two
+    listings, the second surely started after the failure, show them. That hold is in the
+    pool's memory, keyed by its uid: a pool deleted with ``deletionPolicy: Orphan`` and
+    applied again (a new uid, the same prefix) would not have it. Keyed by the prefix in
+    the reconciler's :class:`WriteLog`, it holds whichever pool object creates next."""
+    return failed_at + hold - now
 
 
 def unserved(
@@ -73,7 +88,8 @@ def unserved(
 
 class WriteLog:
     """When the last create under each pool prefix returned, for every listing of one
-    reconciler (every endpoint, every set of credentials).
+    reconciler (every endpoint, every set of credentials); and when the last *uncertain*
+    create under each queue prefix failed (:func:`create_hold_left`).
 
     Why one log for all of them and not one per listing: two Secrets (or two spellings of
     an endpoint) can reach the same cloud account and list the same VMs through two
@@ -85,11 +101,20 @@ class WriteLog:
     accounts, of a fresh listing of the others where a shared one would have done).
     """
 
-    def __init__(self, *, horizon: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        horizon: float,
+        clock: Callable[[], float] = time.monotonic,
+        uncertain_hold: float = UNCERTAIN_HOLD,
+    ) -> None:
         self.horizon = horizon
         """Marks older than this are dropped: no listing that old is served anyway."""
+        self.uncertain_hold = uncertain_hold
+        """How long an uncertain create under a queue prefix holds the next ones."""
         self._clock = clock
         self._writes: OrderedDict[str, float] = OrderedDict()
+        self._uncertain: OrderedDict[str, float] = OrderedDict()
 
     def note(self, prefix: str) -> None:
         now = self._clock()
@@ -100,6 +125,25 @@ class WriteLog:
             if now - at <= self.horizon:
                 break
             del self._writes[oldest]
+
+    def note_uncertain(self, queue_prefix: str) -> None:
+        """A create under ``queue_prefix`` failed without knowing what it started (the
+        gateway calls :meth:`note` for its pool prefix as well, as after every create)."""
+        now = self._clock()
+        self._uncertain[queue_prefix] = now
+        self._uncertain.move_to_end(queue_prefix)
+        while self._uncertain:
+            oldest, at = next(iter(self._uncertain.items()))
+            if create_hold_left(at, now=now, hold=self.uncertain_hold) > 0:
+                break
+            del self._uncertain[oldest]
+
+    def create_hold_left(self, queue_prefix: str) -> float:
+        """Seconds a create under ``queue_prefix`` must still wait (<= 0: none)."""
+        at = self._uncertain.get(queue_prefix)
+        if at is None:
+            return 0.0
+        return create_hold_left(at, now=self._clock(), hold=self.uncertain_hold)
 
     def last(self, prefix: str | None) -> float:
         """When the last create under ``prefix`` returned (-inf: none remembered)."""
