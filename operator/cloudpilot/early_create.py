@@ -57,11 +57,16 @@ safe as (a)/(b)/(c) above:
 * (c) nobody else's: a restart or a new term has no listing (``Unserved.NONE_YET``), so
   the first pool of each account lists first, as before.
 
-Not covered, here or by a fresh listing: a predecessor's create whose outcome was unknown
-(a timeout) may start VMs after any listing; its ``UNCERTAIN_HOLD`` is in the predecessor's
-memory, which goes with its uid. Deleting and re-applying a pool within that hold (7 s,
-twice the transient listing retry plus one) can still duplicate, with or without a shared
-listing.
+* an uncertain create (a timeout, a lost answer) may start VMs after any listing: its
+  ``UNCERTAIN_HOLD`` was only in the pool's memory, which goes with its uid, so a pool
+  deleted and applied again within it (7 s) could start them again, with or without a
+  shared listing. The gateway now also notes it per queue prefix in the reconciler's
+  ``WriteLog`` and refuses, unsent, any create under that prefix for the hold, as an
+  uncertain failure of its own (:func:`cloudpilot.cloud.listing_reuse.create_hold_left`):
+  the new pool object backs off as its predecessor did, its cycles list meanwhile and adopt
+  what the late create started
+  (``test_new_pool_on_listed_account.py::...right_after_an_uncertain_create...``). The
+  log is the reconciler's: a restart or a new leadership term within the hold forgets it.
 
 The first pool of an account has no such listing and must list before it creates: nothing
 else knows which VMs already carry its prefix (orphans). EC2's ``ClientToken`` would not
