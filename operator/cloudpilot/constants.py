@@ -133,6 +133,13 @@ DELETING_TTL: Final = 900.0
 """Seconds a VM we asked to destroy is not counted as live while it still lists (EC2 keeps
 ``shutting-down`` instances for a minute or more). After that it is destroyed again."""
 
+MAX_RECONCILE_INTERVAL: Final = PENDING_CREATE_TTL / 2
+"""The longest reconcile interval the operator accepts (300 s). A shared listing may serve a
+pool for up to one interval (an account's tick, :mod:`cloudpilot.account_tick`), and what
+it lacks of the pool's own creations is counted from ``memory.pending`` for
+``PENDING_CREATE_TTL``: the interval must stay well inside that, or a creation could be
+forgotten before any listing served to the pool shows it, and be made again."""
+
 BACKOFF_INITIAL: Final = 10.0
 BACKOFF_MAX: Final = 600.0
 """Capped exponential back-off for failed creations: 10 s, 20 s, 40 s ... 10 minutes."""

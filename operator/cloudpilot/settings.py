@@ -112,13 +112,20 @@ class EnvReader:
 
         return self._parse(name, default, expected, parse)
 
-    def number(self, name: str, default: float, *, positive: bool = True) -> float:
-        """A finite number of seconds (or per second): > 0, or >= 0 if not ``positive``."""
+    def number(
+        self, name: str, default: float, *, positive: bool = True, maximum: float | None = None
+    ) -> float:
+        """A finite number of seconds (or per second): > 0, or >= 0 if not ``positive``;
+        at most ``maximum`` if given."""
         expected = "a number greater than 0" if positive else "a number of at least 0"
+        if maximum is not None:
+            expected += f" and at most {maximum:g}"
 
         def parse(text: str) -> float:
             value = float(text)
             if not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise ValueError(text)
+            if maximum is not None and value > maximum:
                 raise ValueError(text)
             return value
 
@@ -288,7 +295,9 @@ class OperatorSettings:
         env = EnvReader(environ)
         settings = cls(
             reconcile_interval=env.number(
-                "CLOUDPILOT_RECONCILE_INTERVAL", constants.DEFAULT_RECONCILE_INTERVAL
+                "CLOUDPILOT_RECONCILE_INTERVAL",
+                constants.DEFAULT_RECONCILE_INTERVAL,
+                maximum=constants.MAX_RECONCILE_INTERVAL,
             ),
             converging_interval=env.number(
                 "CLOUDPILOT_CONVERGING_INTERVAL", constants.DEFAULT_CONVERGING_INTERVAL

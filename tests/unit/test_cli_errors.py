@@ -61,6 +61,7 @@ CASES = [
     (("operator", "--bogus"), 2, "unrecognized arguments: --bogus"),
     (("operator", "--log-format", "JSON"), 2, "argument --log-format: invalid choice"),
     (("operator", "--parallelism", "0"), 2, "argument --parallelism: expected"),
+    (("operator", "--reconcile-interval", "600"), 2, "at most 300"),
     (("demo", "--replicas", "0"), 2, "argument --replicas: expected a whole number"),
     (("demo", "--bogus"), 2, "unrecognized arguments: --bogus"),
 ]

@@ -24,8 +24,10 @@ BAD_VALUES = [
     ("CLOUDPILOT_BATCH_SIZE", "-3", "a whole number of at least 1"),
     ("CLOUDPILOT_RATE_BURST", "lots", "a whole number of at least 1"),
     ("CLOUDPILOT_MAX_CONCURRENT_RECONCILES", "0", "a whole number of at least 1"),
-    ("CLOUDPILOT_RECONCILE_INTERVAL", "1m", "a number greater than 0"),
-    ("CLOUDPILOT_RECONCILE_INTERVAL", "0", "a number greater than 0"),
+    ("CLOUDPILOT_RECONCILE_INTERVAL", "1m", "a number greater than 0 and at most 300"),
+    ("CLOUDPILOT_RECONCILE_INTERVAL", "0", "a number greater than 0 and at most 300"),
+    # Longer than half the pending-create memory: a shared listing could outlive it.
+    ("CLOUDPILOT_RECONCILE_INTERVAL", "600", "a number greater than 0 and at most 300"),
     ("CLOUDPILOT_CONVERGING_INTERVAL", "nan", "a number greater than 0"),
     ("CLOUDPILOT_RATE_LIMIT", "inf", "a number greater than 0"),
     ("CLOUDPILOT_PROXY_WARN_MARGIN", "-1", "a number of at least 0"),

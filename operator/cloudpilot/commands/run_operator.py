@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from cloudpilot import constants
 from cloudpilot.commands import EXIT_USAGE, CommandError, reports
 from cloudpilot.settings import LOG_FORMATS, LOG_LEVELS, OperatorSettings, SettingsError
 
@@ -34,6 +35,11 @@ def _checked(parse: Callable[[str], float], ok: Callable[[float], bool], expecte
 _positive_int = _checked(int, lambda v: v >= 1, "a whole number of at least 1")
 _positive_float = _checked(float, lambda v: 0 < v < math.inf, "a number greater than 0")
 _port = _checked(int, lambda v: 0 < v <= 65535, "a port from 1 to 65535")
+_interval = _checked(
+    float,
+    lambda v: 0 < v <= constants.MAX_RECONCILE_INTERVAL,
+    f"a number greater than 0 and at most {constants.MAX_RECONCILE_INTERVAL:g}",
+)
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +56,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
         "--all-namespaces", "-A", action="store_true", help="watch every namespace (default)"
     )
     parser.add_argument(
-        "--reconcile-interval", type=_positive_float, help="seconds between quiet cycles"
+        "--reconcile-interval", type=_interval, help="seconds between quiet cycles (at most 300)"
     )
     parser.add_argument(
         "--parallelism", type=_positive_int, help="concurrent cloud calls per account"
