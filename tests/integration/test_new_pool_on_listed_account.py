@@ -230,16 +230,22 @@ def test_operator_a_new_pool_on_a_listed_account_gets_its_vms_in_one_run_instanc
     assert len(_ever(stack.ec2, "newcomer", stack.namespace)) == 4
 
 
-def test_operator_a_pool_applied_again_over_orphans_on_a_listed_account_adopts_them(
-    slow_stack: tuple[Stack, LatencyProxy],
-) -> None:
-    stack, proxy = slow_stack
+def _keeper_and_three_orphans(stack: Stack, proxy: LatencyProxy) -> None:
+    """Pool "keeper" (1 VM) keeps the account listed; pool "again" (3 VMs, Orphan) is
+    deleted, its VMs left running for a pool of the same name to adopt."""
     stack.apply_pool("keeper", replicas=1, **_proxied(stack, proxy))
     stack.apply_pool("again", replicas=3, deletionPolicy="Orphan", **_proxied(stack, proxy))
     _settled(stack, "keeper", 1)
     _settled(stack, "again", 3)
     stack.delete_pool("again")
     wait_for(lambda: stack.pool("again") is None, 30, message="the pool gone")
+
+
+def test_operator_a_pool_applied_again_over_orphans_on_a_listed_account_adopts_them(
+    slow_stack: tuple[Stack, LatencyProxy],
+) -> None:
+    stack, proxy = slow_stack
+    _keeper_and_three_orphans(stack, proxy)
     assert len(_live(stack.ec2, "again", stack.namespace)) == 3  # orphaned, still running
     stack.scale_pool("keeper", 2)  # its cycle lists the account: the orphans are in it
     _settled(stack, "keeper", 2)
@@ -255,12 +261,7 @@ def test_operator_restarted_then_a_pool_applied_again_over_orphans_adopts_them(
     slow_stack: tuple[Stack, LatencyProxy],
 ) -> None:
     stack, proxy = slow_stack
-    stack.apply_pool("keeper", replicas=1, **_proxied(stack, proxy))
-    stack.apply_pool("again", replicas=3, deletionPolicy="Orphan", **_proxied(stack, proxy))
-    _settled(stack, "keeper", 1)
-    _settled(stack, "again", 3)
-    stack.delete_pool("again")
-    wait_for(lambda: stack.pool("again") is None, 30, message="the pool gone")
+    _keeper_and_three_orphans(stack, proxy)
     stack.stop_operator()
     stack.start_operator(reconcile_interval=60.0)  # a new process: no listing, no memory
     proxy.reset_counts()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from dataclasses import dataclass
 
 import pytest
 
@@ -18,19 +17,7 @@ from cloudpilot.account_tick import Tick
 from cloudpilot.cloud import listing as listing_module
 from cloudpilot.cloud.listing import SharedListing, shared_listing
 from cloudpilot.naming import new_vm_name, pool_prefix, queue_prefix
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.listing_fakes import Clock, Node
 
 
 class Cloud:

@@ -26,6 +26,7 @@ from cloudpilot.cloud.listing_reuse import Unserved, WriteLog, create_hold_left,
 from cloudpilot.cloud.ratelimit import TokenBucket
 from cloudpilot.memory import UNCERTAIN_HOLD, CloudError, ErrorKind
 from tests.support import builders
+from tests.support.listing_fakes import Clock, Node
 
 NEVER = float("-inf")
 
@@ -34,19 +35,6 @@ NEVER = float("-inf")
 class Made:
     started: float
     seq: int
-
-
-@dataclass(frozen=True)
-class Node:
-    name: str
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_young_listing_serves_a_pool_that_never_had_one() -> None:
