@@ -18,22 +18,9 @@ def _ever(stack: Stack, pool: str) -> int:
     return len(stack.vms(pool, include_gone=True))
 
 
-def _settled(stack: Stack, pool: str, replicas: int) -> None:
-    """``replicas`` live VMs in the cloud, and a status written for the latest spec."""
-    stack.wait_vms(pool, replicas)
-    stack.wait_status(
-        pool,
-        lambda s: (
-            s.get("replicas") == replicas
-            and s.get("observedGeneration") == (stack.pool(pool) or {})["metadata"]["generation"]
-        ),
-        what=f"status of {pool} at {replicas}",
-    )
-
-
 def test_rapid_scale_patches_and_a_restart_never_exceed_replicas(stack: Stack) -> None:
     stack.apply_pool("rapid", replicas=1)
-    _settled(stack, "rapid", 1)
+    stack.wait_settled("rapid", 1)
     for replicas in (2, 3, 4, 5):  # kubectl scale, as fast as the API server takes them
         stack.scale_pool("rapid", replicas)
     # Stopped wherever it is: between patches, mid-create or mid-listing.
@@ -41,12 +28,12 @@ def test_rapid_scale_patches_and_a_restart_never_exceed_replicas(stack: Stack) -
     stack.start_operator()
     for replicas in (6, 7, 8):
         stack.scale_pool("rapid", replicas)
-    _settled(stack, "rapid", 8)
+    stack.wait_settled("rapid", 8)
     # The new operator knew nothing after the restart: it listed first. Now it has a last
     # look: this scale-up goes out beside its listing (the path under test is taken).
     early_before = sum(r.early_scale_ups for r in stack.reconcilers)
     stack.scale_pool("rapid", 9)
-    _settled(stack, "rapid", 9)
+    stack.wait_settled("rapid", 9)
     assert sum(r.early_scale_ups for r in stack.reconcilers) > early_before
     assert _ever(stack, "rapid") == 9
 
@@ -55,7 +42,7 @@ def test_a_pool_applied_again_adopts_its_orphans_before_it_scales(stack: Stack) 
     """A new pool object (a new uid) over VMs left by ``deletionPolicy: Orphan``: no last
     look, so its first cycle lists and adopts them; the scale-ups after it go out early."""
     stack.apply_pool("again", replicas=3, deletionPolicy="Orphan")
-    _settled(stack, "again", 3)
+    stack.wait_settled("again", 3)
     stack.delete_pool("again")
     wait_for(lambda: stack.pool("again") is None, 30, message="the pool gone")
     assert len(stack.live_vms("again")) == 3  # orphaned, still running
@@ -64,8 +51,8 @@ def test_a_pool_applied_again_adopts_its_orphans_before_it_scales(stack: Stack) 
     stack.apply_pool("again", replicas=3, deletionPolicy="Orphan")
     for replicas in (4, 5):
         stack.scale_pool("again", replicas)
-    _settled(stack, "again", 5)
+    stack.wait_settled("again", 5)
     stack.scale_pool("again", 6)
-    _settled(stack, "again", 6)
+    stack.wait_settled("again", 6)
     assert sum(r.early_scale_ups for r in stack.reconcilers) > early_before
     assert _ever(stack, "again") == 6  # 3 adopted, 3 created, none twice

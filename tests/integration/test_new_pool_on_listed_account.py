@@ -179,18 +179,6 @@ def _proxied(stack: Stack, proxy: LatencyProxy) -> dict[str, Any]:
     return {"driver": stack.ec2.driver_options(proxy.endpoint)}
 
 
-def _settled(stack: Stack, pool: str, replicas: int) -> None:
-    stack.wait_vms(pool, replicas)
-    stack.wait_status(
-        pool,
-        lambda s: (
-            s.get("replicas") == replicas
-            and s.get("observedGeneration") == (stack.pool(pool) or {})["metadata"]["generation"]
-        ),
-        what=f"status of {pool} at {replicas}",
-    )
-
-
 @pytest.fixture
 def slow_stack(stack_without_operator: Stack) -> Iterator[tuple[Stack, LatencyProxy]]:
     """The operator with its default-like interval (60 s: a listing serves other pools for
@@ -221,11 +209,11 @@ def test_operator_a_new_pool_on_a_listed_account_gets_its_vms_in_one_run_instanc
 ) -> None:
     stack, proxy = slow_stack
     stack.apply_pool("keeper", replicas=1, **_proxied(stack, proxy))
-    _settled(stack, "keeper", 1)
+    stack.wait_settled("keeper", 1)
     proxy.reset_counts()
     stack.apply_pool("newcomer", replicas=4, **_proxied(stack, proxy))
     _run_instances_while_listings_held(proxy, 1)
-    _settled(stack, "newcomer", 4)
+    stack.wait_settled("newcomer", 4)
     assert proxy.counts.get("RunInstances") == 1
     assert len(_ever(stack.ec2, "newcomer", stack.namespace)) == 4
 
@@ -235,8 +223,8 @@ def _keeper_and_three_orphans(stack: Stack, proxy: LatencyProxy) -> None:
     deleted, its VMs left running for a pool of the same name to adopt."""
     stack.apply_pool("keeper", replicas=1, **_proxied(stack, proxy))
     stack.apply_pool("again", replicas=3, deletionPolicy="Orphan", **_proxied(stack, proxy))
-    _settled(stack, "keeper", 1)
-    _settled(stack, "again", 3)
+    stack.wait_settled("keeper", 1)
+    stack.wait_settled("again", 3)
     stack.delete_pool("again")
     wait_for(lambda: stack.pool("again") is None, 30, message="the pool gone")
 
@@ -248,11 +236,11 @@ def test_operator_a_pool_applied_again_over_orphans_on_a_listed_account_adopts_t
     _keeper_and_three_orphans(stack, proxy)
     assert len(_live(stack.ec2, "again", stack.namespace)) == 3  # orphaned, still running
     stack.scale_pool("keeper", 2)  # its cycle lists the account: the orphans are in it
-    _settled(stack, "keeper", 2)
+    stack.wait_settled("keeper", 2)
     proxy.reset_counts()
     stack.apply_pool("again", replicas=5, deletionPolicy="Orphan", **_proxied(stack, proxy))
     _run_instances_while_listings_held(proxy, 1)
-    _settled(stack, "again", 5)
+    stack.wait_settled("again", 5)
     assert proxy.counts.get("RunInstances") == 1
     assert len(_ever(stack.ec2, "again", stack.namespace)) == 5  # 3 adopted, 2 created
 
@@ -266,6 +254,6 @@ def test_operator_restarted_then_a_pool_applied_again_over_orphans_adopts_them(
     stack.start_operator(reconcile_interval=60.0)  # a new process: no listing, no memory
     proxy.reset_counts()
     stack.apply_pool("again", replicas=5, deletionPolicy="Orphan", **_proxied(stack, proxy))
-    _settled(stack, "again", 5)
+    stack.wait_settled("again", 5)
     assert proxy.counts.get("RunInstances") == 1
     assert len(_ever(stack.ec2, "again", stack.namespace)) == 5  # 3 adopted, 2 created

@@ -207,6 +207,18 @@ class Stack:
             lambda: predicate(self.status(name)), timeout, message=what or "pool status"
         )
 
+    def wait_settled(self, pool: str, replicas: int) -> None:
+        """``replicas`` live VMs in the cloud, and a status written for the latest spec."""
+        self.wait_vms(pool, replicas)
+        self.wait_status(
+            pool,
+            lambda s: (
+                s.get("replicas") == replicas
+                and s.get("observedGeneration") == (self.pool(pool) or {})["metadata"]["generation"]
+            ),
+            what=f"status of {pool} at {replicas}",
+        )
+
 
 def _b64(value: str) -> str:
     import base64
