@@ -160,45 +160,39 @@ def cloudpilot_bring_up(cloud: Cloud, n: int, latency: float) -> Contender:
     return Contender(round(t.seconds, 3), cloud.calls())
 
 
-def cloudpilot_scale_up(cloud: Cloud, n: int, latency: float) -> Contender:
-    """``kubectl scale`` of a pool that has run before (1 VM, image already resolved) to
-    1 + n: one reconcile cycle (the listing, then the batches)."""
+def _second_cycle_timed(
+    cloud: Cloud, latency: float, first: tuple[str, int], second: tuple[str, int], what: str
+) -> Contender:
+    """Reconcile ``first`` (pool, replicas) at no latency, then time one cycle of ``second``
+    at ``latency``: the shape of every "after one pool ran" contender."""
     cloud.fresh(0.0)
 
     async def run() -> tuple[float, int]:
         harness = ReconcilerHarness(cloud)
-        await harness.reconcile("scaled", 1)
+        await harness.reconcile(*first)
         cloud.proxy.latency = latency
         cloud.proxy.reset_counts()
         with Timer() as t:
-            status = await harness.reconcile("scaled", 1 + n)
-        if status.get("replicas") != 1 + n:
-            raise RuntimeError(f"CloudPilot scaled to {status.get('replicas')} of {1 + n}")
+            status = await harness.reconcile(*second)
+        if status.get("replicas") != second[1]:
+            raise RuntimeError(f"CloudPilot {what} {status.get('replicas')} of {second[1]}")
         return t.seconds, cloud.calls()
 
     seconds, calls = asyncio.run(run())
     return Contender(round(seconds, 3), calls)
+
+
+def cloudpilot_scale_up(cloud: Cloud, n: int, latency: float) -> Contender:
+    """``kubectl scale`` of a pool that has run before (1 VM, image already resolved) to
+    1 + n: one reconcile cycle (the listing, then the batches)."""
+    return _second_cycle_timed(cloud, latency, ("scaled", 1), ("scaled", 1 + n), "scaled to")
 
 
 def cloudpilot_new_pool_on_listed_account(cloud: Cloud, n: int, latency: float) -> Contender:
     """A new pool of n on an account another pool keeps listed: that pool (1 VM) is
     reconciled first at no latency (the account's listing, the image lookup), then the new
     pool's first cycle, timed: served the shared listing, it creates at once."""
-    cloud.fresh(0.0)
-
-    async def run() -> tuple[float, int]:
-        harness = ReconcilerHarness(cloud)
-        await harness.reconcile("keeper", 1)
-        cloud.proxy.latency = latency
-        cloud.proxy.reset_counts()
-        with Timer() as t:
-            status = await harness.reconcile("newcomer", n)
-        if status.get("replicas") != n:
-            raise RuntimeError(f"CloudPilot brought up {status.get('replicas')} of {n}")
-        return t.seconds, cloud.calls()
-
-    seconds, calls = asyncio.run(run())
-    return Contender(round(seconds, 3), calls)
+    return _second_cycle_timed(cloud, latency, ("keeper", 1), ("newcomer", n), "brought up")
 
 
 def gateway_create(cloud: Cloud, n: int, latency: float) -> Contender:
